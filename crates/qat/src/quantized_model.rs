@@ -1,0 +1,667 @@
+//! [`QuantizedClassifier`]: the float S4D classifier plus a fake quantizer per component,
+//! run in recurrent mode (the only mode where the state can be quantized).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation::glu;
+use burn::tensor::module::linear;
+use s4d_model::{ComplexTensor, S4d, S4dClassifier};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{QatError, Result};
+use crate::observer::Observer;
+use crate::quantizer::{Calibration, Quantizer, QuantizerState, stack_complex, to_host};
+use crate::scan::{StateQuant, scan_recording};
+use crate::spec::{Component, QuantSpec};
+
+/// What QAT trains (the paper's three parameterizations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Parameterization {
+    /// Train the continuous `log_dt, A, B, C, D`; discretize, then quantize `Abar..Dbar`.
+    #[default]
+    Continuous,
+    /// Train `Abar, Bbar, Cbar, Dbar` directly (initialised from the float discretization).
+    Discrete,
+    /// As `Discrete`, but `Abar` is a frozen parameter (no gradient, never updated).
+    FrozenA,
+}
+
+/// Discrete SSM matrices as trainable parameters (`Discrete` / `FrozenA`), `[H, M]` and `[H]`.
+#[derive(Module, Debug)]
+pub struct DiscreteSsm {
+    /// `Re Abar` (frozen under `FrozenA`).
+    pub a_re: Param<Tensor<2>>,
+    /// `Im Abar` (frozen under `FrozenA`).
+    pub a_im: Param<Tensor<2>>,
+    /// `Re Bbar`.
+    pub b_re: Param<Tensor<2>>,
+    /// `Im Bbar`.
+    pub b_im: Param<Tensor<2>>,
+    /// `Re Cbar`.
+    pub c_re: Param<Tensor<2>>,
+    /// `Im Cbar`.
+    pub c_im: Param<Tensor<2>>,
+    /// `Dbar`.
+    pub d: Param<Tensor<1>>,
+}
+
+impl DiscreteSsm {
+    /// Copies `s4d`'s current discretization into fresh parameters; `freeze_a` disables
+    /// gradients for `Abar` so optimizers never see (or update) it.
+    pub fn from_s4d(s4d: &S4d, freeze_a: bool) -> Self {
+        let disc = s4d.discretize();
+        let p2 = |t: Tensor<2>| Param::from_tensor(t.detach());
+        Self {
+            a_re: p2(disc.a_bar.re).set_require_grad(!freeze_a),
+            a_im: p2(disc.a_bar.im).set_require_grad(!freeze_a),
+            b_re: p2(disc.b_bar.re),
+            b_im: p2(disc.b_bar.im),
+            c_re: p2(disc.c.re),
+            c_im: p2(disc.c.im),
+            d: Param::from_tensor(disc.d.detach()),
+        }
+    }
+}
+
+/// One optional quantizer per [`Component`]; entries that do not apply to the owner (block vs
+/// classifier ends) stay `None`.
+#[derive(Module, Debug)]
+pub struct ComponentQuantizers {
+    /// [`Component::Input`].
+    pub input: Option<Quantizer>,
+    /// [`Component::EncoderWeight`].
+    pub encoder_weight: Option<Quantizer>,
+    /// [`Component::EncoderBias`].
+    pub encoder_bias: Option<Quantizer>,
+    /// [`Component::ABar`].
+    pub a_bar: Option<Quantizer>,
+    /// [`Component::BBar`].
+    pub b_bar: Option<Quantizer>,
+    /// [`Component::CBar`].
+    pub c_bar: Option<Quantizer>,
+    /// [`Component::DBar`].
+    pub d_bar: Option<Quantizer>,
+    /// [`Component::State`].
+    pub state: Option<Quantizer>,
+    /// [`Component::SsmOutput`].
+    pub ssm_output: Option<Quantizer>,
+    /// [`Component::Activation`].
+    pub activation: Option<Quantizer>,
+    /// [`Component::ConvWeight`].
+    pub conv_weight: Option<Quantizer>,
+    /// [`Component::ConvBias`].
+    pub conv_bias: Option<Quantizer>,
+    /// [`Component::GluOutput`].
+    pub glu_output: Option<Quantizer>,
+    /// [`Component::DecoderWeight`].
+    pub decoder_weight: Option<Quantizer>,
+    /// [`Component::DecoderBias`].
+    pub decoder_bias: Option<Quantizer>,
+    /// [`Component::Logits`].
+    pub logits: Option<Quantizer>,
+}
+
+impl ComponentQuantizers {
+    fn build(spec: &QuantSpec, per_block: bool) -> Result<Self> {
+        let make = |c: Component| -> Result<Option<Quantizer>> {
+            if c.is_per_block() != per_block {
+                return Ok(None);
+            }
+            spec.get(c)
+                .map(|cfg| {
+                    let (rank, axis) = c.rank_and_axis();
+                    Quantizer::new(cfg.clone(), axis, rank, c.name())
+                })
+                .transpose()
+        };
+        Ok(Self {
+            input: make(Component::Input)?,
+            encoder_weight: make(Component::EncoderWeight)?,
+            encoder_bias: make(Component::EncoderBias)?,
+            a_bar: make(Component::ABar)?,
+            b_bar: make(Component::BBar)?,
+            c_bar: make(Component::CBar)?,
+            d_bar: make(Component::DBar)?,
+            state: make(Component::State)?,
+            ssm_output: make(Component::SsmOutput)?,
+            activation: make(Component::Activation)?,
+            conv_weight: make(Component::ConvWeight)?,
+            conv_bias: make(Component::ConvBias)?,
+            glu_output: make(Component::GluOutput)?,
+            decoder_weight: make(Component::DecoderWeight)?,
+            decoder_bias: make(Component::DecoderBias)?,
+            logits: make(Component::Logits)?,
+        })
+    }
+
+    /// The quantizer of `c`, if any.
+    pub fn get(&self, c: Component) -> Option<&Quantizer> {
+        match c {
+            Component::Input => self.input.as_ref(),
+            Component::EncoderWeight => self.encoder_weight.as_ref(),
+            Component::EncoderBias => self.encoder_bias.as_ref(),
+            Component::ABar => self.a_bar.as_ref(),
+            Component::BBar => self.b_bar.as_ref(),
+            Component::CBar => self.c_bar.as_ref(),
+            Component::DBar => self.d_bar.as_ref(),
+            Component::State => self.state.as_ref(),
+            Component::SsmOutput => self.ssm_output.as_ref(),
+            Component::Activation => self.activation.as_ref(),
+            Component::ConvWeight => self.conv_weight.as_ref(),
+            Component::ConvBias => self.conv_bias.as_ref(),
+            Component::GluOutput => self.glu_output.as_ref(),
+            Component::DecoderWeight => self.decoder_weight.as_ref(),
+            Component::DecoderBias => self.decoder_bias.as_ref(),
+            Component::Logits => self.logits.as_ref(),
+        }
+    }
+
+    /// Mutable access to the quantizer of `c`, if any.
+    pub fn get_mut(&mut self, c: Component) -> Option<&mut Quantizer> {
+        match c {
+            Component::Input => self.input.as_mut(),
+            Component::EncoderWeight => self.encoder_weight.as_mut(),
+            Component::EncoderBias => self.encoder_bias.as_mut(),
+            Component::ABar => self.a_bar.as_mut(),
+            Component::BBar => self.b_bar.as_mut(),
+            Component::CBar => self.c_bar.as_mut(),
+            Component::DBar => self.d_bar.as_mut(),
+            Component::State => self.state.as_mut(),
+            Component::SsmOutput => self.ssm_output.as_mut(),
+            Component::Activation => self.activation.as_mut(),
+            Component::ConvWeight => self.conv_weight.as_mut(),
+            Component::ConvBias => self.conv_bias.as_mut(),
+            Component::GluOutput => self.glu_output.as_mut(),
+            Component::DecoderWeight => self.decoder_weight.as_mut(),
+            Component::DecoderBias => self.decoder_bias.as_mut(),
+            Component::Logits => self.logits.as_mut(),
+        }
+    }
+}
+
+/// Quantizer state of a whole model as one serde document (JSON on disk). Keys are
+/// `"<component>"` for the classifier ends and `"block<i>.<component>"` inside blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantStateFile {
+    /// The spec the model was built with.
+    pub spec: QuantSpec,
+    /// The QAT parameterization.
+    pub parameterization: Parameterization,
+    /// Every quantizer's state.
+    pub quantizers: BTreeMap<String, QuantizerState>,
+}
+
+/// The S4D classifier with fake quantization of every component in the spec, evaluated in
+/// recurrent mode. Float parameters, discrete parameters and LSQ scales are module parameters
+/// (burnpack sees them); ranges are in [`QuantStateFile`].
+#[derive(Module, Debug)]
+pub struct QuantizedClassifier {
+    /// The float model (its continuous SSM parameters train under `Continuous`).
+    pub float: S4dClassifier,
+    /// Per-block discrete SSM parameters (`Discrete` / `FrozenA`; empty for `Continuous`).
+    pub discrete: Vec<DiscreteSsm>,
+    /// Quantizers of the encoder, input, decoder and logits.
+    pub top: ComponentQuantizers,
+    /// Quantizers inside each block.
+    pub blocks: Vec<ComponentQuantizers>,
+    /// The spec.
+    #[module(skip)]
+    pub spec: QuantSpec,
+    /// The QAT parameterization.
+    #[module(skip)]
+    pub parameterization: Parameterization,
+}
+
+/// Whether a forward pass fake-quantizes or observes (float) for calibration.
+enum Pass<'a> {
+    Quantize,
+    Observe(&'a mut BTreeMap<String, Observer>),
+}
+
+fn key(block: Option<usize>, c: Component) -> String {
+    match block {
+        Some(i) => format!("block{i}.{}", c.name()),
+        None => c.name().to_string(),
+    }
+}
+
+impl QuantizedClassifier {
+    /// Wraps a float model. Weight-like quantizers (including `Abar..Dbar`) are calibrated
+    /// from the weights right away; activation quantizers need [`calibrate`] (when static).
+    pub fn from_float(
+        model: S4dClassifier,
+        spec: QuantSpec,
+        parameterization: Parameterization,
+    ) -> Result<Self> {
+        spec.validate()?;
+        let discrete = match parameterization {
+            Parameterization::Continuous => Vec::new(),
+            p => model
+                .blocks
+                .iter()
+                .map(|b| DiscreteSsm::from_s4d(&b.s4d, p == Parameterization::FrozenA))
+                .collect(),
+        };
+        let blocks = (0..model.blocks.len())
+            .map(|_| ComponentQuantizers::build(&spec, true))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Self {
+            top: ComponentQuantizers::build(&spec, false)?,
+            float: model,
+            discrete,
+            blocks,
+            spec,
+            parameterization,
+        };
+        out.recalibrate_weights()?;
+        Ok(out)
+    }
+
+    /// `Abar, Bbar, Cbar, Dbar` of block `i` in float, per the parameterization.
+    pub fn ssm_matrices(
+        &self,
+        i: usize,
+    ) -> (
+        ComplexTensor<2>,
+        ComplexTensor<2>,
+        ComplexTensor<2>,
+        Tensor<1>,
+    ) {
+        match self.discrete.get(i) {
+            Some(p) => (
+                ComplexTensor::new(p.a_re.val(), p.a_im.val()),
+                ComplexTensor::new(p.b_re.val(), p.b_im.val()),
+                ComplexTensor::new(p.c_re.val(), p.c_im.val()),
+                p.d.val(),
+            ),
+            None => {
+                let d = self.float.blocks[i].s4d.discretize();
+                (d.a_bar, d.b_bar, d.c, d.d)
+            }
+        }
+    }
+
+    /// Re-estimates the ranges of static weight quantizers (encoder, `Abar..Dbar`, conv,
+    /// decoder) from the current parameter values. Runs in `from_float`; call it again after
+    /// QAT epochs if weight ranges should follow the weights (this resets LSQ scales).
+    pub fn recalibrate_weights(&mut self) -> Result<()> {
+        let is_static = |q: &Option<&mut Quantizer>| {
+            q.as_ref()
+                .is_some_and(|q| q.config().calibration == Calibration::Static)
+        };
+        let enc_w = self.float.encoder.weight.val();
+        let enc_b = self.float.encoder.bias.as_ref().map(|b| b.val());
+        let dec_w = self.float.decoder.weight.val();
+        let dec_b = self.float.decoder.bias.as_ref().map(|b| b.val());
+        for (c, t) in [
+            (Component::EncoderWeight, Some(enc_w)),
+            (Component::DecoderWeight, Some(dec_w)),
+        ] {
+            let q = self.top.get_mut(c);
+            if is_static(&q)
+                && let (Some(q), Some(t)) = (q, t)
+            {
+                q.calibrate_from(t)?;
+            }
+        }
+        for (c, t) in [
+            (Component::EncoderBias, enc_b),
+            (Component::DecoderBias, dec_b),
+        ] {
+            let q = self.top.get_mut(c);
+            if is_static(&q)
+                && let (Some(q), Some(t)) = (q, t)
+            {
+                q.calibrate_from(t)?;
+            }
+        }
+        for i in 0..self.blocks.len() {
+            let (a, b, c, d) = self.ssm_matrices(i);
+            let conv_w = self.float.blocks[i].conv.weight.val();
+            let conv_b = self.float.blocks[i].conv.bias.as_ref().map(|b| b.val());
+            let qs = &mut self.blocks[i];
+            for (comp, z) in [
+                (Component::ABar, &a),
+                (Component::BBar, &b),
+                (Component::CBar, &c),
+            ] {
+                let q = qs.get_mut(comp);
+                if is_static(&q)
+                    && let Some(q) = q
+                {
+                    q.calibrate_from_complex(z)?;
+                }
+            }
+            let q = qs.get_mut(Component::DBar);
+            if is_static(&q)
+                && let Some(q) = q
+            {
+                q.calibrate_from(d)?;
+            }
+            let q = qs.get_mut(Component::ConvWeight);
+            if is_static(&q)
+                && let Some(q) = q
+            {
+                q.calibrate_from(conv_w)?;
+            }
+            let q = qs.get_mut(Component::ConvBias);
+            if is_static(&q)
+                && let (Some(q), Some(t)) = (q, conv_b)
+            {
+                q.calibrate_from(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every quantizer with its state key.
+    fn quantizers(&self) -> Vec<(String, &Quantizer)> {
+        let mut out = Vec::new();
+        for c in Component::ALL {
+            if let Some(q) = self.top.get(c) {
+                out.push((key(None, c), q));
+            }
+            for (i, b) in self.blocks.iter().enumerate() {
+                if let Some(q) = b.get(c) {
+                    out.push((key(Some(i), c), q));
+                }
+            }
+        }
+        out
+    }
+
+    fn quantizer_mut(&mut self, name: &str) -> Option<&mut Quantizer> {
+        let (block, comp) = match name.split_once('.') {
+            Some((b, c)) => (Some(b.strip_prefix("block")?.parse::<usize>().ok()?), c),
+            None => (None, name),
+        };
+        let c = Component::from_name(comp).ok()?;
+        match block {
+            Some(i) => self.blocks.get_mut(i)?.get_mut(c),
+            None => self.top.get_mut(c),
+        }
+    }
+
+    /// Names of static quantizers that still need calibration.
+    pub fn uncalibrated(&self) -> Vec<String> {
+        self.quantizers()
+            .into_iter()
+            .filter(|(_, q)| !q.is_ready())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Quantized recurrent forward: `x: [B, L, d_input]` -> logits `[B, n_classes]`.
+    /// Fails if a static quantizer is not calibrated.
+    pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<2>> {
+        let missing = self.uncalibrated();
+        if !missing.is_empty() {
+            return Err(QatError::NotCalibrated(missing));
+        }
+        Ok(self.run(x, &mut Pass::Quantize))
+    }
+
+    fn run(&self, x: Tensor<3>, pass: &mut Pass<'_>) -> Tensor<2> {
+        let top = &self.top;
+        let x = apply(top, None, Component::Input, x, pass);
+        let enc_w = weight(
+            top,
+            Component::EncoderWeight,
+            self.float.encoder.weight.val(),
+            pass,
+        );
+        let enc_b = self
+            .float
+            .encoder
+            .bias
+            .as_ref()
+            .map(|b| weight(top, Component::EncoderBias, b.val(), pass));
+        let mut h = linear(x, enc_w, enc_b);
+        for (i, block) in self.float.blocks.iter().enumerate() {
+            let qs = &self.blocks[i];
+            let (a, b, c, d) = self.ssm_matrices(i);
+            let a = weight_complex(qs, Component::ABar, a, pass);
+            let b = weight_complex(qs, Component::BBar, b, pass);
+            let c = weight_complex(qs, Component::CBar, c, pass);
+            let d = weight(qs, Component::DBar, d, pass);
+            let u = h.clone().swap_dims(1, 2); // [B, H, L]
+            let clamp = self.spec.clamp_state.then_some(self.spec.state_clamp);
+            let y = match pass {
+                Pass::Quantize => {
+                    let state = StateQuant {
+                        quantizer: qs.get(Component::State),
+                        clamp,
+                    };
+                    scan_recording(&a, &b, &c, &d, u, state, None)
+                }
+                Pass::Observe(obs) => {
+                    let k = key(Some(i), Component::State);
+                    let float = StateQuant {
+                        quantizer: None,
+                        clamp,
+                    };
+                    if let Some(o) = obs.get_mut(&k) {
+                        let mut rec = Vec::new();
+                        let y = scan_recording(&a, &b, &c, &d, u, float, Some(&mut rec));
+                        let re = Tensor::cat(rec.iter().map(|z| z.re.clone()).collect(), 0);
+                        let im = Tensor::cat(rec.into_iter().map(|z| z.im).collect(), 0);
+                        let axis = qs.get(Component::State).and_then(|q| q.state.axis);
+                        observe(o, stack_complex(&ComplexTensor::new(re, im), axis));
+                        y
+                    } else {
+                        scan_recording(&a, &b, &c, &d, u, float, None)
+                    }
+                }
+            };
+            let y = y.swap_dims(1, 2); // [B, L, H]
+            let y = apply(qs, Some(i), Component::SsmOutput, y, pass);
+            let y = block.activation.forward(y);
+            let y = apply(qs, Some(i), Component::Activation, y, pass);
+            let w = weight(qs, Component::ConvWeight, block.conv.weight.val(), pass);
+            let bias = block
+                .conv
+                .bias
+                .as_ref()
+                .map(|b| weight(qs, Component::ConvBias, b.val(), pass));
+            let y = glu(linear(y, w, bias), 2);
+            let y = apply(qs, Some(i), Component::GluOutput, y, pass);
+            // Dropout, residual and norm are outside the paper's model and stay float.
+            let y = block.dropout.forward(y);
+            let y = if block.residual { y + h } else { y };
+            h = match &block.norm {
+                Some(norm) => norm.forward(y),
+                None => y,
+            };
+        }
+        let pooled = h.mean_dim(1).squeeze_dim::<2>(1);
+        let dec_w = weight(
+            top,
+            Component::DecoderWeight,
+            self.float.decoder.weight.val(),
+            pass,
+        );
+        let dec_b = self
+            .float
+            .decoder
+            .bias
+            .as_ref()
+            .map(|b| weight(top, Component::DecoderBias, b.val(), pass));
+        let logits = linear(pooled, dec_w, dec_b);
+        apply(top, None, Component::Logits, logits, pass)
+    }
+
+    /// Every quantizer's state (learned scales read back), plus spec and parameterization.
+    pub fn quant_state(&self) -> Result<QuantStateFile> {
+        let quantizers = self
+            .quantizers()
+            .into_iter()
+            .map(|(k, q)| q.export_state().map(|s| (k, s)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(QuantStateFile {
+            spec: self.spec.clone(),
+            parameterization: self.parameterization,
+            quantizers,
+        })
+    }
+
+    /// Restores quantizer states saved by [`QuantizedClassifier::quant_state`]; the model must
+    /// have been built with the same spec and parameterization. Load this before a burnpack
+    /// of the module so learned-scale parameters exist when burnpack fills them.
+    pub fn load_quant_state(&mut self, file: &QuantStateFile) -> Result<()> {
+        if file.spec != self.spec || file.parameterization != self.parameterization {
+            return Err(QatError::StateMismatch(
+                "spec or parameterization differs from the model's".into(),
+            ));
+        }
+        let expected: Vec<String> = self.quantizers().into_iter().map(|(k, _)| k).collect();
+        let got: Vec<String> = file.quantizers.keys().cloned().collect();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        if sorted != got {
+            return Err(QatError::StateMismatch(format!(
+                "quantizers {got:?}, model has {sorted:?}"
+            )));
+        }
+        let device = self.float.decoder.weight.val().device();
+        for (k, state) in &file.quantizers {
+            let q = self
+                .quantizer_mut(k)
+                .ok_or_else(|| QatError::StateMismatch(format!("no quantizer `{k}`")))?;
+            if q.state.config != state.config || q.state.axis != state.axis {
+                return Err(QatError::StateMismatch(format!("`{k}` has another config")));
+            }
+            if state.calibrated {
+                q.set_params(state.scale.clone(), state.zero_point.clone(), &device);
+            } else {
+                q.state = state.clone();
+                q.lsq_scale = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes [`QuantizedClassifier::quant_state`] as pretty JSON.
+    pub fn save_quant_state_json(&self, path: &Path) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(&self.quant_state()?).map_err(|e| QatError::Parse {
+                format: "JSON",
+                message: e.to_string(),
+            })?;
+        std::fs::write(path, text).map_err(|e| QatError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a JSON file written by [`QuantizedClassifier::save_quant_state_json`].
+    pub fn load_quant_state_json(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|e| QatError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let file: QuantStateFile = serde_json::from_str(&text).map_err(|e| QatError::Parse {
+            format: "JSON",
+            message: e.to_string(),
+        })?;
+        self.load_quant_state(&file)
+    }
+}
+
+fn observe<const D: usize>(o: &mut Observer, t: Tensor<D>) {
+    let dims = t.dims();
+    if let Ok(data) = to_host(t.detach()) {
+        o.observe(&data, &dims);
+    }
+}
+
+/// Activation quantizer application: fake-quant, or observe in a calibration pass.
+fn apply<const D: usize>(
+    qs: &ComponentQuantizers,
+    block: Option<usize>,
+    c: Component,
+    x: Tensor<D>,
+    pass: &mut Pass<'_>,
+) -> Tensor<D> {
+    let Some(q) = qs.get(c) else { return x };
+    match pass {
+        Pass::Quantize => q.forward(x),
+        Pass::Observe(obs) => {
+            if let Some(o) = obs.get_mut(&key(block, c)) {
+                observe(o, x.clone());
+            }
+            x
+        }
+    }
+}
+
+/// Weight quantizer application (weights are calibrated data-free, so a calibration pass
+/// just runs in float).
+fn weight<const D: usize>(
+    qs: &ComponentQuantizers,
+    c: Component,
+    w: Tensor<D>,
+    pass: &Pass<'_>,
+) -> Tensor<D> {
+    match (qs.get(c), pass) {
+        (Some(q), Pass::Quantize) => q.forward(w),
+        _ => w,
+    }
+}
+
+fn weight_complex(
+    qs: &ComponentQuantizers,
+    c: Component,
+    z: ComplexTensor<2>,
+    pass: &Pass<'_>,
+) -> ComplexTensor<2> {
+    match (qs.get(c), pass) {
+        (Some(q), Pass::Quantize) => q.forward_complex(z),
+        _ => z,
+    }
+}
+
+/// Static calibration (PTQ): re-estimates weight ranges, then runs the model in float over
+/// `batches` (`[B, L, d_input]` each) with observers on every static activation quantizer
+/// (input, state trajectory, SSM output, activation, GLU output, logits), and freezes the
+/// ranges. Returns the number of batches used.
+pub fn calibrate<I>(model: &mut QuantizedClassifier, batches: I) -> Result<usize>
+where
+    I: IntoIterator<Item = Tensor<3>>,
+{
+    model.recalibrate_weights()?;
+    let mut observers: BTreeMap<String, Observer> = model
+        .quantizers()
+        .into_iter()
+        .filter(|(k, q)| {
+            q.config().calibration == Calibration::Static
+                && !Component::from_name(k.rsplit('.').next().unwrap_or(k))
+                    .map(Component::is_weight)
+                    .unwrap_or(true)
+        })
+        .map(|(k, q)| (k, Observer::new(q.config().clone(), q.state.axis)))
+        .collect();
+    let mut count = 0;
+    for batch in batches {
+        model.run(batch.detach(), &mut Pass::Observe(&mut observers));
+        count += 1;
+    }
+    if observers.is_empty() {
+        return Ok(count);
+    }
+    if count == 0 {
+        return Err(QatError::NoCalibrationData);
+    }
+    let device = model.float.decoder.weight.val().device();
+    for (k, o) in observers {
+        let Some((lo, hi)) = o.range() else { continue };
+        if let Some(q) = model.quantizer_mut(&k) {
+            q.set_range(&lo, &hi, &device);
+        }
+    }
+    Ok(count)
+}

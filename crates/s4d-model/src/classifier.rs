@@ -1,0 +1,175 @@
+use burn::config::Config;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::glu;
+
+use crate::activation::Activation;
+use crate::config::{S4dConfig, SsmMode};
+use crate::error::ModelError;
+use crate::layer::S4d;
+
+/// Configuration of the paper's sequence classifier (Algorithm 1), optionally deepened.
+///
+/// `encoder Linear(d_input -> H) -> [S4D -> act -> Conv1d(H -> 2H, k=1) -> GLU]^n_layers
+/// -> mean over time -> decoder Linear(H -> n_classes)`. With the defaults (one layer, no norm,
+/// no residual, no dropout) it has exactly `2H^2 + 208H + 10` parameters for `N = 64`.
+#[derive(Config, Debug, PartialEq)]
+pub struct S4dClassifierConfig {
+    /// The SSM of every layer; `ssm.d_model` is the model width `H`.
+    pub ssm: S4dConfig,
+    /// Features per time step (1 for pixel sequences).
+    #[config(default = 1)]
+    pub d_input: usize,
+    /// Number of classes.
+    #[config(default = 10)]
+    pub n_classes: usize,
+    /// Number of S4D blocks (the paper uses 1).
+    #[config(default = 1)]
+    pub n_layers: usize,
+    /// Nonlinearity after each SSM (the paper's quantized models use qGELU).
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+    /// Post-block LayerNorm, for the deeper S4D recipe (off in the paper).
+    #[config(default = false)]
+    pub layer_norm: bool,
+    /// Residual connection around each block (off in the paper).
+    #[config(default = false)]
+    pub residual: bool,
+    /// Dropout after each block (0 in the paper).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl S4dClassifierConfig {
+    /// Preset names accepted by [`S4dClassifierConfig::preset`].
+    pub const PRESETS: [&'static str; 4] = ["s4d-16h", "s4d-64h", "s4d-256h", "s4d-512h"];
+
+    /// The paper's models by name (`s4d-16h`, `s4d-64h`, `s4d-256h`, `s4d-512h`): one layer, `H`
+    /// heads, `N = 64`, 10 classes, one input feature.
+    pub fn preset(name: &str) -> Result<Self, ModelError> {
+        let heads = match name {
+            "s4d-16h" => 16,
+            "s4d-64h" => 64,
+            "s4d-256h" => 256,
+            "s4d-512h" => 512,
+            other => return Err(ModelError::UnknownPreset(other.to_string())),
+        };
+        Ok(Self::new(S4dConfig::new(heads)))
+    }
+
+    /// Model width `H`.
+    pub fn d_model(&self) -> usize {
+        self.ssm.d_model
+    }
+
+    /// Checks every field, so a bad config file fails with a message instead of a panic in `init`.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.ssm.validate()?;
+        if self.d_input == 0 || self.n_classes < 2 || self.n_layers == 0 {
+            return Err(ModelError::InvalidConfig(format!(
+                "need d_input >= 1, n_classes >= 2, n_layers >= 1; got {}, {}, {}",
+                self.d_input, self.n_classes, self.n_layers
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::InvalidConfig(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds the classifier.
+    ///
+    /// # Panics
+    /// On an invalid config; call [`S4dClassifierConfig::validate`] first to get an error.
+    pub fn init(&self, device: &Device) -> S4dClassifier {
+        if let Err(err) = self.validate() {
+            panic!("{err}");
+        }
+        let h = self.d_model();
+        let blocks = (0..self.n_layers)
+            .map(|_| S4dBlock {
+                s4d: self.ssm.init(device),
+                conv: LinearConfig::new(h, 2 * h).init(device),
+                norm: self
+                    .layer_norm
+                    .then(|| LayerNormConfig::new(h).init(device)),
+                dropout: DropoutConfig::new(self.dropout).init(),
+                residual: self.residual,
+                activation: self.activation,
+            })
+            .collect();
+        S4dClassifier {
+            encoder: LinearConfig::new(self.d_input, h).init(device),
+            blocks,
+            decoder: LinearConfig::new(h, self.n_classes).init(device),
+        }
+    }
+}
+
+/// One S4D block: `S4D -> act -> Conv1d(H -> 2H, k = 1) -> GLU`, plus the optional extras.
+///
+/// A kernel-size-1 Conv1d is a per-time-step linear map, so it is stored as a [`Linear`]
+/// (`[H, 2H]` weight, `[2H]` bias: the same parameters, a faster matmul).
+#[derive(Module, Debug)]
+pub struct S4dBlock {
+    /// The state-space layer.
+    pub s4d: S4d,
+    /// The pointwise `H -> 2H` mixing before GLU.
+    pub conv: Linear,
+    /// Optional post-norm.
+    pub norm: Option<LayerNorm>,
+    /// Dropout (identity when its probability is 0 or outside training).
+    pub dropout: Dropout,
+    /// Whether the block adds its input to its output.
+    #[module(skip)]
+    pub residual: bool,
+    /// Nonlinearity after the SSM.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl S4dBlock {
+    /// `x: [B, L, H] -> [B, L, H]`.
+    pub fn forward(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<3> {
+        let y = self.s4d.forward(x.clone(), mode);
+        let y = self.activation.forward(y);
+        let y = glu(self.conv.forward(y), 2); // first half * sigmoid(second half)
+        let y = self.dropout.forward(y);
+        let y = if self.residual { y + x } else { y };
+        match &self.norm {
+            Some(norm) => norm.forward(y),
+            None => y,
+        }
+    }
+}
+
+/// The paper's S4D sequence classifier.
+#[derive(Module, Debug)]
+pub struct S4dClassifier {
+    /// `d_input -> H` per time step.
+    pub encoder: Linear,
+    /// The S4D blocks (one in the paper).
+    pub blocks: Vec<S4dBlock>,
+    /// `H -> n_classes` after mean pooling.
+    pub decoder: Linear,
+}
+
+impl S4dClassifier {
+    /// `x: [B, L, d_input]` -> logits `[B, n_classes]`.
+    pub fn forward(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<2> {
+        let pooled = self.features(x, mode).mean_dim(1).squeeze_dim::<2>(1); // [B, H]
+        self.decoder.forward(pooled)
+    }
+
+    /// Per-time-step features before pooling, `[B, L, H]`.
+    pub fn features(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<3> {
+        let mut h = self.encoder.forward(x);
+        for block in &self.blocks {
+            h = block.forward(h, mode);
+        }
+        h
+    }
+}

@@ -1,0 +1,50 @@
+//! # s4d-model
+//!
+//! The diagonal state-space layer S4D and the small sequence classifier of
+//! Zhao et al., "Quantizing Small-Scale State-Space Models for Edge AI" (2025), as burn modules.
+//!
+//! This crate owns the float model: continuous parameters, discretization (ZOH or bilinear),
+//! the convolution view (Vandermonde kernel + FFT) used for fast float training, and the
+//! recurrent view (a diagonal complex scan, plus a streaming [`S4d::step`]) that edge devices
+//! run. It knows nothing about quantization: the `qat` crate reads [`Discretized`] matrices
+//! from here and decides how to quantize them. Data loading lives in `datasets`, training loops
+//! in `experiments`.
+//!
+//! Shapes are written next to every tensor: `B` batch, `L` sequence length, `H` heads (the model
+//! width, one independent SSM per head), `M = N / 2` complex modes per head.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use s4d_model::{S4dClassifierConfig, SsmMode};
+//!
+//! let device = Device::flex();
+//! let model = S4dClassifierConfig::preset("s4d-16h").unwrap().init(&device);
+//! assert_eq!(model.num_params(), 3_850);
+//! let x = Tensor::<3>::zeros([2, 32, 1], &device); // [B, L, d_input]
+//! let logits = model.forward(x, SsmMode::Convolution); // [B, 10]
+//! assert_eq!(logits.dims(), [2, 10]);
+//! ```
+
+mod activation;
+mod backend;
+mod classifier;
+mod complex;
+mod config;
+mod conv;
+mod discretize;
+mod error;
+mod kernel;
+mod layer;
+mod scan;
+
+pub use activation::{Activation, qgelu};
+pub use backend::{BackendKind, backend_kind, has_native_fft};
+pub use classifier::{S4dBlock, S4dClassifier, S4dClassifierConfig};
+pub use complex::ComplexTensor;
+pub use config::{Discretization, S4dConfig, S4dInit, SsmMode};
+pub use conv::{causal_conv, causal_conv_fft, causal_conv_toeplitz};
+pub use discretize::Discretized;
+pub use error::ModelError;
+pub use kernel::vandermonde_kernel;
+pub use layer::S4d;
+pub use scan::{S4dState, diagonal_scan, scan_step};

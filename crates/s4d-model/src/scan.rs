@@ -1,0 +1,74 @@
+use burn::prelude::*;
+
+use crate::complex::ComplexTensor;
+use crate::discretize::Discretized;
+
+/// The hidden state of an S4D layer between time steps, `[B, H, M]` complex. Kept by
+/// streaming callers (one sample at a time on a device) and carried across `step` calls.
+#[derive(Debug, Clone)]
+pub struct S4dState {
+    /// `x`, `[B, H, M]`.
+    pub x: ComplexTensor<3>,
+}
+
+impl S4dState {
+    /// The zero state `x_{-1} = 0` every sequence starts from.
+    pub fn zeros(batch: usize, heads: usize, modes: usize, device: &Device) -> Self {
+        let zeros = Tensor::<3>::zeros([batch, heads, modes], device);
+        Self {
+            x: ComplexTensor::new(zeros.clone(), zeros),
+        }
+    }
+}
+
+/// One step of the diagonal recurrence for input `u_t: [B, H]`:
+/// `x_t = Abar x_{t-1} + Bbar u_t`, `y_t = 2 Re(sum_n C x_t) + D u_t`. Returns `y_t: [B, H]`.
+pub fn scan_step(disc: &Discretized, state: S4dState, u_t: Tensor<2>) -> (Tensor<2>, S4dState) {
+    let [heads, modes] = disc.a_bar.dims();
+    let a = disc.a_bar.clone().map(|t| t.reshape([1, heads, modes]));
+    let b = disc.b_bar.clone().map(|t| t.reshape([1, heads, modes]));
+    let c = disc.c.clone().map(|t| t.reshape([1, heads, modes]));
+    let d = disc.d.clone().reshape([1, heads]);
+    step_with(&a, &b, &c, &d, state, u_t)
+}
+
+/// [`scan_step`] with matrices already broadcast to `[1, H, M]`, so a scan reshapes once.
+fn step_with(
+    a: &ComplexTensor<3>,
+    b: &ComplexTensor<3>,
+    c: &ComplexTensor<3>,
+    d: &Tensor<2>,
+    state: S4dState,
+    u_t: Tensor<2>,
+) -> (Tensor<2>, S4dState) {
+    let u3 = u_t.clone().unsqueeze_dim::<3>(2); // [B, H, 1]
+    let x = a.clone() * state.x + b.clone().scale(u3); // [B, H, M]
+    let cx = c.clone() * x.clone();
+    let y = cx.re.sum_dim(2).squeeze_dim::<2>(2).mul_scalar(2.0) + d.clone() * u_t; // [B, H]
+    (y, S4dState { x })
+}
+
+/// Runs the recurrence over a whole sequence `u: [B, H, L]` from the zero state and returns
+/// `y: [B, H, L]` and the final state. Sequential in time: the reference for the convolution
+/// view, and the float path that the quantized scan in `qat` mirrors.
+pub fn diagonal_scan(disc: &Discretized, u: Tensor<3>) -> (Tensor<3>, S4dState) {
+    let [batch, heads, len] = u.dims();
+    let [_, modes] = disc.a_bar.dims();
+    let device = u.device();
+    let a = disc.a_bar.clone().map(|t| t.reshape([1, heads, modes]));
+    let b = disc.b_bar.clone().map(|t| t.reshape([1, heads, modes]));
+    let c = disc.c.clone().map(|t| t.reshape([1, heads, modes]));
+    let d = disc.d.clone().reshape([1, heads]);
+    let mut state = S4dState::zeros(batch, heads, modes, &device);
+    let mut outputs = Vec::with_capacity(len);
+    for t in 0..len {
+        let u_t = u
+            .clone()
+            .slice([0..batch, 0..heads, t..t + 1])
+            .reshape([batch, heads]);
+        let (y_t, next) = step_with(&a, &b, &c, &d, state, u_t);
+        state = next;
+        outputs.push(y_t.unsqueeze_dim::<3>(2));
+    }
+    (Tensor::cat(outputs, 2), state)
+}

@@ -1,0 +1,175 @@
+//! `experiments bench`: throughput of the float paths per backend, with ratios against the
+//! PyTorch peer measured on the same machine (shared/bench/peer_torch).
+//!
+//! Every figure is a median over timed repeats after warm-up, on random sMNIST-shaped data.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use clap::Args;
+use serde::Serialize;
+use tracing::info;
+
+use crate::checkpoint::write_json;
+use crate::device::DeviceName;
+use s4d_model::{S4dClassifierConfig, SsmMode};
+
+/// Options of `experiments bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model presets to measure.
+    #[arg(long, value_delimiter = ',', default_value = "s4d-16h,s4d-64h")]
+    models: Vec<String>,
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    devices: Vec<DeviceName>,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 784)]
+    len: usize,
+    /// Timed repeats per case (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// PyTorch peer results (bench.py --out) to compute ratios against.
+    #[arg(long)]
+    peer: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Case {
+    model: String,
+    device: String,
+    case: &'static str,
+    median_s: f64,
+    samples_per_s: f64,
+    us_per_step_per_sample: f64,
+    peer_samples_per_s: Option<f64>,
+    ratio_vs_peer: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn time_it(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    median(
+        (0..repeats.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// The peer's samples/s for `model` and case key (`a_conv_train`, `c_rec_infer`, `d_conv_infer`).
+fn peer_value(peer: &serde_json::Value, model: &str, key: &str) -> Option<f64> {
+    let heads = model.trim_start_matches("s4d-").trim_end_matches('h');
+    peer.get("results")?
+        .get(format!("H{heads}"))?
+        .get(key)?
+        .get("samples_per_s")?
+        .as_f64()
+}
+
+/// Runs the benchmark matrix and prints a Markdown table.
+pub fn run_bench(args: &BenchArgs) -> Result<()> {
+    let peer: Option<serde_json::Value> = match &args.peer {
+        Some(p) => Some(
+            crate::checkpoint::read_json(p)
+                .with_context(|| format!("peer results {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut cases = Vec::new();
+    for model_name in &args.models {
+        let cfg = S4dClassifierConfig::preset(model_name)?;
+        for dev_name in &args.devices {
+            let device = dev_name.device()?;
+            device.seed(0);
+            let (b, l) = (args.batch, args.len);
+            let mut push = |case: &'static str, key: &str, secs: f64| {
+                let sps = b as f64 / secs;
+                let peer_sps = peer.as_ref().and_then(|p| peer_value(p, model_name, key));
+                info!(model = model_name.as_str(), device = ?dev_name, case, samples_per_s = format!("{sps:.1}"), "measured");
+                cases.push(Case {
+                    model: model_name.clone(),
+                    device: format!("{dev_name:?}").to_lowercase(),
+                    case,
+                    median_s: secs,
+                    samples_per_s: sps,
+                    us_per_step_per_sample: secs * 1e6 / (b * l) as f64,
+                    peer_samples_per_s: peer_sps,
+                    ratio_vs_peer: peer_sps.map(|p| sps / p),
+                });
+            };
+
+            // (a) float train step in convolution mode: forward, backward, AdamW update.
+            let ad = device.clone().autodiff();
+            let mut model = cfg.init(&ad);
+            let mut optim = AdamWConfig::new().init();
+            let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+            let x = Tensor::<3>::random([b, l, 1], Distribution::Uniform(0.0, 1.0), &ad);
+            let y = Tensor::<1, Int>::random([b], Distribution::Uniform(0.0, 10.0), &ad);
+            let secs = time_it(args.repeats, || {
+                let loss =
+                    loss_fn.forward(model.forward(x.clone(), SsmMode::Convolution), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(1e-3, model.clone(), grads);
+                let _ = ad.sync();
+            });
+            push("conv_train_step", "a_conv_train", secs);
+
+            // (c) recurrent inference and (d) convolution inference, no autodiff.
+            let model = model.valid();
+            let x = x.inner();
+            let secs = time_it(args.repeats.min(3), || {
+                let _ = model.forward(x.clone(), SsmMode::Recurrent).into_data();
+            });
+            push("recurrent_inference", "c_rec_infer", secs);
+            let secs = time_it(args.repeats, || {
+                let _ = model.forward(x.clone(), SsmMode::Convolution).into_data();
+            });
+            push("conv_inference", "d_conv_infer", secs);
+        }
+    }
+    println!("| model | device | case | samples/s | µs/step/sample | PyTorch samples/s | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for c in &cases {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.3} | {} | {} |",
+            c.model,
+            c.device,
+            c.case,
+            c.samples_per_s,
+            c.us_per_step_per_sample,
+            c.peer_samples_per_s
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            c.ratio_vs_peer.map_or("-".into(), |v| format!("{v:.2}x")),
+        );
+    }
+    if let Some(out) = &args.out {
+        write_json(
+            out,
+            &serde_json::json!({
+                "batch": args.batch,
+                "len": args.len,
+                "repeats": args.repeats,
+                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "cases": cases,
+            }),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! Float training (the S4D recipe): AdamW + warmup/cosine schedule, SSM parameters at their
+//! own learning rate without weight decay, per-tensor gradient clipping, evaluation and an
+//! atomic checkpoint every epoch, exact resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ParamGroup};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::optim::lr_scheduler::{LrScheduler, LrSchedulerRecord};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use datasets::{DatasetName, Split};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::checkpoint::{
+    CheckpointDir, load_classifier, load_optimizer, read_json, save_classifier, save_optimizer,
+    write_json,
+};
+use crate::data::{epoch_order, make_batch};
+use crate::eval::evaluate;
+use crate::metrics::MetricsLog;
+use crate::progress::progress_bar;
+use s4d_model::{S4dClassifierConfig, SsmMode};
+
+/// Where training data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// A named dataset (`embedded`, `smnist10k`, `sfashion`, `smnist`, `psmnist`).
+    pub dataset: DatasetName,
+    /// Directory holding fetched datasets.
+    #[serde(default = "default_data_root")]
+    pub root: PathBuf,
+    /// Use only the first N training sequences (quick runs).
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test sequences.
+    #[serde(default)]
+    pub test_limit: Option<usize>,
+}
+
+fn default_data_root() -> PathBuf {
+    PathBuf::from("data")
+}
+
+impl DataConfig {
+    /// Loads the train/test split, applying the limits.
+    pub fn load(&self) -> Result<Split> {
+        let mut split = datasets::load(self.dataset, &self.root)
+            .with_context(|| format!("loading dataset `{}`", self.dataset))?;
+        if let Some(n) = self.train_limit {
+            split.train = split.train.take(n);
+        }
+        if let Some(n) = self.test_limit {
+            split.test = split.test.take(n);
+        }
+        if split.train.is_empty() || split.test.is_empty() {
+            bail!(
+                "dataset `{}` has an empty train or test split",
+                self.dataset
+            );
+        }
+        Ok(split)
+    }
+}
+
+/// Everything that defines a float training run; saved as `config.json` in the run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The architecture.
+    pub model: S4dClassifierConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Sequences per optimizer step.
+    pub batch_size: usize,
+    /// Peak learning rate of every non-SSM parameter (and of C, D).
+    pub lr: f64,
+    /// Peak learning rate of `log_dt`, `A` and `B` (S4D recipe: <= 1e-3, no weight decay).
+    pub ssm_lr: f64,
+    /// AdamW decoupled weight decay of the non-SSM parameters.
+    pub weight_decay: f32,
+    /// Linear warmup length as a fraction of all steps.
+    pub warmup_fraction: f64,
+    /// Per-tensor gradient norm clip (burn clips each parameter's gradient separately).
+    pub grad_clip_norm: f32,
+    /// Which SSM view to train in (`convolution` is the fast float path).
+    pub mode: SsmMode,
+    /// Seeds parameter init and data order.
+    pub seed: u64,
+    /// Batch size for evaluation.
+    pub eval_batch_size: usize,
+}
+
+impl TrainConfig {
+    /// The defaults used by `experiments train` for `preset` on `dataset`.
+    pub fn recipe(preset: &str, dataset: DatasetName) -> Result<Self> {
+        Ok(Self {
+            model: S4dClassifierConfig::preset(preset)?,
+            data: DataConfig {
+                dataset,
+                root: default_data_root(),
+                train_limit: None,
+                test_limit: None,
+            },
+            epochs: 20,
+            batch_size: 50,
+            lr: 1e-2,
+            ssm_lr: 1e-3,
+            weight_decay: 0.01,
+            warmup_fraction: 0.02,
+            grad_clip_norm: 1.0,
+            mode: SsmMode::Convolution,
+            seed: 0,
+            eval_batch_size: 250,
+        })
+    }
+
+    /// Rejects values that would make training meaningless.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
+            bail!("epochs, batch_size and eval_batch_size must be >= 1");
+        }
+        for (name, lr) in [("lr", self.lr), ("ssm_lr", self.ssm_lr)] {
+            if !(lr > 0.0 && lr <= 1.0) {
+                bail!("{name} must be in (0, 1], got {lr}");
+            }
+        }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            bail!("warmup_fraction must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    /// Reads a config from `.json` or `.toml`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Self = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Linear warmup then cosine decay to zero: the S4D schedule, as a burn [`LrScheduler`].
+#[derive(Clone, Debug)]
+struct WarmupCosine {
+    peak: f64,
+    warmup: usize,
+    total: usize,
+    step: usize,
+}
+
+impl WarmupCosine {
+    fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.peak * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.total - self.warmup).max(1) as f64;
+        let progress = ((step - self.warmup) as f64 / span).min(1.0);
+        0.5 * self.peak * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+impl LrScheduler for WarmupCosine {
+    fn step(&mut self) -> f64 {
+        let lr = self.lr_at(self.step);
+        self.step += 1;
+        lr
+    }
+
+    // The position is restored from the run's own state (`global_step`), not from a record.
+    fn to_record(&self) -> LrSchedulerRecord {
+        LrSchedulerRecord::new()
+    }
+
+    fn load_record(&mut self, _record: LrSchedulerRecord) {}
+}
+
+/// The SSM parameters that the S4D recipe trains at `ssm_lr` without weight decay.
+fn ssm_group() -> ParamGroup {
+    ParamGroup::from_any_predicates(vec![
+        "s4d.log_dt",
+        "s4d.log_a_real",
+        "s4d.a_imag",
+        "s4d.b_re",
+        "s4d.b_im",
+    ])
+}
+
+/// Optimizer for `cfg`: AdamW for everything, a zero-weight-decay AdamW for the SSM group.
+pub fn build_optimizer(weight_decay: f32, grad_clip_norm: f32) -> ModuleOptimizer {
+    let clip = GradientClippingConfig::Norm(grad_clip_norm);
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay)
+        .with_grad_clipping(Some(clip.clone()))
+        .init()
+        .with_group(
+            ssm_group(),
+            AdamWConfig::new().with_weight_decay(0.0).build(),
+            Some(clip.init()),
+        )
+}
+
+fn build_scheduler(
+    lr: f64,
+    ssm_lr: f64,
+    warmup: usize,
+    total: usize,
+    step: usize,
+) -> ModuleLrScheduler {
+    let make = |peak| WarmupCosine {
+        peak,
+        warmup,
+        total,
+        step,
+    };
+    ModuleLrScheduler::new(make(lr)).with_group(ssm_group(), make(ssm_lr))
+}
+
+/// Progress of a run, saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub global_step: usize,
+    /// Best test accuracy so far.
+    pub best_test_acc: f64,
+    /// Wall time spent training so far (seconds, summed over resumes).
+    pub train_seconds: f64,
+}
+
+/// What a finished run reports (`result.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainResult {
+    /// Final test accuracy (%) after the last epoch.
+    pub test_acc: f64,
+    /// Final test loss.
+    pub test_loss: f64,
+    /// Best test accuracy (%) over epochs.
+    pub best_test_acc: f64,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Training sequences.
+    pub train_samples: usize,
+    /// Test sequences.
+    pub test_samples: usize,
+    /// Wall time of training (s), excluding evaluation.
+    pub train_seconds: f64,
+    /// Device name.
+    pub device: String,
+}
+
+/// Trains a float model into `run_dir` (config, metrics.jsonl, checkpoints/, model.*, result.json).
+/// With `resume`, continues from the newest checkpoint there.
+pub fn train(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    device: &Device,
+    resume: bool,
+) -> Result<TrainResult> {
+    cfg.validate()?;
+    let split = cfg.data.load()?;
+    let config_path = run_dir.join("config.json");
+    if resume {
+        let saved: TrainConfig = read_json(&config_path)
+            .with_context(|| format!("--resume needs a previous run in {}", run_dir.display()))?;
+        if saved != *cfg {
+            bail!(
+                "{} was started with a different config; resume with the same options or use a new --run-dir",
+                run_dir.display()
+            );
+        }
+    } else if run_dir.join("checkpoints").exists() {
+        bail!(
+            "{} already holds a run; pass --resume to continue it or choose another --run-dir",
+            run_dir.display()
+        );
+    }
+    write_json(&config_path, cfg)?;
+
+    let train_device = device.clone().autodiff();
+    train_device.seed(cfg.seed);
+    let mut model = cfg.model.init(&train_device);
+    let steps_per_epoch = split.train.len().div_ceil(cfg.batch_size);
+    let total = steps_per_epoch * cfg.epochs;
+    let warmup = ((total as f64) * cfg.warmup_fraction).round() as usize;
+    let mut optim = build_optimizer(cfg.weight_decay, cfg.grad_clip_norm);
+    let mut state = TrainState {
+        epoch: 0,
+        global_step: 0,
+        best_test_acc: 0.0,
+        train_seconds: 0.0,
+    };
+    let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"), 2);
+    if resume && let Some(dir) = checkpoints.latest()? {
+        model = load_classifier(&dir, &train_device)?;
+        optim = load_optimizer(optim, &dir.join("optim.bpk"))?;
+        state = read_json(&dir.join("state.json"))?;
+        info!(
+            epoch = state.epoch,
+            step = state.global_step,
+            "resumed from {}",
+            dir.display()
+        );
+    }
+    let mut scheduler = build_scheduler(cfg.lr, cfg.ssm_lr, warmup, total, state.global_step);
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), resume)?;
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    info!(
+        params = model.num_params(),
+        train = split.train.len(),
+        test = split.test.len(),
+        steps_per_epoch,
+        "training {} on {}",
+        run_dir.display(),
+        cfg.data.dataset
+    );
+
+    let mut last_eval = None;
+    for epoch in state.epoch..cfg.epochs {
+        let started = Instant::now();
+        let order = epoch_order(split.train.len(), cfg.seed, epoch);
+        let bar = progress_bar(
+            steps_per_epoch as u64,
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+        );
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for indices in order.chunks(cfg.batch_size) {
+            let batch = make_batch(&split.train, indices, &train_device);
+            let logits = model.forward(batch.inputs, cfg.mode);
+            let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
+            let loss_value = loss.clone().into_scalar::<f32>().to_f64();
+            if !loss_value.is_finite() {
+                bail!(
+                    "training diverged at step {} (loss {loss_value})",
+                    state.global_step
+                );
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(scheduler.step(), model, grads);
+            correct += count_correct(logits.inner(), batch.targets.inner());
+            loss_sum += loss_value * indices.len() as f64;
+            seen += indices.len();
+            state.global_step += 1;
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}%",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
+        }
+        bar.finish_and_clear();
+        state.train_seconds += started.elapsed().as_secs_f64();
+        let eval = evaluate(
+            &model.valid(),
+            &split.test,
+            cfg.eval_batch_size,
+            cfg.mode,
+            device,
+        );
+        state.epoch = epoch + 1;
+        state.best_test_acc = state.best_test_acc.max(eval.accuracy);
+        let train_loss = loss_sum / seen as f64;
+        let train_acc = 100.0 * correct as f64 / seen as f64;
+        info!(
+            epoch = epoch + 1,
+            train_loss = format!("{train_loss:.4}"),
+            train_acc = format!("{train_acc:.2}"),
+            test_loss = format!("{:.4}", eval.loss),
+            test_acc = format!("{:.2}", eval.accuracy),
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "epoch done"
+        );
+        log.write(&serde_json::json!({
+            "epoch": epoch + 1,
+            "step": state.global_step,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": eval.loss,
+            "test_acc": eval.accuracy,
+            "epoch_seconds": started.elapsed().as_secs_f64(),
+        }))?;
+        checkpoints.publish(&format!("epoch-{:04}", epoch + 1), |dir| {
+            save_classifier(&model, &cfg.model, dir)?;
+            save_optimizer(&optim, &dir.join("optim.bpk"))?;
+            write_json(&dir.join("state.json"), &state)
+        })?;
+        last_eval = Some(eval);
+    }
+
+    let final_model = model.valid();
+    let eval = match last_eval {
+        Some(eval) => eval,
+        None => evaluate(
+            &final_model,
+            &split.test,
+            cfg.eval_batch_size,
+            cfg.mode,
+            device,
+        ),
+    };
+    save_classifier(&final_model, &cfg.model, run_dir)?;
+    let result = TrainResult {
+        test_acc: eval.accuracy,
+        test_loss: eval.loss,
+        best_test_acc: state.best_test_acc,
+        epochs: state.epoch,
+        train_samples: split.train.len(),
+        test_samples: split.test.len(),
+        train_seconds: state.train_seconds,
+        device: format!("{device:?}"),
+    };
+    write_json(&run_dir.join("result.json"), &result)?;
+    Ok(result)
+}
+
+/// Number of rows whose argmax equals the target.
+pub fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
+    let pred = logits.argmax(1).squeeze_dim::<1>(1);
+    pred.equal(targets)
+        .int()
+        .sum()
+        .into_scalar::<i64>()
+        .to_i64() as usize
+}
