@@ -12,6 +12,7 @@ use crate::bench::{BenchArgs, run_bench};
 use crate::checkpoint::load_classifier;
 use crate::device::DeviceName;
 use crate::eval::evaluate;
+use crate::quant::{MemoryArgs, PtqArgs, QatArgs, run_memory, run_ptq, run_qat};
 use crate::train::{DataConfig, TrainConfig, train};
 
 /// s4q experiments: train, quantize and benchmark small S4D models.
@@ -32,6 +33,12 @@ enum Command {
     Eval(EvalArgs),
     /// Measure training and inference throughput per backend.
     Bench(BenchArgs),
+    /// Post-training quantization of a float run: specs and per-component sensitivity.
+    Ptq(PtqArgs),
+    /// Quantization-aware fine-tuning of a float run (recurrent mode).
+    Qat(QatArgs),
+    /// Memory of a model under a quantization spec, per component, vs FP32.
+    Memory(MemoryArgs),
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +147,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
         Command::Bench(args) => run_bench(&args),
+        Command::Ptq(args) => run_ptq(&args),
+        Command::Qat(args) => run_qat(&args),
+        Command::Memory(args) => run_memory(&args),
     }
 }
 

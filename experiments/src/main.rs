@@ -9,6 +9,7 @@ mod device;
 mod eval;
 mod metrics;
 mod progress;
+mod quant;
 mod train;
 
 use std::io::IsTerminal;

@@ -1,5 +1,7 @@
 //! Progress bars that stay out of the way when output is not a terminal (CI logs).
 
+use std::io::IsTerminal;
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bar of `len` steps labelled `label`; hidden when stderr is not a TTY.
@@ -12,4 +14,10 @@ pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
     }
     bar.set_prefix(label.to_string());
     bar
+}
+
+/// Whether to also log progress lines: when stderr is not a terminal the bar is invisible,
+/// and a long epoch would otherwise be silent in a log file. True every tenth of `len`.
+pub fn log_tick(step: usize, len: usize) -> bool {
+    !std::io::stderr().is_terminal() && len >= 10 && (step + 1) % (len / 10) == 0
 }

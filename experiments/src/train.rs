@@ -24,7 +24,7 @@ use crate::checkpoint::{
 use crate::data::{epoch_order, make_batch};
 use crate::eval::evaluate;
 use crate::metrics::MetricsLog;
-use crate::progress::progress_bar;
+use crate::progress::{log_tick, progress_bar};
 use s4d_model::{S4dClassifierConfig, SsmMode};
 
 /// Where training data comes from.
@@ -337,7 +337,7 @@ pub fn train(
             &format!("epoch {}/{}", epoch + 1, cfg.epochs),
         );
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for indices in order.chunks(cfg.batch_size) {
+        for (step, indices) in order.chunks(cfg.batch_size).enumerate() {
             let batch = make_batch(&split.train, indices, &train_device);
             let logits = model.forward(batch.inputs, cfg.mode);
             let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
@@ -355,6 +355,15 @@ pub fn train(
             seen += indices.len();
             state.global_step += 1;
             bar.inc(1);
+            if log_tick(step, steps_per_epoch) {
+                info!(
+                    epoch = epoch + 1,
+                    step = step + 1,
+                    of = steps_per_epoch,
+                    train_loss = format!("{:.4}", loss_sum / seen as f64),
+                    "progress"
+                );
+            }
             bar.set_message(format!(
                 "loss {:.4} acc {:.2}%",
                 loss_sum / seen as f64,

@@ -95,9 +95,9 @@ fn check(rule: Discretization, mode: SsmMode) {
             .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
             / scale;
         // The autodiff side runs in f32 (relative precision ~1e-7 per op over a few hundred
-        // ops); 1e-3 of the largest gradient leaves room for that and nothing else.
+        // ops); 1e-4 of the largest gradient (observed ~1e-6) leaves room for that and nothing else.
         assert!(
-            err < 1e-3,
+            err < 1e-4,
             "{rule:?} {mode:?} d/d{name}: rel err {err:e}\n got {got:?}\n fd {fd:?}"
         );
     }
