@@ -19,5 +19,5 @@ pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
 /// Whether to also log progress lines: when stderr is not a terminal the bar is invisible,
 /// and a long epoch would otherwise be silent in a log file. True every tenth of `len`.
 pub fn log_tick(step: usize, len: usize) -> bool {
-    !std::io::stderr().is_terminal() && len >= 10 && (step + 1) % (len / 10) == 0
+    !std::io::stderr().is_terminal() && len >= 10 && (step + 1).is_multiple_of(len / 10)
 }
