@@ -74,8 +74,8 @@ pub(crate) fn scan_recording(
             }
             x = q.forward_complex(x);
         }
-        let y_t = (c.clone() * x.clone())
-            .re
+        // Re(C x) = C_re x_re - C_im x_im: the imaginary part of the product is never needed.
+        let y_t = (c.re.clone() * x.re.clone() - c.im.clone() * x.im.clone())
             .sum_dim(2)
             .squeeze_dim::<2>(2)
             .mul_scalar(2.0)

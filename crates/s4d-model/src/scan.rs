@@ -43,8 +43,9 @@ fn step_with(
 ) -> (Tensor<2>, S4dState) {
     let u3 = u_t.clone().unsqueeze_dim::<3>(2); // [B, H, 1]
     let x = a.clone() * state.x + b.clone().scale(u3); // [B, H, M]
-    let cx = c.clone() * x.clone();
-    let y = cx.re.sum_dim(2).squeeze_dim::<2>(2).mul_scalar(2.0) + d.clone() * u_t; // [B, H]
+    // Re(C x) = C_re x_re - C_im x_im: the imaginary part of the product is never needed.
+    let cx_re = c.re.clone() * x.re.clone() - c.im.clone() * x.im.clone();
+    let y = cx_re.sum_dim(2).squeeze_dim::<2>(2).mul_scalar(2.0) + d.clone() * u_t; // [B, H]
     (y, S4dState { x })
 }
 
