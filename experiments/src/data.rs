@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use datasets::{SequenceDataset, SplitMix64};
+use datasets::SequenceDataset;
 
 /// One mini-batch: inputs `[B, L, d_input]` and class indices `[B]`.
 pub struct Batch {
@@ -22,16 +22,13 @@ pub fn make_batch(data: &SequenceDataset, indices: &[usize], device: &Device) ->
     Batch { inputs, targets }
 }
 
-/// The sample order of epoch `epoch`: a Fisher-Yates shuffle seeded by `(seed, epoch)`, so a
-/// resumed run sees exactly the batches the uninterrupted one would have.
+/// The sample order of epoch `epoch`: a permutation seeded by `(seed, epoch)`, so a resumed
+/// run sees exactly the batches the uninterrupted one would have.
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..len).collect();
-    for i in (1..len).rev() {
-        let j = rng.below(i + 1);
-        order.swap(i, j);
-    }
-    order
+    datasets::permutation(
+        len,
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 #[cfg(test)]

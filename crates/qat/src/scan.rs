@@ -2,7 +2,7 @@
 //! kernel can later replace its body without touching callers.
 
 use burn::prelude::*;
-use s4d_model::ComplexTensor;
+use s4d_model::{ComplexTensor, diagonal_scan_with};
 
 use crate::quantizer::Quantizer;
 
@@ -44,23 +44,7 @@ pub(crate) fn scan_recording(
     state: StateQuant<'_>,
     mut record: Option<&mut Vec<ComplexTensor<3>>>,
 ) -> Tensor<3> {
-    let [batch, heads, len] = u.dims();
-    let [_, modes] = a_bar.dims();
-    let device = u.device();
-    let a = a_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let b = b_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let c = c.clone().map(|t| t.reshape([1, heads, modes]));
-    let d = d.clone().reshape([1, heads]);
-    let zeros = Tensor::<3>::zeros([batch, heads, modes], &device);
-    let mut x = ComplexTensor::new(zeros.clone(), zeros);
-    let mut outputs = Vec::with_capacity(len);
-    for t in 0..len {
-        let u_t = u
-            .clone()
-            .slice([0..batch, 0..heads, t..t + 1])
-            .reshape([batch, heads]);
-        let u3 = u_t.clone().unsqueeze_dim::<3>(2);
-        x = a.clone() * x + b.clone().scale(u3);
+    diagonal_scan_with(a_bar, b_bar, c, d, u, |mut x| {
         if let Some(rec) = record.as_deref_mut() {
             let seen = match state.clamp {
                 Some(m) => x.clone().map(|p| p.clamp(-m, m)),
@@ -74,13 +58,7 @@ pub(crate) fn scan_recording(
             }
             x = q.forward_complex(x);
         }
-        // Re(C x) = C_re x_re - C_im x_im: the imaginary part of the product is never needed.
-        let y_t = (c.re.clone() * x.re.clone() - c.im.clone() * x.im.clone())
-            .sum_dim(2)
-            .squeeze_dim::<2>(2)
-            .mul_scalar(2.0)
-            + d.clone() * u_t;
-        outputs.push(y_t.unsqueeze_dim::<3>(2));
-    }
-    Tensor::cat(outputs, 2)
+        x
+    })
+    .0
 }

@@ -47,4 +47,4 @@ pub use discretize::Discretized;
 pub use error::ModelError;
 pub use kernel::vandermonde_kernel;
 pub use layer::S4d;
-pub use scan::{S4dState, diagonal_scan, scan_step};
+pub use scan::{S4dState, diagonal_scan, diagonal_scan_with, scan_step};

@@ -43,23 +43,49 @@ fn step_with(
 ) -> (Tensor<2>, S4dState) {
     let u3 = u_t.clone().unsqueeze_dim::<3>(2); // [B, H, 1]
     let x = a.clone() * state.x + b.clone().scale(u3); // [B, H, M]
+    let y = read_out(c, d, &x, u_t);
+    (y, S4dState { x })
+}
+
+/// `y_t = 2 Re(sum_n C x_t) + D u_t`, `[B, H]`, with `C: [1, H, M]`, `D: [1, H]`.
+fn read_out(
+    c: &ComplexTensor<3>,
+    d: &Tensor<2>,
+    x: &ComplexTensor<3>,
+    u_t: Tensor<2>,
+) -> Tensor<2> {
     // Re(C x) = C_re x_re - C_im x_im: the imaginary part of the product is never needed.
     let cx_re = c.re.clone() * x.re.clone() - c.im.clone() * x.im.clone();
-    let y = cx_re.sum_dim(2).squeeze_dim::<2>(2).mul_scalar(2.0) + d.clone() * u_t; // [B, H]
-    (y, S4dState { x })
+    cx_re.sum_dim(2).squeeze_dim::<2>(2).mul_scalar(2.0) + d.clone() * u_t
 }
 
 /// Runs the recurrence over a whole sequence `u: [B, H, L]` from the zero state and returns
 /// `y: [B, H, L]` and the final state. Sequential in time: the reference for the convolution
-/// view, and the float path that the quantized scan in `qat` mirrors.
+/// view.
 pub fn diagonal_scan(disc: &Discretized, u: Tensor<3>) -> (Tensor<3>, S4dState) {
+    diagonal_scan_with(&disc.a_bar, &disc.b_bar, &disc.c, &disc.d, u, |x| x)
+}
+
+/// The scan loop with a hook on the state: after `x_t = Abar x_{t-1} + Bbar u_t` and before
+/// `y_t` is read out, `x_t` is replaced by `on_state(x_t)`. Quantization-aware training clamps
+/// and fake-quantizes the state there; the float scan passes the identity.
+///
+/// `a_bar`, `b_bar`, `c`: `[H, M]`; `d`: `[H]`; `u: [B, H, L]`; returns `y: [B, H, L]`.
+pub fn diagonal_scan_with(
+    a_bar: &ComplexTensor<2>,
+    b_bar: &ComplexTensor<2>,
+    c: &ComplexTensor<2>,
+    d: &Tensor<1>,
+    u: Tensor<3>,
+    mut on_state: impl FnMut(ComplexTensor<3>) -> ComplexTensor<3>,
+) -> (Tensor<3>, S4dState) {
     let [batch, heads, len] = u.dims();
-    let [_, modes] = disc.a_bar.dims();
+    let [_, modes] = a_bar.dims();
     let device = u.device();
-    let a = disc.a_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let b = disc.b_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let c = disc.c.clone().map(|t| t.reshape([1, heads, modes]));
-    let d = disc.d.clone().reshape([1, heads]);
+    let a = a_bar.clone().map(|t| t.reshape([1, heads, modes]));
+    let b = b_bar.clone().map(|t| t.reshape([1, heads, modes]));
+    let c = c.clone().map(|t| t.reshape([1, heads, modes]));
+    let d = d.clone().reshape([1, heads]);
     let mut state = S4dState::zeros(batch, heads, modes, &device);
     let mut outputs = Vec::with_capacity(len);
     for t in 0..len {
@@ -67,9 +93,9 @@ pub fn diagonal_scan(disc: &Discretized, u: Tensor<3>) -> (Tensor<3>, S4dState) 
             .clone()
             .slice([0..batch, 0..heads, t..t + 1])
             .reshape([batch, heads]);
-        let (y_t, next) = step_with(&a, &b, &c, &d, state, u_t);
-        state = next;
-        outputs.push(y_t.unsqueeze_dim::<3>(2));
+        let x = a.clone() * state.x + b.clone().scale(u_t.clone().unsqueeze_dim::<3>(2));
+        state = S4dState { x: on_state(x) };
+        outputs.push(read_out(&c, &d, &state.x, u_t).unsqueeze_dim::<3>(2));
     }
     (Tensor::cat(outputs, 2), state)
 }
