@@ -39,9 +39,7 @@ fn wgpu_matches_flex_in_both_modes() {
 
 #[cfg(not(feature = "wgpu"))]
 #[test]
+#[ignore = "needs `--features wgpu`: run scripts/test-wgpu.sh"]
 fn wgpu_matches_flex_in_both_modes() {
     let _ = common::lcg_values(1, 0);
-    eprintln!(
-        "SKIPPED wgpu_matches_flex: built without `--features wgpu` (run scripts/test-wgpu.sh)"
-    );
 }
