@@ -27,7 +27,7 @@ use crate::device::DeviceName;
 use crate::eval::evaluate;
 use crate::metrics::MetricsLog;
 use crate::progress::{log_tick, progress_bar};
-use crate::train::{DataConfig, TrainConfig, count_correct};
+use crate::train::{DataConfig, TrainConfig, count_correct, warmup_cosine_lr};
 use s4d_model::{S4dClassifierConfig, SsmMode};
 
 /// Options shared by `ptq` and `qat`: which float run, which data.
@@ -443,8 +443,7 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
             }
             loss_sum += value * idx.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let progress = state.global_step as f64 / total as f64;
-            let lr = 0.5 * args.lr * (1.0 + (std::f64::consts::PI * progress).cos());
+            let lr = warmup_cosine_lr(args.lr, 0, total, state.global_step);
             model = optim.step(lr, model, grads);
             state.global_step += 1;
             bar.inc(1);

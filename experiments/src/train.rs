@@ -163,13 +163,19 @@ struct WarmupCosine {
 
 impl WarmupCosine {
     fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup {
-            return self.peak * (step + 1) as f64 / self.warmup as f64;
-        }
-        let span = (self.total - self.warmup).max(1) as f64;
-        let progress = ((step - self.warmup) as f64 / span).min(1.0);
-        0.5 * self.peak * (1.0 + (std::f64::consts::PI * progress).cos())
+        warmup_cosine_lr(self.peak, self.warmup, self.total, step)
     }
+}
+
+/// Learning rate at optimizer step `step` of `total`: linear warmup over `warmup` steps, then
+/// cosine decay from `peak` to zero. Float training and QAT share it.
+pub fn warmup_cosine_lr(peak: f64, warmup: usize, total: usize, step: usize) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).min(1.0);
+    0.5 * peak * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 impl LrScheduler for WarmupCosine {
@@ -520,6 +526,16 @@ mod tests {
         let err = load_classifier(&tmp, &Device::flex()).unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let peak = 0.01;
+        assert!((warmup_cosine_lr(peak, 4, 104, 0) - peak / 4.0).abs() < 1e-12);
+        assert!((warmup_cosine_lr(peak, 4, 104, 3) - peak).abs() < 1e-12);
+        assert!((warmup_cosine_lr(peak, 4, 104, 54) - peak / 2.0).abs() < 1e-12);
+        assert!(warmup_cosine_lr(peak, 4, 104, 104).abs() < 1e-12);
+        assert!((warmup_cosine_lr(peak, 0, 10, 0) - peak).abs() < 1e-12);
     }
 
     #[test]
