@@ -24,27 +24,42 @@ impl S4dState {
 /// One step of the diagonal recurrence for input `u_t: [B, H]`:
 /// `x_t = Abar x_{t-1} + Bbar u_t`, `y_t = 2 Re(sum_n C x_t) + D u_t`. Returns `y_t: [B, H]`.
 pub fn scan_step(disc: &Discretized, state: S4dState, u_t: Tensor<2>) -> (Tensor<2>, S4dState) {
-    let [heads, modes] = disc.a_bar.dims();
-    let a = disc.a_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let b = disc.b_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let c = disc.c.clone().map(|t| t.reshape([1, heads, modes]));
-    let d = disc.d.clone().reshape([1, heads]);
-    step_with(&a, &b, &c, &d, state, u_t)
+    let (a, b, c, d) = broadcast(&disc.a_bar, &disc.b_bar, &disc.c, &disc.d);
+    let x = advance(&a, &b, state.x, u_t.clone());
+    let y = read_out(&c, &d, &x, u_t);
+    (y, S4dState { x })
 }
 
-/// [`scan_step`] with matrices already broadcast to `[1, H, M]`, so a scan reshapes once.
-fn step_with(
+/// `Abar, Bbar, C` as `[1, H, M]` and `D` as `[1, H]`, so they broadcast over the batch.
+fn broadcast(
+    a_bar: &ComplexTensor<2>,
+    b_bar: &ComplexTensor<2>,
+    c: &ComplexTensor<2>,
+    d: &Tensor<1>,
+) -> (
+    ComplexTensor<3>,
+    ComplexTensor<3>,
+    ComplexTensor<3>,
+    Tensor<2>,
+) {
+    let [heads, modes] = a_bar.dims();
+    let lift = |z: &ComplexTensor<2>| z.clone().map(|t| t.reshape([1, heads, modes]));
+    (
+        lift(a_bar),
+        lift(b_bar),
+        lift(c),
+        d.clone().reshape([1, heads]),
+    )
+}
+
+/// `x_t = Abar x_{t-1} + Bbar u_t`, `[B, H, M]`.
+fn advance(
     a: &ComplexTensor<3>,
     b: &ComplexTensor<3>,
-    c: &ComplexTensor<3>,
-    d: &Tensor<2>,
-    state: S4dState,
+    x: ComplexTensor<3>,
     u_t: Tensor<2>,
-) -> (Tensor<2>, S4dState) {
-    let u3 = u_t.clone().unsqueeze_dim::<3>(2); // [B, H, 1]
-    let x = a.clone() * state.x + b.clone().scale(u3); // [B, H, M]
-    let y = read_out(c, d, &x, u_t);
-    (y, S4dState { x })
+) -> ComplexTensor<3> {
+    a.clone() * x + b.clone().scale(u_t.unsqueeze_dim::<3>(2))
 }
 
 /// `y_t = 2 Re(sum_n C x_t) + D u_t`, `[B, H]`, with `C: [1, H, M]`, `D: [1, H]`.
@@ -82,10 +97,7 @@ pub fn diagonal_scan_with(
     let [batch, heads, len] = u.dims();
     let [_, modes] = a_bar.dims();
     let device = u.device();
-    let a = a_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let b = b_bar.clone().map(|t| t.reshape([1, heads, modes]));
-    let c = c.clone().map(|t| t.reshape([1, heads, modes]));
-    let d = d.clone().reshape([1, heads]);
+    let (a, b, c, d) = broadcast(a_bar, b_bar, c, d);
     let mut state = S4dState::zeros(batch, heads, modes, &device);
     let mut outputs = Vec::with_capacity(len);
     for t in 0..len {
@@ -93,7 +105,7 @@ pub fn diagonal_scan_with(
             .clone()
             .slice([0..batch, 0..heads, t..t + 1])
             .reshape([batch, heads]);
-        let x = a.clone() * state.x + b.clone().scale(u_t.clone().unsqueeze_dim::<3>(2));
+        let x = advance(&a, &b, state.x, u_t.clone());
         state = S4dState { x: on_state(x) };
         outputs.push(read_out(&c, &d, &state.x, u_t).unsqueeze_dim::<3>(2));
     }
