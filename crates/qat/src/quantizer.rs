@@ -410,6 +410,34 @@ impl Quantizer {
         )
     }
 
+    /// `(scale, zero_point)` as `[heads]` tensors for a static quantizer of a `[B, H, M]` tensor
+    /// that is per tensor or per head (axis 1): what the fused scan takes. `None` otherwise.
+    /// A learned scale is returned as its tracked parameter, so LSQ gradients reach it.
+    pub fn head_params(&self, heads: usize, device: &Device) -> Option<(Tensor<1>, Tensor<1>)> {
+        if self.state.config.calibration != Calibration::Static || !self.state.calibrated {
+            return None;
+        }
+        let per_head = match self.state.axis {
+            None => false,
+            Some(1) => true,
+            Some(_) => return None,
+        };
+        let n = self.state.scale.len();
+        if (per_head && n != heads) || (!per_head && n != 1) {
+            return None;
+        }
+        let scale = match &self.lsq_scale {
+            Some(p) => p.val(),
+            None => Tensor::<1>::from_floats(self.state.scale.as_slice(), device),
+        };
+        let zero = Tensor::<1>::from_floats(self.state.zero_point.as_slice(), device);
+        if per_head {
+            Some((scale, zero))
+        } else {
+            Some((scale.expand([heads]), zero.expand([heads])))
+        }
+    }
+
     /// Fake-quantizes a real tensor (clipped STE gradient; LSQ gradient for a learned scale).
     /// Call only when [`Quantizer::is_ready`].
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {

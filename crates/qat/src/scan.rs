@@ -1,8 +1,13 @@
-//! The quantized diagonal recurrence, behind one function ([`quantized_scan`]) so a fused
-//! kernel can later replace its body without touching callers.
+//! The quantized diagonal recurrence, behind one function ([`quantized_scan`]): the fused
+//! kernel of `s4d-model` (one op, hand-written backward) where the device has it and the
+//! state quantizer is static, the composed tensor scan otherwise (GPU backends, dynamic
+//! state ranges, and calibration, which records every state).
 
 use burn::prelude::*;
-use s4d_model::{ComplexTensor, diagonal_scan_with};
+use s4d_model::{
+    ComplexTensor, FusedStateQuant, StateGrid, diagonal_scan_with, fused_diagonal_scan,
+    fused_scan_supported,
+};
 
 use crate::quantizer::Quantizer;
 
@@ -44,6 +49,12 @@ pub(crate) fn scan_recording(
     state: StateQuant<'_>,
     mut record: Option<&mut Vec<ComplexTensor<3>>>,
 ) -> Tensor<3> {
+    if record.is_none()
+        && fused_scan_supported(&u.device())
+        && let Some(quant) = fused_state_quant(&state, d.dims()[0], &u.device())
+    {
+        return fused_diagonal_scan(a_bar, b_bar, c, d, u, quant);
+    }
     diagonal_scan_with(a_bar, b_bar, c, d, u, |mut x| {
         if let Some(rec) = record.as_deref_mut() {
             let seen = match state.clamp {
@@ -61,4 +72,28 @@ pub(crate) fn scan_recording(
         x
     })
     .0
+}
+
+/// The state quantizer in the fused kernel's terms: `Some(None)` for a float state,
+/// `Some(Some(q))` for a static per-head or per-tensor quantizer, `None` when only the
+/// composed scan can express it (dynamic ranges, another channel axis).
+fn fused_state_quant(
+    state: &StateQuant<'_>,
+    heads: usize,
+    device: &Device,
+) -> Option<Option<FusedStateQuant>> {
+    let Some(q) = state.quantizer else {
+        return Some(None);
+    };
+    let (scale, zero_point) = q.head_params(heads, device)?;
+    let (qmin, qmax) = q.config().grid();
+    Some(Some(FusedStateQuant {
+        scale,
+        zero_point,
+        grid: StateGrid {
+            qmin,
+            qmax,
+            clamp: state.clamp,
+        },
+    }))
 }

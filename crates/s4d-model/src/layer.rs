@@ -8,6 +8,7 @@ use crate::conv::causal_conv;
 use crate::discretize::{Discretized, discretize};
 use crate::kernel::vandermonde_kernel;
 use crate::scan::{S4dState, diagonal_scan, scan_step};
+use crate::scan_op::{fused_diagonal_scan, fused_scan_supported};
 
 /// One S4D layer: `H` independent diagonal complex SSMs, one per channel.
 ///
@@ -136,9 +137,20 @@ impl S4d {
         let u = u.swap_dims(1, 2); // [B, H, L]
         let y = match mode {
             SsmMode::Convolution => self.forward_conv(u),
-            SsmMode::Recurrent => diagonal_scan(&self.discretize(), u).0,
+            SsmMode::Recurrent => self.forward_recurrent(u),
         };
         y.swap_dims(1, 2)
+    }
+
+    /// Recurrent view on channel-major input `u: [B, H, L]`: the fused scan on CPU backends,
+    /// the composed tensor scan elsewhere (same function, see `tests/fused_scan.rs`).
+    pub fn forward_recurrent(&self, u: Tensor<3>) -> Tensor<3> {
+        let disc = self.discretize();
+        if fused_scan_supported(&u.device()) {
+            fused_diagonal_scan(&disc.a_bar, &disc.b_bar, &disc.c, &disc.d, u, None)
+        } else {
+            diagonal_scan(&disc, u).0
+        }
     }
 
     /// Convolution view on channel-major input `u: [B, H, L]`.

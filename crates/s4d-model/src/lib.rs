@@ -36,6 +36,8 @@ mod error;
 mod kernel;
 mod layer;
 mod scan;
+pub mod scan_kernel;
+mod scan_op;
 
 pub use activation::{Activation, qgelu};
 pub use backend::{BackendKind, backend_kind, has_native_fft};
@@ -48,3 +50,5 @@ pub use error::ModelError;
 pub use kernel::vandermonde_kernel;
 pub use layer::S4d;
 pub use scan::{S4dState, diagonal_scan, diagonal_scan_with, scan_step};
+pub use scan_kernel::StateGrid;
+pub use scan_op::{FusedScanBackend, FusedStateQuant, fused_diagonal_scan, fused_scan_supported};

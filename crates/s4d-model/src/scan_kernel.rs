@@ -1,0 +1,612 @@
+//! The diagonal scan as one host loop nest, forward and backward, for CPU backends.
+//!
+//! Composing the recurrence from tensor ops costs a dozen kernel launches and `[B, H, M]`
+//! temporaries per time step, and autodiff records every one of them: QAT in recurrent mode
+//! spends nearly all its time there. Here one `(batch, head)` row is a sequential loop over
+//! time whose state (`M` complex modes) lives in registers and L1, rows run in parallel, and
+//! the backward pass is the reverse-time adjoint recurrence written out by hand.
+//!
+//! Math (per row, modes `n`, `x_{-1} = 0`):
+//! - `p_t = Abar x_{t-1} + Bbar u_t` (complex), `x_t = Q(p_t)` where `Q` is the identity or
+//!   clamp-then-fake-quantize of the real and imaginary parts on one grid,
+//! - `y_t = 2 sum_n Re(C_n x_t,n) + D u_t`.
+//!
+//! Backward, with `g_t = dL/dy_t`, `lam_t = dL/dx_t` and `mu_t = dL/dp_t` as complex numbers
+//! whose parts are the gradients of the real and imaginary parts:
+//! - `lam_t = 2 g_t conj(C) + conj(Abar) mu_{t+1}`, `mu_t = mask(p_t) * lam_t` (clipped STE),
+//! - `dAbar += mu_t conj(x_{t-1})`, `dBbar += mu_t u_t`, `dC += 2 g_t conj(x_t)`,
+//!   `dD += g_t u_t`, `du_t = D g_t + sum_n Re(conj(Bbar) mu_t)`,
+//! - with a learned state scale (LSQ), `ds += lam_t * dQ/ds`, where `dQ/ds = round(v) - v` on
+//!   the grid and `q_edge - z` where `v = x / s + z` was clipped to an edge of the grid.
+//!
+//! Memory: the forward pass keeps the state only every `K` steps (a checkpoint); the backward
+//! pass recomputes each segment of `K` states from its checkpoint, so the extra memory is
+//! `O(B H M (L / K + K))` instead of `O(B H M L)`, for one extra forward pass of work.
+//!
+//! Numerics: the state update uses the same operations in the same order as the composed
+//! tensor path (`crate::scan`), so states agree bit for bit, quantized or not; only the
+//! readout's sum over modes is ordered differently (eight partial sums).
+
+use rayon::prelude::*;
+
+/// Sizes of one scan call: `u, y: [B, H, L]`, matrices `[H, M]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanDims {
+    /// `B`.
+    pub batch: usize,
+    /// `H`.
+    pub heads: usize,
+    /// `L`.
+    pub len: usize,
+    /// `M` complex modes per head.
+    pub modes: usize,
+}
+
+impl ScanDims {
+    /// Steps between two stored states: about `sqrt(L)`, at least 16, so checkpoints and the
+    /// recomputed segment cost about the same memory.
+    pub fn checkpoint_every(&self) -> usize {
+        ((self.len as f64).sqrt().ceil() as usize).max(16)
+    }
+
+    /// Number of segments, each starting from one stored state.
+    pub fn segments(&self) -> usize {
+        self.len.div_ceil(self.checkpoint_every())
+    }
+
+    /// Length of the checkpoint buffer: `[B, H, segments, 2, M]`.
+    pub fn checkpoint_len(&self) -> usize {
+        self.batch * self.heads * self.segments() * 2 * self.modes
+    }
+}
+
+/// The discrete matrices, row-major `[H, M]` (`d`: `[H]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScanMatrices<'a> {
+    /// `Re Abar`.
+    pub a_re: &'a [f32],
+    /// `Im Abar`.
+    pub a_im: &'a [f32],
+    /// `Re Bbar`.
+    pub b_re: &'a [f32],
+    /// `Im Bbar`.
+    pub b_im: &'a [f32],
+    /// `Re C`.
+    pub c_re: &'a [f32],
+    /// `Im C`.
+    pub c_im: &'a [f32],
+    /// `D`.
+    pub d: &'a [f32],
+}
+
+/// Clamp and integer grid of the state quantizer: `x -> (round(clamp(clamp(x, -c, c) / s + z,
+/// qmin, qmax)) - z) s`, per head `s` and `z`, rounding half to even.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateGrid {
+    /// Smallest integer level.
+    pub qmin: f32,
+    /// Largest integer level.
+    pub qmax: f32,
+    /// Bound of the clamp applied before quantizing (`None`: no clamp).
+    pub clamp: Option<f32>,
+}
+
+/// A static state quantizer: the grid plus per-head scale and zero point (`[H]` each).
+#[derive(Debug, Clone, Copy)]
+pub struct StateQuantizer<'a> {
+    /// Grid and clamp.
+    pub grid: StateGrid,
+    /// Step size per head.
+    pub scale: &'a [f32],
+    /// Zero point per head (integer-valued).
+    pub zero_point: &'a [f32],
+}
+
+/// Output of [`scan_forward`].
+#[derive(Debug, Clone)]
+pub struct ScanOutput {
+    /// `y: [B, H, L]`.
+    pub y: Vec<f32>,
+    /// States at segment starts, `[B, H, segments, 2, M]` (empty unless asked for).
+    pub checkpoints: Vec<f32>,
+}
+
+/// Gradients of a scan with respect to each of its inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanGrads {
+    /// `dL/du`, `[B, H, L]`.
+    pub u: Vec<f32>,
+    /// `dL/dRe Abar`, `[H, M]`.
+    pub a_re: Vec<f32>,
+    /// `dL/dIm Abar`.
+    pub a_im: Vec<f32>,
+    /// `dL/dRe Bbar`.
+    pub b_re: Vec<f32>,
+    /// `dL/dIm Bbar`.
+    pub b_im: Vec<f32>,
+    /// `dL/dRe C`.
+    pub c_re: Vec<f32>,
+    /// `dL/dIm C`.
+    pub c_im: Vec<f32>,
+    /// `dL/dD`, `[H]`.
+    pub d: Vec<f32>,
+    /// `dL/ds` of the state quantizer's scale, `[H]` (zeros without a quantizer).
+    pub scale: Vec<f32>,
+}
+
+/// Rounds half to even, exactly, for `|v| < 2^22`: adding and removing `1.5 * 2^23` makes the
+/// FPU's round-to-nearest-even drop the fraction. It vectorizes where `f32::round_ties_even`
+/// becomes a library call (x86-64 without SSE4.1). The state grid is clamped to at most 16-bit
+/// levels before rounding, far inside the valid range.
+#[inline(always)]
+pub fn round_half_even_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (v + MAGIC) - MAGIC
+}
+
+/// One head's quantizer as scalars.
+#[derive(Debug, Clone, Copy)]
+struct RowQuant {
+    scale: f32,
+    zero: f32,
+    qmin: f32,
+    qmax: f32,
+    clamp: f32,
+}
+
+impl RowQuant {
+    fn for_head(q: Option<&StateQuantizer<'_>>, head: usize) -> Option<Self> {
+        q.map(|q| Self {
+            scale: q.scale[head],
+            zero: q.zero_point[head],
+            qmin: q.grid.qmin,
+            qmax: q.grid.qmax,
+            clamp: q.grid.clamp.unwrap_or(f32::INFINITY),
+        })
+    }
+
+    /// The grid coordinate `v = clamp(p) / s + z` before it is clipped to the grid.
+    #[inline(always)]
+    fn coordinate(&self, p: f32) -> f32 {
+        let c = self.clamp;
+        let xc = if p < -c {
+            -c
+        } else if p > c {
+            c
+        } else {
+            p
+        };
+        xc / self.scale + self.zero
+    }
+
+    #[inline(always)]
+    fn clip(&self, v: f32) -> f32 {
+        if v < self.qmin {
+            self.qmin
+        } else if v > self.qmax {
+            self.qmax
+        } else {
+            v
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, p: f32) -> f32 {
+        let v = self.clip(self.coordinate(p));
+        (round_half_even_small(v) - self.zero) * self.scale
+    }
+
+    /// `(dQ/dp, dQ/ds)` at `p`: the clipped-STE mask and the LSQ step-size derivative.
+    #[inline(always)]
+    fn derivatives(&self, p: f32) -> (f32, f32) {
+        let c = self.clamp;
+        let inside_clamp = p >= -c && p <= c;
+        let v = self.coordinate(p);
+        if v < self.qmin {
+            (0.0, self.qmin - self.zero)
+        } else if v > self.qmax {
+            (0.0, self.qmax - self.zero)
+        } else {
+            let mask = if inside_clamp { 1.0 } else { 0.0 };
+            (mask, round_half_even_small(v) - v)
+        }
+    }
+}
+
+/// One head's matrices.
+#[derive(Clone, Copy)]
+struct RowMatrices<'a> {
+    a_re: &'a [f32],
+    a_im: &'a [f32],
+    b_re: &'a [f32],
+    b_im: &'a [f32],
+    c_re: &'a [f32],
+    c_im: &'a [f32],
+    d: f32,
+}
+
+impl<'a> RowMatrices<'a> {
+    fn for_head(m: &ScanMatrices<'a>, head: usize, modes: usize) -> Self {
+        let r = head * modes..(head + 1) * modes;
+        Self {
+            a_re: &m.a_re[r.clone()],
+            a_im: &m.a_im[r.clone()],
+            b_re: &m.b_re[r.clone()],
+            b_im: &m.b_im[r.clone()],
+            c_re: &m.c_re[r.clone()],
+            c_im: &m.c_im[r],
+            d: m.d[head],
+        }
+    }
+}
+
+const LANES: usize = 8;
+
+/// `x <- Q(Abar x + Bbar u_t)`; stores `p` when `pre` is given.
+#[inline(always)]
+fn advance(
+    m: &RowMatrices<'_>,
+    q: Option<RowQuant>,
+    ut: f32,
+    x_re: &mut [f32],
+    x_im: &mut [f32],
+    pre: Option<(&mut [f32], &mut [f32])>,
+) {
+    let n = x_re.len();
+    let (a_re, a_im, b_re, b_im) = (&m.a_re[..n], &m.a_im[..n], &m.b_re[..n], &m.b_im[..n]);
+    let x_im = &mut x_im[..n];
+    let mut pre = pre.map(|(r, i)| (&mut r[..n], &mut i[..n]));
+    for k in 0..n {
+        let (xr, xi) = (x_re[k], x_im[k]);
+        let pr = (a_re[k] * xr - a_im[k] * xi) + b_re[k] * ut;
+        let pi = (a_re[k] * xi + a_im[k] * xr) + b_im[k] * ut;
+        if let Some((r, i)) = pre.as_mut() {
+            r[k] = pr;
+            i[k] = pi;
+        }
+        match q {
+            Some(q) => {
+                x_re[k] = q.apply(pr);
+                x_im[k] = q.apply(pi);
+            }
+            None => {
+                x_re[k] = pr;
+                x_im[k] = pi;
+            }
+        }
+    }
+}
+
+/// `2 sum_n Re(C_n x_n) + D u_t`, the sum in eight interleaved partial sums.
+#[inline(always)]
+fn read_out(m: &RowMatrices<'_>, ut: f32, x_re: &[f32], x_im: &[f32]) -> f32 {
+    let n = x_re.len();
+    let (c_re, c_im, x_im) = (&m.c_re[..n], &m.c_im[..n], &x_im[..n]);
+    let mut acc = [0.0f32; LANES];
+    let whole = n - n % LANES;
+    for base in (0..whole).step_by(LANES) {
+        for l in 0..LANES {
+            let k = base + l;
+            acc[l] += c_re[k] * x_re[k] - c_im[k] * x_im[k];
+        }
+    }
+    let mut total: f32 = acc.iter().sum();
+    for k in whole..n {
+        total += c_re[k] * x_re[k] - c_im[k] * x_im[k];
+    }
+    2.0 * total + m.d * ut
+}
+
+/// Forward over one row; `ckpt` (`[segments, 2, M]`) receives the state at each segment start.
+#[inline(always)]
+fn forward_row(
+    m: &RowMatrices<'_>,
+    q: Option<RowQuant>,
+    every: usize,
+    u: &[f32],
+    y: &mut [f32],
+    mut ckpt: Option<&mut [f32]>,
+    x: &mut [f32],
+) {
+    let modes = x.len() / 2;
+    x.fill(0.0);
+    for (t, (&ut, yt)) in u.iter().zip(y.iter_mut()).enumerate() {
+        if t % every == 0
+            && let Some(c) = ckpt.as_deref_mut()
+        {
+            let s = t / every;
+            c[s * 2 * modes..(s + 1) * 2 * modes].copy_from_slice(x);
+        }
+        let (x_re, x_im) = x.split_at_mut(modes);
+        advance(m, q, ut, x_re, x_im, None);
+        *yt = read_out(m, ut, x_re, x_im);
+    }
+}
+
+/// Gradient accumulators of one row, laid out `[a_re, a_im, b_re, b_im, c_re, c_im]` x `M`,
+/// then `d`, then the scale.
+fn row_grad_len(modes: usize) -> usize {
+    6 * modes + 2
+}
+
+/// Backward over one row. `work` is scratch of `4 * M * (every + 1)` floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_row(
+    m: &RowMatrices<'_>,
+    q: Option<RowQuant>,
+    every: usize,
+    u: &[f32],
+    dy: &[f32],
+    ckpt: &[f32],
+    du: &mut [f32],
+    grads: &mut [f32],
+    work: &mut [f32],
+) {
+    let len = u.len();
+    let modes = m.a_re.len();
+    let (states, rest) = work.split_at_mut(2 * modes * (every + 1));
+    let (pre, mu) = rest.split_at_mut(2 * modes * every);
+    let mu = &mut mu[..2 * modes];
+    mu.fill(0.0);
+    grads.fill(0.0);
+    let (g_mat, g_tail) = grads.split_at_mut(6 * modes);
+    let (ga_re, g_mat) = g_mat.split_at_mut(modes);
+    let (ga_im, g_mat) = g_mat.split_at_mut(modes);
+    let (gb_re, g_mat) = g_mat.split_at_mut(modes);
+    let (gb_im, g_mat) = g_mat.split_at_mut(modes);
+    let (gc_re, gc_im) = g_mat.split_at_mut(modes);
+    let (mut gd, mut gs) = (0.0f32, 0.0f32);
+    let (a_re, a_im, b_re, b_im) = (m.a_re, m.a_im, m.b_re, m.b_im);
+    let (c_re, c_im) = (m.c_re, m.c_im);
+
+    let segments = len.div_ceil(every);
+    for s in (0..segments).rev() {
+        let t0 = s * every;
+        let t1 = (t0 + every).min(len);
+        // Recompute the segment: states[i] = x_{t0 + i - 1}, pre[i] = p_{t0 + i}.
+        states[..2 * modes].copy_from_slice(&ckpt[s * 2 * modes..(s + 1) * 2 * modes]);
+        for t in t0..t1 {
+            let i = t - t0;
+            let (done, next) = states.split_at_mut((i + 1) * 2 * modes);
+            let next = &mut next[..2 * modes];
+            next.copy_from_slice(&done[i * 2 * modes..]);
+            let (x_re, x_im) = next.split_at_mut(modes);
+            let (p_re, p_im) = pre[i * 2 * modes..(i + 1) * 2 * modes].split_at_mut(modes);
+            advance(m, q, u[t], x_re, x_im, Some((p_re, p_im)));
+        }
+        for t in (t0..t1).rev() {
+            let i = t - t0;
+            let (g, ut) = (dy[t], u[t]);
+            let two_g = 2.0 * g;
+            let (xp_re, xp_im) = states[i * 2 * modes..(i + 1) * 2 * modes].split_at(modes);
+            let (x_re, x_im) = states[(i + 1) * 2 * modes..(i + 2) * 2 * modes].split_at(modes);
+            let (p_re, p_im) = pre[i * 2 * modes..(i + 1) * 2 * modes].split_at(modes);
+            let (mu_re, mu_im) = mu.split_at_mut(modes);
+            let mut du_acc = [0.0f32; LANES];
+            let mut gs_acc = [0.0f32; LANES];
+            for k in 0..modes {
+                let (mr, mi) = (mu_re[k], mu_im[k]);
+                let lr = two_g * c_re[k] + (a_re[k] * mr + a_im[k] * mi);
+                let li = -(two_g * c_im[k]) + (a_re[k] * mi - a_im[k] * mr);
+                gc_re[k] += two_g * x_re[k];
+                gc_im[k] -= two_g * x_im[k];
+                let (nr, ni) = match q {
+                    Some(q) => {
+                        let (mask_r, ds_r) = q.derivatives(p_re[k]);
+                        let (mask_i, ds_i) = q.derivatives(p_im[k]);
+                        gs_acc[k % LANES] += lr * ds_r + li * ds_i;
+                        (lr * mask_r, li * mask_i)
+                    }
+                    None => (lr, li),
+                };
+                mu_re[k] = nr;
+                mu_im[k] = ni;
+                gb_re[k] += nr * ut;
+                gb_im[k] += ni * ut;
+                du_acc[k % LANES] += nr * b_re[k] + ni * b_im[k];
+                ga_re[k] += nr * xp_re[k] + ni * xp_im[k];
+                ga_im[k] += ni * xp_re[k] - nr * xp_im[k];
+            }
+            du[t] = m.d * g + du_acc.iter().sum::<f32>();
+            gs += gs_acc.iter().sum::<f32>();
+            gd += g * ut;
+        }
+    }
+    g_tail[0] = gd;
+    g_tail[1] = gs;
+}
+
+/// Whether to run the AVX2 builds of the row loops (detected once per call; cheap).
+#[inline(always)]
+fn use_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`forward_row`] compiled with AVX2, so its loops vectorize eight lanes wide without
+/// requiring AVX2 of every machine. No FMA contraction happens in either build (Rust never
+/// fuses `a * b + c` implicitly), so both give identical results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_row_avx2(
+    m: &RowMatrices<'_>,
+    q: Option<RowQuant>,
+    every: usize,
+    u: &[f32],
+    y: &mut [f32],
+    ckpt: Option<&mut [f32]>,
+    x: &mut [f32],
+) {
+    forward_row(m, q, every, u, y, ckpt, x)
+}
+
+/// [`backward_row`] compiled with AVX2 (see [`forward_row_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn backward_row_avx2(
+    m: &RowMatrices<'_>,
+    q: Option<RowQuant>,
+    every: usize,
+    u: &[f32],
+    dy: &[f32],
+    ckpt: &[f32],
+    du: &mut [f32],
+    grads: &mut [f32],
+    work: &mut [f32],
+) {
+    backward_row(m, q, every, u, dy, ckpt, du, grads, work)
+}
+
+/// Forward scan of every `(batch, head)` row in parallel. `u`: `[B, H, L]`. Checkpoints are
+/// kept when `keep_checkpoints` (the backward pass needs them).
+pub fn scan_forward(
+    dims: ScanDims,
+    m: &ScanMatrices<'_>,
+    q: Option<&StateQuantizer<'_>>,
+    u: &[f32],
+    keep_checkpoints: bool,
+) -> ScanOutput {
+    let ScanDims {
+        heads, len, modes, ..
+    } = dims;
+    let every = dims.checkpoint_every();
+    let ck_row = dims.segments() * 2 * modes;
+    let mut y = vec![0.0f32; u.len()];
+    let mut checkpoints = vec![
+        0.0f32;
+        if keep_checkpoints {
+            dims.checkpoint_len()
+        } else {
+            0
+        }
+    ];
+    let avx2 = use_avx2();
+    let run = |(row, (u_row, y_row)): (usize, (&[f32], &mut [f32])), ck: Option<&mut [f32]>| {
+        let h = row % heads;
+        let rm = RowMatrices::for_head(m, h, modes);
+        let rq = RowQuant::for_head(q, h);
+        let mut x = vec![0.0f32; 2 * modes];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: AVX2 support was detected at run time.
+            unsafe { forward_row_avx2(&rm, rq, every, u_row, y_row, ck, &mut x) };
+            return;
+        }
+        forward_row(&rm, rq, every, u_row, y_row, ck, &mut x);
+    };
+    if len == 0 || modes == 0 {
+        return ScanOutput { y, checkpoints };
+    }
+    let rows = u.par_chunks(len).zip(y.par_chunks_mut(len)).enumerate();
+    if keep_checkpoints {
+        rows.zip(checkpoints.par_chunks_mut(ck_row))
+            .for_each(|(r, ck)| run(r, Some(ck)));
+    } else {
+        rows.for_each(|r| run(r, None));
+    }
+    ScanOutput { y, checkpoints }
+}
+
+/// Backward scan: gradients of `sum(dy * y)` for every input of [`scan_forward`], from the
+/// checkpoints it kept. Per-row partial gradients are summed over the batch in a fixed order,
+/// so results do not depend on thread scheduling.
+pub fn scan_backward(
+    dims: ScanDims,
+    m: &ScanMatrices<'_>,
+    q: Option<&StateQuantizer<'_>>,
+    u: &[f32],
+    checkpoints: &[f32],
+    dy: &[f32],
+) -> ScanGrads {
+    let ScanDims {
+        batch,
+        heads,
+        len,
+        modes,
+    } = dims;
+    let every = dims.checkpoint_every();
+    let ck_row = dims.segments() * 2 * modes;
+    let glen = row_grad_len(modes);
+    let mut du = vec![0.0f32; u.len()];
+    let mut row_grads = vec![0.0f32; batch * heads * glen];
+    let avx2 = use_avx2();
+    if len > 0 && modes > 0 {
+        u.par_chunks(len)
+            .zip(dy.par_chunks(len))
+            .zip(checkpoints.par_chunks(ck_row))
+            .zip(du.par_chunks_mut(len))
+            .zip(row_grads.par_chunks_mut(glen))
+            .enumerate()
+            .for_each(|(row, ((((u_row, dy_row), ck), du_row), g_row))| {
+                let h = row % heads;
+                let rm = RowMatrices::for_head(m, h, modes);
+                let rq = RowQuant::for_head(q, h);
+                let mut work = vec![0.0f32; 2 * modes * (2 * every + 2)];
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: AVX2 support was detected at run time.
+                    unsafe {
+                        backward_row_avx2(
+                            &rm, rq, every, u_row, dy_row, ck, du_row, g_row, &mut work,
+                        )
+                    };
+                    return;
+                }
+                backward_row(&rm, rq, every, u_row, dy_row, ck, du_row, g_row, &mut work);
+            });
+    }
+    let mut total = vec![0.0f32; heads * glen];
+    for b in 0..batch {
+        let rows = &row_grads[b * heads * glen..(b + 1) * heads * glen];
+        total.iter_mut().zip(rows).for_each(|(t, r)| *t += r);
+    }
+    let pick = |part: usize| -> Vec<f32> {
+        (0..heads)
+            .flat_map(|h| total[h * glen + part * modes..h * glen + (part + 1) * modes].to_vec())
+            .collect()
+    };
+    ScanGrads {
+        u: du,
+        a_re: pick(0),
+        a_im: pick(1),
+        b_re: pick(2),
+        b_im: pick(3),
+        c_re: pick(4),
+        c_im: pick(5),
+        d: (0..heads).map(|h| total[h * glen + 6 * modes]).collect(),
+        scale: (0..heads)
+            .map(|h| total[h * glen + 6 * modes + 1])
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The magic-number rounding equals `round_ties_even` on every quarter step in a 16-bit
+    /// grid range (halves included, where the two rules could differ) and on random values.
+    #[test]
+    fn magic_rounding_is_half_to_even() {
+        for i in -4 * 70_000..4 * 70_000 {
+            let v = i as f32 * 0.25;
+            assert_eq!(round_half_even_small(v), v.round_ties_even(), "{v}");
+        }
+        let mut s = 12345u64;
+        for _ in 0..100_000 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 140_000.0;
+            assert_eq!(round_half_even_small(v), v.round_ties_even(), "{v}");
+        }
+    }
+}

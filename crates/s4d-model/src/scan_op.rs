@@ -1,0 +1,451 @@
+//! The fused diagonal scan as a burn backend extension with a hand-written backward.
+//!
+//! burn tensors carry no backend type, so the op is a `#[backend_extension]` trait implemented
+//! for the CPU backends (Flex, NdArray) and for `Autodiff<B>` over them. Both run the host
+//! loops of [`crate::scan_kernel`]: inputs are read back once per call (cheap next to an
+//! `O(B H L M)` scan), and the autodiff node stores them plus the state checkpoints for the
+//! reverse-time adjoint pass. Other backends (CubeCL) keep the composed tensor path:
+//! [`fused_scan_supported`] says which one a device gets.
+
+// NdArray is deprecated upstream but still a supported backend of s4q; the extension macro
+// names it in generated code, which item-level `allow`s do not reach.
+#![allow(deprecated)]
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use burn::backend::NdArray;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{
+    Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+
+use crate::backend::{BackendKind, backend_kind};
+use crate::complex::ComplexTensor;
+use crate::scan_kernel::{
+    ScanDims, ScanMatrices, StateGrid, StateQuantizer, scan_backward, scan_forward,
+};
+
+/// The fused scan as a backend operation. `u: [B, H, L]`; `a_*, b_*, c_*: [H, M]`;
+/// `d, scale, zero_point: [H]` (`scale` and `zero_point` are read only when `grid` is set).
+/// Returns `y: [B, H, L]`.
+#[backend_extension(Flex, NdArray, Autodiff)]
+pub trait FusedScanBackend: Backend {
+    /// `x_t = Q(Abar x_{t-1} + Bbar u_t)`, `y_t = 2 Re(C x_t) + D u_t` over the whole sequence.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_diagonal_scan(
+        u: FloatTensor<Self>,
+        a_re: FloatTensor<Self>,
+        a_im: FloatTensor<Self>,
+        b_re: FloatTensor<Self>,
+        b_im: FloatTensor<Self>,
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        zero_point: FloatTensor<Self>,
+        grid: Option<StateGrid>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Polls a future on the current thread until it is ready. The CPU backends' reads complete
+/// immediately; parking covers any backend that completes them from another thread.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+/// A backend tensor's values as `f32` on the host. Failing to read a CPU tensor is a broken
+/// backend invariant (not an input error), hence the panic with context.
+fn to_host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    let data = block_on(B::float_into_data(t))
+        .unwrap_or_else(|e| panic!("fused scan: reading a tensor back failed: {e:?}"));
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_else(|e| panic!("fused scan: tensor is not f32-convertible: {e:?}"))
+}
+
+/// Host vectors to a backend tensor of `dtype` on `device`.
+fn from_host<B: Backend>(
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    dtype: DType,
+    device: &B::Device,
+) -> FloatTensor<B> {
+    let data = TensorData::new(values, shape);
+    let data = if dtype == DType::F32 {
+        data
+    } else {
+        data.convert_dtype(dtype)
+    };
+    B::float_from_data(data, device)
+}
+
+/// Every input of the op, on the host.
+#[derive(Debug)]
+struct HostScan {
+    dims: ScanDims,
+    u: Vec<f32>,
+    /// `a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point`.
+    mats: [Vec<f32>; 9],
+    grid: Option<StateGrid>,
+}
+
+impl HostScan {
+    #[allow(clippy::too_many_arguments)]
+    fn read<B: Backend>(
+        u: FloatTensor<B>,
+        a_re: FloatTensor<B>,
+        a_im: FloatTensor<B>,
+        b_re: FloatTensor<B>,
+        b_im: FloatTensor<B>,
+        c_re: FloatTensor<B>,
+        c_im: FloatTensor<B>,
+        d: FloatTensor<B>,
+        scale: FloatTensor<B>,
+        zero_point: FloatTensor<B>,
+        grid: Option<StateGrid>,
+    ) -> Self {
+        let us = u.shape();
+        let ms = a_re.shape();
+        assert!(
+            us.num_dims() == 3 && ms.num_dims() == 2 && us[1] == ms[0],
+            "fused scan: expected u [B, H, L] and matrices [H, M], got {us:?} and {ms:?}"
+        );
+        let dims = ScanDims {
+            batch: us[0],
+            heads: us[1],
+            len: us[2],
+            modes: ms[1],
+        };
+        let mats = [
+            to_host::<B>(a_re),
+            to_host::<B>(a_im),
+            to_host::<B>(b_re),
+            to_host::<B>(b_im),
+            to_host::<B>(c_re),
+            to_host::<B>(c_im),
+            to_host::<B>(d),
+            to_host::<B>(scale),
+            to_host::<B>(zero_point),
+        ];
+        let hm = dims.heads * dims.modes;
+        let expected = [hm, hm, hm, hm, hm, hm, dims.heads, dims.heads, dims.heads];
+        for (i, (m, n)) in mats.iter().zip(expected).enumerate() {
+            assert!(
+                m.len() == n || (i >= 7 && grid.is_none()),
+                "fused scan: input {i} has {} values, expected {n}",
+                m.len()
+            );
+        }
+        Self {
+            dims,
+            u: to_host::<B>(u),
+            mats,
+            grid,
+        }
+    }
+
+    fn matrices(&self) -> ScanMatrices<'_> {
+        let [a_re, a_im, b_re, b_im, c_re, c_im, d, ..] = &self.mats;
+        ScanMatrices {
+            a_re,
+            a_im,
+            b_re,
+            b_im,
+            c_re,
+            c_im,
+            d,
+        }
+    }
+
+    fn quantizer(&self) -> Option<StateQuantizer<'_>> {
+        self.grid.map(|grid| StateQuantizer {
+            grid,
+            scale: &self.mats[7],
+            zero_point: &self.mats[8],
+        })
+    }
+
+    fn forward(&self, keep_checkpoints: bool) -> (Vec<f32>, Vec<f32>) {
+        let out = scan_forward(
+            self.dims,
+            &self.matrices(),
+            self.quantizer().as_ref(),
+            &self.u,
+            keep_checkpoints,
+        );
+        (out.y, out.checkpoints)
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        vec![self.dims.batch, self.dims.heads, self.dims.len]
+    }
+}
+
+/// The host implementation shared by the concrete CPU backends.
+#[allow(clippy::too_many_arguments)]
+fn host_scan<B: Backend>(
+    u: FloatTensor<B>,
+    a_re: FloatTensor<B>,
+    a_im: FloatTensor<B>,
+    b_re: FloatTensor<B>,
+    b_im: FloatTensor<B>,
+    c_re: FloatTensor<B>,
+    c_im: FloatTensor<B>,
+    d: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    zero_point: FloatTensor<B>,
+    grid: Option<StateGrid>,
+) -> FloatTensor<B> {
+    let (device, dtype) = (u.device(), u.dtype());
+    let host = HostScan::read::<B>(
+        u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
+    );
+    let (y, _) = host.forward(false);
+    from_host::<B>(y, host.shape(), dtype, &device)
+}
+
+impl FusedScanBackend for Flex {
+    fn fused_diagonal_scan(
+        u: FloatTensor<Self>,
+        a_re: FloatTensor<Self>,
+        a_im: FloatTensor<Self>,
+        b_re: FloatTensor<Self>,
+        b_im: FloatTensor<Self>,
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        zero_point: FloatTensor<Self>,
+        grid: Option<StateGrid>,
+    ) -> FloatTensor<Self> {
+        host_scan::<Self>(
+            u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
+        )
+    }
+}
+
+impl FusedScanBackend for NdArray {
+    fn fused_diagonal_scan(
+        u: FloatTensor<Self>,
+        a_re: FloatTensor<Self>,
+        a_im: FloatTensor<Self>,
+        b_re: FloatTensor<Self>,
+        b_im: FloatTensor<Self>,
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        zero_point: FloatTensor<Self>,
+        grid: Option<StateGrid>,
+    ) -> FloatTensor<Self> {
+        host_scan::<Self>(
+            u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
+        )
+    }
+}
+
+/// What the backward pass keeps from the forward: the host inputs and state checkpoints.
+#[derive(Debug, Clone)]
+struct SavedScan<D> {
+    host: Arc<HostScan>,
+    checkpoints: Arc<Vec<f32>>,
+    device: D,
+    dtype: DType,
+}
+
+#[derive(Debug)]
+struct FusedScanBackward;
+
+impl<B: Backend> Backward<B, 10> for FusedScanBackward {
+    type State = SavedScan<B::Device>;
+
+    fn backward(self, ops: Ops<Self::State, 10>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let saved = ops.state;
+        let host = &saved.host;
+        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let g = scan_backward(
+            host.dims,
+            &host.matrices(),
+            host.quantizer().as_ref(),
+            &host.u,
+            &saved.checkpoints,
+            &dy,
+        );
+        let (h, m) = (host.dims.heads, host.dims.modes);
+        let scale_grad = host.grid.map(|_| g.scale);
+        let outputs: [(Option<Vec<f32>>, Vec<usize>); 10] = [
+            (Some(g.u), host.shape()),
+            (Some(g.a_re), vec![h, m]),
+            (Some(g.a_im), vec![h, m]),
+            (Some(g.b_re), vec![h, m]),
+            (Some(g.b_im), vec![h, m]),
+            (Some(g.c_re), vec![h, m]),
+            (Some(g.c_im), vec![h, m]),
+            (Some(g.d), vec![h]),
+            (scale_grad, vec![h]),
+            (None, vec![h]), // the zero point is an integer constant
+        ];
+        for (parent, (grad, shape)) in ops.parents.into_iter().zip(outputs) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                let grad = from_host::<B>(grad, shape, saved.dtype, &saved.device);
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + FusedScanBackend, C: CheckpointStrategy> FusedScanBackend for Autodiff<B, C> {
+    fn fused_diagonal_scan(
+        u: FloatTensor<Self>,
+        a_re: FloatTensor<Self>,
+        a_im: FloatTensor<Self>,
+        b_re: FloatTensor<Self>,
+        b_im: FloatTensor<Self>,
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        zero_point: FloatTensor<Self>,
+        grid: Option<StateGrid>,
+    ) -> FloatTensor<Self> {
+        let guards = [
+            u.node(),
+            a_re.node(),
+            a_im.node(),
+            b_re.node(),
+            b_im.node(),
+            c_re.node(),
+            c_im.node(),
+            d.node(),
+            scale.node(),
+            zero_point.node(),
+        ];
+        let device = u.primitive().device();
+        let dtype = u.primitive().dtype();
+        let host = HostScan::read::<B>(
+            u.into_primitive(),
+            a_re.into_primitive(),
+            a_im.into_primitive(),
+            b_re.into_primitive(),
+            b_im.into_primitive(),
+            c_re.into_primitive(),
+            c_im.into_primitive(),
+            d.into_primitive(),
+            scale.into_primitive(),
+            zero_point.into_primitive(),
+            grid,
+        );
+        let shape = host.shape();
+        match FusedScanBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, checkpoints) = host.forward(true);
+                let out = from_host::<B>(y, shape, dtype, &device);
+                let saved = SavedScan {
+                    host: Arc::new(host),
+                    checkpoints: Arc::new(checkpoints),
+                    device,
+                    dtype,
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, _) = host.forward(false);
+                prep.finish(from_host::<B>(y, shape, dtype, &device))
+            }
+        }
+    }
+}
+
+/// A static state quantizer for [`fused_diagonal_scan`]: per-head scale (trainable for LSQ)
+/// and zero point, `[H]` each, on the grid `grid`.
+#[derive(Debug, Clone)]
+pub struct FusedStateQuant {
+    /// Step size per head, `[H]`; gradients reach it when it is a tracked parameter.
+    pub scale: Tensor<1>,
+    /// Zero point per head, `[H]`, integer-valued.
+    pub zero_point: Tensor<1>,
+    /// Integer range and clamp.
+    pub grid: StateGrid,
+}
+
+/// Whether [`fused_diagonal_scan`] runs on this device (the CPU backends). Elsewhere callers
+/// use the composed scan ([`crate::diagonal_scan_with`]), which computes the same function.
+pub fn fused_scan_supported(device: &Device) -> bool {
+    matches!(
+        backend_kind(device),
+        BackendKind::Flex | BackendKind::NdArray
+    )
+}
+
+/// The whole diagonal recurrence in one op: `x_t = Q(Abar x_{t-1} + Bbar u_t)`,
+/// `y_t = 2 Re(sum_n C x_t) + D u_t` from `x_{-1} = 0`, where `Q` is the identity or the
+/// clamp-and-fake-quantize of `quant`. Differentiable in every input (clipped STE through
+/// `Q`; the scale gets its LSQ gradient). `a_bar, b_bar, c: [H, M]`, `d: [H]`,
+/// `u: [B, H, L]`; returns `y: [B, H, L]`.
+///
+/// # Panics
+/// On a device where [`fused_scan_supported`] is false.
+pub fn fused_diagonal_scan(
+    a_bar: &ComplexTensor<2>,
+    b_bar: &ComplexTensor<2>,
+    c: &ComplexTensor<2>,
+    d: &Tensor<1>,
+    u: Tensor<3>,
+    quant: Option<FusedStateQuant>,
+) -> Tensor<3> {
+    let device = u.device();
+    assert!(
+        fused_scan_supported(&device),
+        "fused scan: no kernel for {:?}; use the composed scan",
+        backend_kind(&device)
+    );
+    let heads = d.dims()[0];
+    let (scale, zero_point, grid) = match quant {
+        Some(q) => (q.scale, q.zero_point, Some(q.grid)),
+        None => (
+            Tensor::<1>::ones([heads], &device),
+            Tensor::<1>::zeros([heads], &device),
+            None,
+        ),
+    };
+    let y = <Dispatch as FusedScanBackend>::fused_diagonal_scan(
+        u.into_dispatch(),
+        a_bar.re.clone().into_dispatch(),
+        a_bar.im.clone().into_dispatch(),
+        b_bar.re.clone().into_dispatch(),
+        b_bar.im.clone().into_dispatch(),
+        c.re.clone().into_dispatch(),
+        c.im.clone().into_dispatch(),
+        d.clone().into_dispatch(),
+        scale.into_dispatch(),
+        zero_point.into_dispatch(),
+        grid,
+    );
+    Tensor::from_dispatch(y)
+}
