@@ -1,5 +1,5 @@
-//! `experiments bench`: throughput of the float paths per backend, with ratios against the
-//! PyTorch peer measured on the same machine (shared/bench/peer_torch).
+//! `experiments bench`: throughput of float and QAT training and of inference per backend,
+//! with ratios against the PyTorch peer measured on the same machine (shared/bench/peer_torch).
 //!
 //! Every figure is a median over timed repeats after warm-up, on random sMNIST-shaped data.
 
@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::checkpoint::write_json;
 use crate::device::DeviceName;
+use qat::{Parameterization, QuantSpec, QuantizedClassifier, calibrate};
 use s4d_model::{S4dClassifierConfig, SsmMode};
 
 /// Options of `experiments bench`.
@@ -35,6 +36,12 @@ pub struct BenchArgs {
     /// Timed repeats per case (after one warm-up).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Quantization spec of the QAT train-step case (the peer quantizes to 8 bits).
+    #[arg(long, default_value = "w8a8")]
+    qat_spec: String,
+    /// Skip the QAT train-step case (it dominates the run time on slow backends).
+    #[arg(long)]
+    no_qat: bool,
     /// PyTorch peer results (bench.py --out) to compute ratios against.
     #[arg(long)]
     peer: Option<PathBuf>,
@@ -81,6 +88,61 @@ fn peer_value(peer: &serde_json::Value, model: &str, key: &str) -> Option<f64> {
         .get(key)?
         .get("samples_per_s")?
         .as_f64()
+}
+
+/// One forward (keeping checkpoints) and backward pass of the fused scan kernel on host
+/// buffers shaped like `cfg`'s first layer, with an 8-bit clamped state.
+fn scan_kernel_pass(cfg: &S4dClassifierConfig, batch: usize, len: usize) {
+    use s4d_model::StateGrid;
+    use s4d_model::scan_kernel::{
+        ScanDims, ScanMatrices, StateQuantizer, scan_backward, scan_forward,
+    };
+    let (heads, modes) = (cfg.ssm.d_model, cfg.ssm.d_state / 2);
+    let dims = ScanDims {
+        batch,
+        heads,
+        len,
+        modes,
+    };
+    let wave = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
+    let hm = heads * modes;
+    let (a_re, a_im) = (
+        wave(hm, 0.37)
+            .iter()
+            .map(|v| 0.5 + 0.4 * v)
+            .collect::<Vec<_>>(),
+        wave(hm, 0.11),
+    );
+    let (b_re, b_im, c_re, c_im, d) = (
+        wave(hm, 0.5),
+        wave(hm, 0.7),
+        wave(hm, 0.3),
+        wave(hm, 0.9),
+        wave(heads, 0.2),
+    );
+    let m = ScanMatrices {
+        a_re: &a_re,
+        a_im: &a_im,
+        b_re: &b_re,
+        b_im: &b_im,
+        c_re: &c_re,
+        c_im: &c_im,
+        d: &d,
+    };
+    let (scale, zero) = (vec![0.02f32; heads], vec![128.0f32; heads]);
+    let q = StateQuantizer {
+        grid: StateGrid {
+            qmin: 0.0,
+            qmax: 255.0,
+            clamp: Some(50.0),
+        },
+        scale: &scale,
+        zero_point: &zero,
+    };
+    let u = wave(batch * heads * len, 0.013);
+    let out = scan_forward(dims, &m, Some(&q), &u, true);
+    let grads = scan_backward(dims, &m, Some(&q), &u, &out.checkpoints, &out.y);
+    std::hint::black_box(grads);
 }
 
 /// Runs the benchmark matrix and prints a Markdown table.
@@ -130,6 +192,32 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
                 let _ = ad.sync();
             });
             push("conv_train_step", "a_conv_train", secs);
+
+            // (b) QAT train step in recurrent mode: fake-quantized weights, activations and
+            // state (clamped, 8 bits, after every step), STE backward, AdamW update.
+            if !args.no_qat {
+                let spec = QuantSpec::preset(&args.qat_spec)?;
+                let mut qmodel = QuantizedClassifier::from_float(
+                    model.clone(),
+                    spec,
+                    Parameterization::Continuous,
+                )?;
+                calibrate(&mut qmodel, [x.clone().detach()])?;
+                let mut qoptim = AdamWConfig::new().init();
+                let secs = time_it(args.repeats.min(3), || {
+                    let logits = qmodel.forward(x.clone()).expect("calibrated above");
+                    let loss = loss_fn.forward(logits, y.clone());
+                    let grads = GradientsParams::from_grads(loss.backward(), &qmodel);
+                    qmodel = qoptim.step(1e-4, qmodel.clone(), grads);
+                    let _ = ad.sync();
+                });
+                push("qat_train_step", "b_qat_rec_train", secs);
+            }
+
+            // (e) the fused scan kernel alone (8-bit state, forward with checkpoints +
+            // backward), the part of (b) that issue 4's kernel replaces.
+            let secs = time_it(args.repeats, || scan_kernel_pass(&cfg, b, l));
+            push("scan_kernel_fwd_bwd", "-", secs);
 
             // (c) recurrent inference and (d) convolution inference, no autodiff.
             let model = model.valid();

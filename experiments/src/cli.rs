@@ -12,7 +12,10 @@ use crate::bench::{BenchArgs, run_bench};
 use crate::checkpoint::load_classifier;
 use crate::device::DeviceName;
 use crate::eval::evaluate;
+use crate::export::{ExportArgs, run_export};
+use crate::interop::{ImportArgs, run_import};
 use crate::quant::{MemoryArgs, PtqArgs, QatArgs, run_memory, run_ptq, run_qat};
+use crate::reproduce::{ReproduceArgs, run_reproduce};
 use crate::train::{DataConfig, TrainConfig, train};
 
 /// s4q experiments: train, quantize and benchmark small S4D models.
@@ -39,6 +42,14 @@ enum Command {
     Qat(QatArgs),
     /// Memory of a model under a quantization spec, per component, vs FP32.
     Memory(MemoryArgs),
+    /// Reproduce the paper's PTQ sensitivity, QAT heatmap and Table III: sweeps, tables, plots.
+    Reproduce(ReproduceArgs),
+    /// Import a PyTorch S4D checkpoint (safetensors) as an s4q run directory.
+    Import(ImportArgs),
+    /// Export a run in another format (safetensors with PyTorch names).
+    Export(ExportArgs),
+    /// Integer model vs fake-quant model: accuracy and identical predictions on test data.
+    DeployCheck(crate::deploy::DeployCheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +161,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ptq(args) => run_ptq(&args),
         Command::Qat(args) => run_qat(&args),
         Command::Memory(args) => run_memory(&args),
+        Command::Reproduce(args) => run_reproduce(&args),
+        Command::Import(args) => run_import(&args),
+        Command::Export(args) => run_export(&args),
+        Command::DeployCheck(args) => crate::deploy::run_deploy_check(&args),
     }
 }
 

@@ -144,22 +144,45 @@ pub struct PtqRow {
     pub savings: f64,
 }
 
-struct Source {
-    float_cfg: S4dClassifierConfig,
-    model: s4d_model::S4dClassifier,
-    train: SequenceDataset,
-    test: SequenceDataset,
+/// A trained float run with its data, the starting point of every PTQ and QAT job.
+pub struct Source {
+    /// Architecture of the float model.
+    pub float_cfg: S4dClassifierConfig,
+    /// The float model.
+    pub model: s4d_model::S4dClassifier,
+    /// Training split (calibration and QAT data).
+    pub train: SequenceDataset,
+    /// Test split.
+    pub test: SequenceDataset,
 }
 
 fn load_source(args: &SourceArgs, train_limit: Option<usize>, device: &Device) -> Result<Source> {
-    let cfg: TrainConfig = read_json(&args.run.join("config.json"))
-        .with_context(|| format!("{} is not a float run directory", args.run.display()))?;
-    let model = load_classifier(&args.run, device)?;
+    load_float_source(
+        &args.run,
+        &args.data_root,
+        train_limit,
+        args.test_limit,
+        device,
+    )
+}
+
+/// Loads the float run in `run` and its dataset (read from the run's `config.json`), so that
+/// callers other than the CLI (the `reproduce` sweeps) quantize the same way `ptq`/`qat` do.
+pub fn load_float_source(
+    run: &Path,
+    data_root: &Path,
+    train_limit: Option<usize>,
+    test_limit: Option<usize>,
+    device: &Device,
+) -> Result<Source> {
+    let cfg: TrainConfig = read_json(&run.join("config.json"))
+        .with_context(|| format!("{} is not a float run directory", run.display()))?;
+    let model = load_classifier(run, device)?;
     let split = DataConfig {
         dataset: cfg.data.dataset,
-        root: args.data_root.clone(),
+        root: data_root.to_path_buf(),
         train_limit,
-        test_limit: args.test_limit,
+        test_limit,
     }
     .load()?;
     Ok(Source {
@@ -207,10 +230,13 @@ pub fn evaluate_quantized(
     Ok(100.0 * correct as f64 / data.len() as f64)
 }
 
-fn ptq_eval(
+/// Calibrates `spec` on `calib_batches` training batches of `src` and returns (test accuracy %,
+/// memory savings % vs FP32): one PTQ data point, shared by `ptq` and `reproduce`.
+pub fn ptq_eval(
     src: &Source,
     spec: QuantSpec,
-    args: &SourceArgs,
+    calib_batches: usize,
+    batch_size: usize,
     device: &Device,
 ) -> Result<(f64, f64)> {
     let savings =
@@ -219,10 +245,10 @@ fn ptq_eval(
         QuantizedClassifier::from_float(src.model.clone(), spec, Parameterization::Continuous)?;
     calibrate(
         &mut q,
-        calibration_batches(&src.train, args.calib_batches, args.batch_size, device),
+        calibration_batches(&src.train, calib_batches, batch_size, device),
     )?;
     Ok((
-        evaluate_quantized(&q, &src.test, args.batch_size, device)?,
+        evaluate_quantized(&q, &src.test, batch_size, device)?,
         savings,
     ))
 }
@@ -256,12 +282,24 @@ pub fn run_ptq(args: &PtqArgs) -> Result<()> {
     };
     for name in &args.spec {
         let spec = QuantSpec::load(name)?;
-        let (acc, savings) = ptq_eval(&src, spec, &args.source, &device)?;
+        let (acc, savings) = ptq_eval(
+            &src,
+            spec,
+            args.source.calib_batches,
+            args.source.batch_size,
+            &device,
+        )?;
         push(name.clone(), acc, savings);
     }
     if args.sensitivity {
         for case in QuantSpec::sensitivity_grid(&Component::ALL, &args.bits)? {
-            let (acc, savings) = ptq_eval(&src, case.spec, &args.source, &device)?;
+            let (acc, savings) = ptq_eval(
+                &src,
+                case.spec,
+                args.source.calib_batches,
+                args.source.batch_size,
+                &device,
+            )?;
             push(
                 format!("{}@{}", case.component.name(), case.bits),
                 acc,
@@ -292,20 +330,55 @@ pub fn run_ptq(args: &PtqArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `qat` stores beside its checkpoints so `--resume` rebuilds the same model.
+/// Everything that defines a QAT run; `qat` stores it as `qat_config.json` beside its
+/// checkpoints so `--resume` rebuilds the same model, and `reproduce` builds it directly.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct QatRunConfig {
-    float_run: PathBuf,
-    spec: QuantSpec,
-    parameterization: Parameterization,
-    epochs: usize,
-    lr: f64,
-    grad_clip: f32,
-    batch_size: usize,
-    train_limit: Option<usize>,
-    test_limit: Option<usize>,
-    calib_batches: usize,
-    seed: u64,
+pub struct QatRunConfig {
+    /// The float run fine-tuned.
+    pub float_run: PathBuf,
+    /// Target quantization.
+    pub spec: QuantSpec,
+    /// What QAT trains.
+    pub parameterization: Parameterization,
+    /// Fine-tuning epochs (recurrent mode).
+    pub epochs: usize,
+    /// Peak learning rate, cosine-decayed.
+    pub lr: f64,
+    /// Elementwise gradient clip.
+    pub grad_clip: f32,
+    /// Sequences per step (also the calibration and evaluation batch).
+    pub batch_size: usize,
+    /// Fine-tune on the first N training sequences only.
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test sequences only.
+    pub test_limit: Option<usize>,
+    /// Training batches used to calibrate static ranges.
+    pub calib_batches: usize,
+    /// Seeds the data order.
+    pub seed: u64,
+}
+
+/// What a finished QAT run reports (`result.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QatResult {
+    /// Spec name (preset or file) as given.
+    pub spec: String,
+    /// What QAT trained.
+    pub parameterization: Parameterization,
+    /// Float model accuracy (%), convolution mode.
+    pub float_acc: f64,
+    /// Accuracy (%) after calibration, before fine-tuning.
+    pub ptq_acc: f64,
+    /// Accuracy (%) after fine-tuning.
+    pub qat_acc: f64,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Training sequences.
+    pub train_samples: usize,
+    /// Test sequences.
+    pub test_samples: usize,
+    /// Wall time of fine-tuning (s), summed over resumes.
+    pub train_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,13 +417,10 @@ pub fn load_quantized(dir: &Path, device: &Device) -> Result<QuantizedClassifier
 /// `experiments qat`: calibrate (PTQ), then fine-tune in recurrent mode with fake quantization.
 pub fn run_qat(args: &QatArgs) -> Result<()> {
     let device = args.source.device.device()?;
-    let ad = device.clone().autodiff();
-    ad.seed(args.seed);
-    let src = load_source(&args.source, args.train_limit, &ad)?;
     let spec = QuantSpec::load(&args.spec)?;
     let run_cfg = QatRunConfig {
         float_run: args.source.run.clone(),
-        spec: spec.clone(),
+        spec,
         parameterization: args.parameterization.into(),
         epochs: args.epochs,
         lr: args.lr,
@@ -361,20 +431,57 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         calib_batches: args.source.calib_batches,
         seed: args.seed,
     };
-    if args.epochs == 0 {
+    let result = qat(
+        &run_cfg,
+        &args.spec,
+        &args.source.data_root,
+        &args.out_dir,
+        args.resume,
+        &device,
+    )?;
+    println!(
+        "{}: float {:.2}%, PTQ {:.2}%, QAT {:.2}% after {} epochs",
+        args.spec, result.float_acc, result.ptq_acc, result.qat_acc, result.epochs
+    );
+    Ok(())
+}
+
+/// Runs (or with `resume`, continues) the QAT job `run_cfg` into `out`: calibrate, fine-tune,
+/// checkpoint every epoch, write `result.json`. `spec_name` is only reported.
+pub fn qat(
+    run_cfg: &QatRunConfig,
+    spec_name: &str,
+    data_root: &Path,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+) -> Result<QatResult> {
+    if run_cfg.epochs == 0 {
         bail!("--epochs must be >= 1");
     }
-    let out = &args.out_dir;
+    if run_cfg.batch_size == 0 {
+        bail!("--batch-size must be >= 1");
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(run_cfg.seed);
+    let src = load_float_source(
+        &run_cfg.float_run,
+        data_root,
+        run_cfg.train_limit,
+        run_cfg.test_limit,
+        &ad,
+    )?;
+    let batch_size = run_cfg.batch_size;
     let checkpoints = CheckpointDir::new(out.join("checkpoints"), 2);
     let (mut model, mut state, mut optim);
     let base_optim = AdamWConfig::new()
         .with_weight_decay(0.0)
-        .with_grad_clipping(Some(GradientClippingConfig::Value(args.grad_clip)))
+        .with_grad_clipping(Some(GradientClippingConfig::Value(run_cfg.grad_clip)))
         .init();
-    match (args.resume, checkpoints.latest()?) {
+    match (resume, checkpoints.latest()?) {
         (true, Some(dir)) => {
             let saved: QatRunConfig = read_json(&out.join("qat_config.json"))?;
-            if saved != run_cfg {
+            if saved != *run_cfg {
                 bail!("{} was started with different options", out.display());
             }
             model = load_quantized(&dir, &ad)?;
@@ -387,28 +494,30 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
             out.display()
         ),
         (_, None) => {
-            write_json(&out.join("qat_config.json"), &run_cfg)?;
+            write_json(&out.join("qat_config.json"), run_cfg)?;
             let float_acc = evaluate(
                 &src.model.valid(),
                 &src.test.clone(),
-                args.source.batch_size,
+                batch_size,
                 SsmMode::Convolution,
-                &device,
+                device,
             )
             .accuracy;
-            model =
-                QuantizedClassifier::from_float(src.model.clone(), spec, run_cfg.parameterization)?;
-            calibrate(
-                &mut model,
-                calibration_batches(
-                    &src.train,
-                    args.source.calib_batches,
-                    args.source.batch_size,
-                    &ad,
-                ),
+            model = QuantizedClassifier::from_float(
+                src.model.clone(),
+                run_cfg.spec.clone(),
+                run_cfg.parameterization,
             )?;
-            let ptq_acc =
-                evaluate_quantized(&model.valid(), &src.test, args.source.batch_size, &device)?;
+            // Calibrate an inference copy and hand its ranges to the training model: run on
+            // the autodiff model, calibration leaves a graph of never-differentiated nodes
+            // that the first backward pass then spends seconds cleaning up.
+            let mut plain = model.valid();
+            calibrate(
+                &mut plain,
+                calibration_batches(&src.train, run_cfg.calib_batches, batch_size, device),
+            )?;
+            model.load_quant_state(&plain.quant_state()?)?;
+            let ptq_acc = evaluate_quantized(&plain, &src.test, batch_size, device)?;
             info!(float_acc, ptq_acc, "before QAT");
             state = QatState {
                 epoch: 0,
@@ -420,20 +529,20 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
             optim = base_optim;
         }
     }
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), args.resume)?;
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resume)?;
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
-    let steps_per_epoch = src.train.len().div_ceil(args.source.batch_size);
-    let total = (steps_per_epoch * args.epochs).max(1);
+    let steps_per_epoch = src.train.len().div_ceil(batch_size);
+    let total = (steps_per_epoch * run_cfg.epochs).max(1);
     let mut qat_acc = state.ptq_acc;
-    for epoch in state.epoch..args.epochs {
+    for epoch in state.epoch..run_cfg.epochs {
         let started = Instant::now();
         let bar = progress_bar(
             steps_per_epoch as u64,
-            &format!("qat {}/{}", epoch + 1, args.epochs),
+            &format!("qat {}/{}", epoch + 1, run_cfg.epochs),
         );
-        let order = epoch_order(src.train.len(), args.seed, epoch);
+        let order = epoch_order(src.train.len(), run_cfg.seed, epoch);
         let mut loss_sum = 0.0;
-        for (step, idx) in order.chunks(args.source.batch_size).enumerate() {
+        for (step, idx) in order.chunks(batch_size).enumerate() {
             let batch = make_batch(&src.train, idx, &ad);
             let logits = model.forward(batch.inputs)?;
             let loss = loss_fn.forward(logits, batch.targets);
@@ -443,7 +552,7 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
             }
             loss_sum += value * idx.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = warmup_cosine_lr(args.lr, 0, total, state.global_step);
+            let lr = warmup_cosine_lr(run_cfg.lr, 0, total, state.global_step);
             model = optim.step(lr, model, grads);
             state.global_step += 1;
             bar.inc(1);
@@ -460,7 +569,7 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         bar.finish_and_clear();
         state.train_seconds += started.elapsed().as_secs_f64();
         state.epoch = epoch + 1;
-        qat_acc = evaluate_quantized(&model.valid(), &src.test, args.source.batch_size, &device)?;
+        qat_acc = evaluate_quantized(&model.valid(), &src.test, batch_size, device)?;
         let train_loss = loss_sum / src.train.len() as f64;
         info!(epoch = epoch + 1, train_loss, qat_acc, "QAT epoch done");
         log.write(&serde_json::json!({
@@ -474,23 +583,19 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         })?;
     }
     save_quantized(&model.valid(), &src.float_cfg, out)?;
-    let result = serde_json::json!({
-        "spec": args.spec,
-        "parameterization": run_cfg.parameterization,
-        "float_acc": state.float_acc,
-        "ptq_acc": state.ptq_acc,
-        "qat_acc": qat_acc,
-        "epochs": state.epoch,
-        "train_samples": src.train.len(),
-        "test_samples": src.test.len(),
-        "train_seconds": state.train_seconds,
-    });
+    let result = QatResult {
+        spec: spec_name.to_string(),
+        parameterization: run_cfg.parameterization,
+        float_acc: state.float_acc,
+        ptq_acc: state.ptq_acc,
+        qat_acc,
+        epochs: state.epoch,
+        train_samples: src.train.len(),
+        test_samples: src.test.len(),
+        train_seconds: state.train_seconds,
+    };
     write_json(&out.join("result.json"), &result)?;
-    println!(
-        "{}: float {:.2}%, PTQ {:.2}%, QAT {:.2}% after {} epochs",
-        args.spec, state.float_acc, state.ptq_acc, qat_acc, state.epoch
-    );
-    Ok(())
+    Ok(result)
 }
 
 /// `experiments memory`.

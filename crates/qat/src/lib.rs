@@ -17,8 +17,10 @@
 
 pub mod error;
 pub mod fake_quant;
+pub mod integer;
 pub mod memory;
 pub mod observer;
+pub mod polar;
 pub mod quantized_model;
 pub mod quantizer;
 pub mod rounding;
@@ -29,6 +31,7 @@ pub use error::{QatError, Result};
 pub use fake_quant::{fake_quant_affine, ste_round};
 pub use memory::{MemoryEntry, MemoryKind, MemoryReport, ModelDims};
 pub use observer::Observer;
+pub use polar::AbarGrid;
 pub use quantized_model::{
     ComponentQuantizers, DiscreteSsm, Parameterization, QuantStateFile, QuantizedClassifier,
     calibrate,

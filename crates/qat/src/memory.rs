@@ -118,12 +118,6 @@ impl MemoryReport {
                 spec.bits(C::EncoderBias),
             ),
             (
-                C::ABar.name().into(),
-                Weight,
-                n * 2 * h * m,
-                spec.bits(C::ABar),
-            ),
-            (
                 C::BBar.name().into(),
                 Weight,
                 n * 2 * h * m,
@@ -203,6 +197,34 @@ impl MemoryReport {
                 spec.bits(C::Logits),
             ),
         ];
+        // Abar: one row, or one row per bit width when the spec gives per-head widths (every
+        // block uses the same list; a list of the wrong length is rejected by the model).
+        let a_bar_rows: Vec<(String, MemoryKind, usize, u32)> = match &spec.a_bar_head_bits {
+            Some(bits) if spec.get(C::ABar).is_some() && bits.len() == h => {
+                let mut widths: Vec<u32> = bits.clone();
+                widths.sort_unstable();
+                widths.dedup();
+                widths
+                    .into_iter()
+                    .map(|b| {
+                        let heads = bits.iter().filter(|x| **x == b).count();
+                        (format!("{}@{b}", C::ABar.name()), Weight, n * 2 * heads * m, b)
+                    })
+                    .collect()
+            }
+            _ => vec![(
+                C::ABar.name().into(),
+                Weight,
+                n * 2 * h * m,
+                spec.bits(C::ABar),
+            )],
+        };
+        let mut rows = rows;
+        let at = rows
+            .iter()
+            .position(|r| r.0 == C::BBar.name())
+            .unwrap_or(rows.len());
+        rows.splice(at..at, a_bar_rows);
         Self {
             entries: rows
                 .into_iter()

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
 use crate::observer::Observer;
+use crate::polar::{AbarGrid, calibrate_abar, fake_quant_abar};
 use crate::quantizer::{Calibration, Quantizer, QuantizerState, stack_complex, to_host};
 use crate::scan::{StateQuant, scan_recording};
 use crate::spec::{Component, QuantSpec};
@@ -239,6 +240,15 @@ impl QuantizedClassifier {
         parameterization: Parameterization,
     ) -> Result<Self> {
         spec.validate()?;
+        let heads = model.encoder.weight.dims()[1];
+        if let Some(bits) = &spec.a_bar_head_bits
+            && bits.len() != heads
+        {
+            return Err(QatError::InvalidConfig {
+                component: "a_bar_head_bits".into(),
+                message: format!("{} entries for a model with {heads} heads", bits.len()),
+            });
+        }
         let discrete = match parameterization {
             Parameterization::Continuous => Vec::new(),
             p => model
@@ -325,8 +335,18 @@ impl QuantizedClassifier {
             let conv_w = self.float.blocks[i].conv.weight.val();
             let conv_b = self.float.blocks[i].conv.bias.as_ref().map(|b| b.val());
             let qs = &mut self.blocks[i];
+            let q = qs.get_mut(Component::ABar);
+            if is_static(&q)
+                && let Some(q) = q
+            {
+                calibrate_abar(
+                    q,
+                    self.spec.a_bar_grid,
+                    self.spec.a_bar_head_bits.as_deref(),
+                    &a,
+                )?;
+            }
             for (comp, z) in [
-                (Component::ABar, &a),
                 (Component::BBar, &b),
                 (Component::CBar, &c),
             ] {
@@ -425,7 +445,13 @@ impl QuantizedClassifier {
         for (i, block) in self.float.blocks.iter().enumerate() {
             let qs = &self.blocks[i];
             let (a, b, c, d) = self.ssm_matrices(i);
-            let a = weight_complex(qs, Component::ABar, a, pass);
+            let a = weight_abar(
+                qs,
+                self.spec.a_bar_grid,
+                self.spec.a_bar_head_bits.as_deref(),
+                a,
+                pass,
+            );
             let b = weight_complex(qs, Component::BBar, b, pass);
             let c = weight_complex(qs, Component::CBar, c, pass);
             let d = weight(qs, Component::DBar, d, pass);
@@ -621,6 +647,21 @@ fn weight_complex(
 ) -> ComplexTensor<2> {
     match (qs.get(c), pass) {
         (Some(q), Pass::Quantize) => q.forward_complex(z),
+        _ => z,
+    }
+}
+
+/// `Abar`'s quantizer application: on the spec's grid ([`crate::polar`]), with per-head bits
+/// when the spec has them; float in a calibration pass.
+fn weight_abar(
+    qs: &ComponentQuantizers,
+    grid: AbarGrid,
+    head_bits: Option<&[u32]>,
+    z: ComplexTensor<2>,
+    pass: &Pass<'_>,
+) -> ComplexTensor<2> {
+    match (qs.get(Component::ABar), pass) {
+        (Some(q), Pass::Quantize) => fake_quant_abar(q, grid, head_bits, z),
         _ => z,
     }
 }

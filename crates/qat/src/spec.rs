@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
+use crate::polar::{AbarGrid, validate_abar};
 use crate::quantizer::QuantizerConfig;
 
 /// A quantizable tensor of the classifier. Names (snake_case) are the spec's field names.
@@ -190,6 +191,14 @@ pub struct QuantSpec {
     /// State clamp bound (the paper: 50).
     #[serde(default = "default_state_clamp")]
     pub state_clamp: f32,
+    /// How `Abar` is gridded (Cartesian as in the paper, or polar / log-polar, which keep every
+    /// code inside the unit circle); see [`crate::polar`].
+    #[serde(default, skip_serializing_if = "AbarGrid::is_cartesian")]
+    pub a_bar_grid: AbarGrid,
+    /// Per-head bit widths of `Abar` (one entry per head, used by every block) instead of the
+    /// `a_bar` config's `bits`; lets a mixed-precision search spend bits where heads need them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a_bar_head_bits: Option<Vec<u32>>,
     /// See [`Component::Input`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<QuantizerConfig>,
@@ -263,6 +272,8 @@ impl QuantSpec {
         Self {
             clamp_state: true,
             state_clamp: 50.0,
+            a_bar_grid: AbarGrid::Cartesian,
+            a_bar_head_bits: None,
             input: None,
             encoder_weight: None,
             encoder_bias: None,
@@ -295,6 +306,12 @@ impl QuantSpec {
     /// Builder form of [`QuantSpec::set`].
     pub fn with(mut self, component: Component, config: Option<QuantizerConfig>) -> Self {
         self.set(component, config);
+        self
+    }
+
+    /// Builder: sets [`QuantSpec::a_bar_grid`].
+    pub fn with_a_bar_grid(mut self, grid: AbarGrid) -> Self {
+        self.a_bar_grid = grid;
         self
     }
 
@@ -366,10 +383,22 @@ impl QuantSpec {
 
     /// Parses a preset name: `fp32`; `wWaA` (weights and `Abar` at W bits, activations and the
     /// state at A bits, so `w8a8` is 8 bits everywhere); `wWaA-aPxS` (`Abar` P bits, state S
-    /// bits, e.g. `w4a6-a8x8`).
+    /// bits, e.g. `w4a6-a8x8`); either with a `-polar` or `-logpolar` suffix for that `Abar`
+    /// grid (e.g. `w4a6-a6x6-logpolar`).
     pub fn preset(name: &str) -> Result<Self> {
         let bad = || QatError::UnknownPreset(name.to_string());
         let lower = name.trim().to_ascii_lowercase();
+        for (suffix, grid) in [("-logpolar", AbarGrid::LogPolar), ("-polar", AbarGrid::Polar)] {
+            if let Some(base) = lower.strip_suffix(suffix)
+                && base != "fp32"
+            {
+                let spec = Self::preset(base)
+                    .map_err(|_| bad())?
+                    .with_a_bar_grid(grid);
+                spec.validate()?;
+                return Ok(spec);
+            }
+        }
         if lower == "fp32" {
             return Ok(Self::fp32());
         }
@@ -428,6 +457,14 @@ impl QuantSpec {
                     });
                 }
             }
+        }
+        if let Some(cfg) = self.get(Component::ABar) {
+            validate_abar(self.a_bar_grid, cfg, self.a_bar_head_bits.as_deref())?;
+        } else if self.a_bar_head_bits.is_some() {
+            return Err(QatError::InvalidConfig {
+                component: "a_bar_head_bits".into(),
+                message: "set without an a_bar quantizer".into(),
+            });
         }
         if !(self.state_clamp.is_finite() && self.state_clamp > 0.0) {
             return Err(QatError::InvalidConfig {

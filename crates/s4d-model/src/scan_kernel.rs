@@ -144,6 +144,31 @@ pub fn round_half_even_small(v: f32) -> f32 {
     (v + MAGIC) - MAGIC
 }
 
+/// What turns `p_t` into `x_t`: the identity (float state) or clamp + fake quantization.
+/// A trait rather than an `Option` so each variant compiles to its own branch-free loop.
+trait StateMap: Copy {
+    /// `x = Q(p)`.
+    fn apply(&self, p: f32) -> f32;
+    /// `(dQ/dp, dQ/ds)` at `p`: the clipped-STE mask and the LSQ step-size derivative.
+    fn derivatives(&self, p: f32) -> (f32, f32);
+}
+
+/// The float state.
+#[derive(Debug, Clone, Copy)]
+struct Identity;
+
+impl StateMap for Identity {
+    #[inline(always)]
+    fn apply(&self, p: f32) -> f32 {
+        p
+    }
+
+    #[inline(always)]
+    fn derivatives(&self, _: f32) -> (f32, f32) {
+        (1.0, 0.0)
+    }
+}
+
 /// One head's quantizer as scalars.
 #[derive(Debug, Clone, Copy)]
 struct RowQuant {
@@ -155,14 +180,14 @@ struct RowQuant {
 }
 
 impl RowQuant {
-    fn for_head(q: Option<&StateQuantizer<'_>>, head: usize) -> Option<Self> {
-        q.map(|q| Self {
+    fn for_head(q: &StateQuantizer<'_>, head: usize) -> Self {
+        Self {
             scale: q.scale[head],
             zero: q.zero_point[head],
             qmin: q.grid.qmin,
             qmax: q.grid.qmax,
             clamp: q.grid.clamp.unwrap_or(f32::INFINITY),
-        })
+        }
     }
 
     /// The grid coordinate `v = clamp(p) / s + z` before it is clipped to the grid.
@@ -178,38 +203,42 @@ impl RowQuant {
         };
         xc / self.scale + self.zero
     }
+}
 
+impl StateMap for RowQuant {
     #[inline(always)]
-    fn clip(&self, v: f32) -> f32 {
-        if v < self.qmin {
+    fn apply(&self, p: f32) -> f32 {
+        let v = self.coordinate(p);
+        let v = if v < self.qmin {
             self.qmin
         } else if v > self.qmax {
             self.qmax
         } else {
             v
-        }
-    }
-
-    #[inline(always)]
-    fn apply(&self, p: f32) -> f32 {
-        let v = self.clip(self.coordinate(p));
+        };
         (round_half_even_small(v) - self.zero) * self.scale
     }
 
-    /// `(dQ/dp, dQ/ds)` at `p`: the clipped-STE mask and the LSQ step-size derivative.
+    /// Written with selects only, so the loop around it vectorizes. Off the grid, `v` may be
+    /// too large for the rounding trick, but that lane's rounding result is discarded.
     #[inline(always)]
     fn derivatives(&self, p: f32) -> (f32, f32) {
         let c = self.clamp;
-        let inside_clamp = p >= -c && p <= c;
         let v = self.coordinate(p);
-        if v < self.qmin {
-            (0.0, self.qmin - self.zero)
+        let on_grid = round_half_even_small(v) - v;
+        // Value selects and products of 0/1 factors only, no control flow: it vectorizes.
+        let ds = if v < self.qmin {
+            self.qmin - self.zero
         } else if v > self.qmax {
-            (0.0, self.qmax - self.zero)
+            self.qmax - self.zero
         } else {
-            let mask = if inside_clamp { 1.0 } else { 0.0 };
-            (mask, round_half_even_small(v) - v)
-        }
+            on_grid
+        };
+        let mask = (if p >= -c { 1.0 } else { 0.0 })
+            * (if p <= c { 1.0 } else { 0.0 })
+            * (if v >= self.qmin { 1.0 } else { 0.0 })
+            * (if v <= self.qmax { 1.0 } else { 0.0 });
+        (mask, ds)
     }
 }
 
@@ -242,43 +271,48 @@ impl<'a> RowMatrices<'a> {
 
 const LANES: usize = 8;
 
-/// `x <- Q(Abar x + Bbar u_t)`; stores `p` when `pre` is given.
+/// Sum in eight interleaved partial sums (a pattern the compiler vectorizes).
 #[inline(always)]
-fn advance(
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// `p = Abar x + Bbar u_t` into `p_re, p_im`, then `x <- Q(p)`.
+#[inline(always)]
+fn advance<Q: StateMap>(
     m: &RowMatrices<'_>,
-    q: Option<RowQuant>,
+    q: Q,
     ut: f32,
     x_re: &mut [f32],
     x_im: &mut [f32],
-    pre: Option<(&mut [f32], &mut [f32])>,
+    p_re: &mut [f32],
+    p_im: &mut [f32],
 ) {
     let n = x_re.len();
     let (a_re, a_im, b_re, b_im) = (&m.a_re[..n], &m.a_im[..n], &m.b_re[..n], &m.b_im[..n]);
-    let x_im = &mut x_im[..n];
-    let mut pre = pre.map(|(r, i)| (&mut r[..n], &mut i[..n]));
+    let (x_im, p_re, p_im) = (&mut x_im[..n], &mut p_re[..n], &mut p_im[..n]);
     for k in 0..n {
         let (xr, xi) = (x_re[k], x_im[k]);
         let pr = (a_re[k] * xr - a_im[k] * xi) + b_re[k] * ut;
         let pi = (a_re[k] * xi + a_im[k] * xr) + b_im[k] * ut;
-        if let Some((r, i)) = pre.as_mut() {
-            r[k] = pr;
-            i[k] = pi;
-        }
-        match q {
-            Some(q) => {
-                x_re[k] = q.apply(pr);
-                x_im[k] = q.apply(pi);
-            }
-            None => {
-                x_re[k] = pr;
-                x_im[k] = pi;
-            }
-        }
+        p_re[k] = pr;
+        p_im[k] = pi;
+        x_re[k] = q.apply(pr);
+        x_im[k] = q.apply(pi);
     }
 }
 
 /// `2 sum_n Re(C_n x_n) + D u_t`, the sum in eight interleaved partial sums.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // explicit lane indices are the pattern that vectorizes
 fn read_out(m: &RowMatrices<'_>, ut: f32, x_re: &[f32], x_im: &[f32]) -> f32 {
     let n = x_re.len();
     let (c_re, c_im, x_im) = (&m.c_re[..n], &m.c_im[..n], &x_im[..n]);
@@ -298,27 +332,30 @@ fn read_out(m: &RowMatrices<'_>, ut: f32, x_re: &[f32], x_im: &[f32]) -> f32 {
 }
 
 /// Forward over one row; `ckpt` (`[segments, 2, M]`) receives the state at each segment start.
+/// `x` is scratch of `4 M` floats.
 #[inline(always)]
-fn forward_row(
+fn forward_row<Q: StateMap>(
     m: &RowMatrices<'_>,
-    q: Option<RowQuant>,
+    q: Q,
     every: usize,
     u: &[f32],
     y: &mut [f32],
     mut ckpt: Option<&mut [f32]>,
     x: &mut [f32],
 ) {
-    let modes = x.len() / 2;
+    let modes = x.len() / 4;
     x.fill(0.0);
+    let (state, p) = x.split_at_mut(2 * modes);
+    let (p_re, p_im) = p.split_at_mut(modes);
     for (t, (&ut, yt)) in u.iter().zip(y.iter_mut()).enumerate() {
         if t % every == 0
             && let Some(c) = ckpt.as_deref_mut()
         {
             let s = t / every;
-            c[s * 2 * modes..(s + 1) * 2 * modes].copy_from_slice(x);
+            c[s * 2 * modes..(s + 1) * 2 * modes].copy_from_slice(state);
         }
-        let (x_re, x_im) = x.split_at_mut(modes);
-        advance(m, q, ut, x_re, x_im, None);
+        let (x_re, x_im) = state.split_at_mut(modes);
+        advance(m, q, ut, x_re, x_im, p_re, p_im);
         *yt = read_out(m, ut, x_re, x_im);
     }
 }
@@ -329,12 +366,17 @@ fn row_grad_len(modes: usize) -> usize {
     6 * modes + 2
 }
 
-/// Backward over one row. `work` is scratch of `4 * M * (every + 1)` floats.
+/// Scratch floats [`backward_row`] needs.
+fn backward_work_len(modes: usize, every: usize) -> usize {
+    2 * modes * (2 * every + 3)
+}
+
+/// Backward over one row. `work` is scratch of [`backward_work_len`] floats.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_row(
+fn backward_row<Q: StateMap>(
     m: &RowMatrices<'_>,
-    q: Option<RowQuant>,
+    q: Q,
     every: usize,
     u: &[f32],
     dy: &[f32],
@@ -346,8 +388,9 @@ fn backward_row(
     let len = u.len();
     let modes = m.a_re.len();
     let (states, rest) = work.split_at_mut(2 * modes * (every + 1));
-    let (pre, mu) = rest.split_at_mut(2 * modes * every);
-    let mu = &mut mu[..2 * modes];
+    let (pre, rest) = rest.split_at_mut(2 * modes * every);
+    let (mu, terms) = rest.split_at_mut(2 * modes);
+    let (du_terms, gs_terms) = terms[..2 * modes].split_at_mut(modes);
     mu.fill(0.0);
     grads.fill(0.0);
     let (g_mat, g_tail) = grads.split_at_mut(6 * modes);
@@ -366,14 +409,13 @@ fn backward_row(
         let t1 = (t0 + every).min(len);
         // Recompute the segment: states[i] = x_{t0 + i - 1}, pre[i] = p_{t0 + i}.
         states[..2 * modes].copy_from_slice(&ckpt[s * 2 * modes..(s + 1) * 2 * modes]);
-        for t in t0..t1 {
-            let i = t - t0;
+        for (i, &ut) in u[t0..t1].iter().enumerate() {
             let (done, next) = states.split_at_mut((i + 1) * 2 * modes);
             let next = &mut next[..2 * modes];
             next.copy_from_slice(&done[i * 2 * modes..]);
             let (x_re, x_im) = next.split_at_mut(modes);
             let (p_re, p_im) = pre[i * 2 * modes..(i + 1) * 2 * modes].split_at_mut(modes);
-            advance(m, q, u[t], x_re, x_im, Some((p_re, p_im)));
+            advance(m, q, ut, x_re, x_im, p_re, p_im);
         }
         for t in (t0..t1).rev() {
             let i = t - t0;
@@ -383,33 +425,30 @@ fn backward_row(
             let (x_re, x_im) = states[(i + 1) * 2 * modes..(i + 2) * 2 * modes].split_at(modes);
             let (p_re, p_im) = pre[i * 2 * modes..(i + 1) * 2 * modes].split_at(modes);
             let (mu_re, mu_im) = mu.split_at_mut(modes);
-            let mut du_acc = [0.0f32; LANES];
-            let mut gs_acc = [0.0f32; LANES];
-            for k in 0..modes {
-                let (mr, mi) = (mu_re[k], mu_im[k]);
-                let lr = two_g * c_re[k] + (a_re[k] * mr + a_im[k] * mi);
-                let li = -(two_g * c_im[k]) + (a_re[k] * mi - a_im[k] * mr);
-                gc_re[k] += two_g * x_re[k];
-                gc_im[k] -= two_g * x_im[k];
-                let (nr, ni) = match q {
-                    Some(q) => {
-                        let (mask_r, ds_r) = q.derivatives(p_re[k]);
-                        let (mask_i, ds_i) = q.derivatives(p_im[k]);
-                        gs_acc[k % LANES] += lr * ds_r + li * ds_i;
-                        (lr * mask_r, li * mask_i)
-                    }
-                    None => (lr, li),
-                };
-                mu_re[k] = nr;
-                mu_im[k] = ni;
-                gb_re[k] += nr * ut;
-                gb_im[k] += ni * ut;
-                du_acc[k % LANES] += nr * b_re[k] + ni * b_im[k];
-                ga_re[k] += nr * xp_re[k] + ni * xp_im[k];
-                ga_im[k] += ni * xp_re[k] - nr * xp_im[k];
-            }
-            du[t] = m.d * g + du_acc.iter().sum::<f32>();
-            gs += gs_acc.iter().sum::<f32>();
+            // Every slice re-cut to `modes` so the compiler drops bounds checks and vectorizes.
+            let n = modes;
+            let (mu_re, mu_im, x_re, x_im) =
+                (&mut mu_re[..n], &mut mu_im[..n], &x_re[..n], &x_im[..n]);
+            let (xp_re, xp_im, p_re, p_im) = (&xp_re[..n], &xp_im[..n], &p_re[..n], &p_im[..n]);
+            let (a_re, a_im, b_re, b_im) = (&a_re[..n], &a_im[..n], &b_re[..n], &b_im[..n]);
+            let (c_re, c_im) = (&c_re[..n], &c_im[..n]);
+            let (ga_re, ga_im, gb_re, gb_im) = (
+                &mut ga_re[..n],
+                &mut ga_im[..n],
+                &mut gb_re[..n],
+                &mut gb_im[..n],
+            );
+            let (gc_re, gc_im) = (&mut gc_re[..n], &mut gc_im[..n]);
+            let (du_terms, gs_terms) = (&mut du_terms[..n], &mut gs_terms[..n]);
+            adjoint_lambda(
+                two_g, c_re, c_im, a_re, a_im, x_re, x_im, mu_re, mu_im, gc_re, gc_im,
+            );
+            adjoint_mask(q, p_re, p_im, mu_re, mu_im, gs_terms);
+            adjoint_accumulate(
+                ut, b_re, b_im, xp_re, xp_im, mu_re, mu_im, gb_re, gb_im, ga_re, ga_im, du_terms,
+            );
+            du[t] = m.d * g + lane_sum(du_terms);
+            gs += lane_sum(gs_terms);
             gd += g * ut;
         }
     }
@@ -417,7 +456,94 @@ fn backward_row(
     g_tail[1] = gs;
 }
 
-/// Whether to run the AVX2 builds of the row loops (detected once per call; cheap).
+// The adjoint step is three loops, each in its own function: slice arguments are known not
+// to alias (Rust marks `&mut` parameters `noalias`, also after inlining), which local slices
+// are not, and each loop is simple enough to vectorize. All arrays are M floats, in L1.
+
+/// `lam_t = 2 g conj(C) + conj(Abar) mu_{t+1}` into `mu` (read as `mu_{t+1}`), and `dC`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adjoint_lambda(
+    two_g: f32,
+    c_re: &[f32],
+    c_im: &[f32],
+    a_re: &[f32],
+    a_im: &[f32],
+    x_re: &[f32],
+    x_im: &[f32],
+    mu_re: &mut [f32],
+    mu_im: &mut [f32],
+    gc_re: &mut [f32],
+    gc_im: &mut [f32],
+) {
+    let n = mu_re.len();
+    let (c_re, c_im, a_re, a_im) = (&c_re[..n], &c_im[..n], &a_re[..n], &a_im[..n]);
+    let (x_re, x_im, mu_im) = (&x_re[..n], &x_im[..n], &mut mu_im[..n]);
+    let (gc_re, gc_im) = (&mut gc_re[..n], &mut gc_im[..n]);
+    for k in 0..n {
+        let (mr, mi) = (mu_re[k], mu_im[k]);
+        mu_re[k] = two_g * c_re[k] + (a_re[k] * mr + a_im[k] * mi);
+        mu_im[k] = -(two_g * c_im[k]) + (a_re[k] * mi - a_im[k] * mr);
+        gc_re[k] += two_g * x_re[k];
+        gc_im[k] -= two_g * x_im[k];
+    }
+}
+
+/// `mu_t = mask(p_t) lam_t` in place, and the per-mode terms of the scale's gradient.
+#[inline(always)]
+fn adjoint_mask<Q: StateMap>(
+    q: Q,
+    p_re: &[f32],
+    p_im: &[f32],
+    mu_re: &mut [f32],
+    mu_im: &mut [f32],
+    gs_terms: &mut [f32],
+) {
+    let n = mu_re.len();
+    let (p_re, p_im, mu_im, gs_terms) =
+        (&p_re[..n], &p_im[..n], &mut mu_im[..n], &mut gs_terms[..n]);
+    for k in 0..n {
+        let (lr, li) = (mu_re[k], mu_im[k]);
+        let (mask_r, ds_r) = q.derivatives(p_re[k]);
+        let (mask_i, ds_i) = q.derivatives(p_im[k]);
+        gs_terms[k] = lr * ds_r + li * ds_i;
+        mu_re[k] = lr * mask_r;
+        mu_im[k] = li * mask_i;
+    }
+}
+
+/// `dBbar += mu u_t`, `dAbar += mu conj(x_{t-1})`, and the per-mode terms of `du_t`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adjoint_accumulate(
+    ut: f32,
+    b_re: &[f32],
+    b_im: &[f32],
+    xp_re: &[f32],
+    xp_im: &[f32],
+    mu_re: &[f32],
+    mu_im: &[f32],
+    gb_re: &mut [f32],
+    gb_im: &mut [f32],
+    ga_re: &mut [f32],
+    ga_im: &mut [f32],
+    du_terms: &mut [f32],
+) {
+    let n = du_terms.len();
+    let (b_re, b_im, xp_re, xp_im) = (&b_re[..n], &b_im[..n], &xp_re[..n], &xp_im[..n]);
+    let (mu_re, mu_im, gb_re, gb_im) = (&mu_re[..n], &mu_im[..n], &mut gb_re[..n], &mut gb_im[..n]);
+    let (ga_re, ga_im) = (&mut ga_re[..n], &mut ga_im[..n]);
+    for k in 0..n {
+        let (nr, ni) = (mu_re[k], mu_im[k]);
+        gb_re[k] += nr * ut;
+        gb_im[k] += ni * ut;
+        du_terms[k] = nr * b_re[k] + ni * b_im[k];
+        ga_re[k] += nr * xp_re[k] + ni * xp_im[k];
+        ga_im[k] += ni * xp_re[k] - nr * xp_im[k];
+    }
+}
+
+/// Whether to run the AVX2 builds of the row loops.
 #[inline(always)]
 fn use_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -435,9 +561,9 @@ fn use_avx2() -> bool {
 /// fuses `a * b + c` implicitly), so both give identical results.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn forward_row_avx2(
+fn forward_row_avx2<Q: StateMap>(
     m: &RowMatrices<'_>,
-    q: Option<RowQuant>,
+    q: Q,
     every: usize,
     u: &[f32],
     y: &mut [f32],
@@ -451,9 +577,9 @@ fn forward_row_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-fn backward_row_avx2(
+fn backward_row_avx2<Q: StateMap>(
     m: &RowMatrices<'_>,
-    q: Option<RowQuant>,
+    q: Q,
     every: usize,
     u: &[f32],
     dy: &[f32],
@@ -462,6 +588,52 @@ fn backward_row_avx2(
     grads: &mut [f32],
     work: &mut [f32],
 ) {
+    backward_row(m, q, every, u, dy, ckpt, du, grads, work)
+}
+
+/// Forward of one row with the best instruction set available.
+#[allow(clippy::too_many_arguments)]
+fn forward_row_best<Q: StateMap>(
+    avx2: bool,
+    m: &RowMatrices<'_>,
+    q: Q,
+    every: usize,
+    u: &[f32],
+    y: &mut [f32],
+    ckpt: Option<&mut [f32]>,
+    x: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 support was detected at run time by the caller.
+        unsafe { forward_row_avx2(m, q, every, u, y, ckpt, x) };
+        return;
+    }
+    let _ = avx2;
+    forward_row(m, q, every, u, y, ckpt, x)
+}
+
+/// Backward of one row with the best instruction set available.
+#[allow(clippy::too_many_arguments)]
+fn backward_row_best<Q: StateMap>(
+    avx2: bool,
+    m: &RowMatrices<'_>,
+    q: Q,
+    every: usize,
+    u: &[f32],
+    dy: &[f32],
+    ckpt: &[f32],
+    du: &mut [f32],
+    grads: &mut [f32],
+    work: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 support was detected at run time by the caller.
+        unsafe { backward_row_avx2(m, q, every, u, dy, ckpt, du, grads, work) };
+        return;
+    }
+    let _ = avx2;
     backward_row(m, q, every, u, dy, ckpt, du, grads, work)
 }
 
@@ -492,15 +664,14 @@ pub fn scan_forward(
     let run = |(row, (u_row, y_row)): (usize, (&[f32], &mut [f32])), ck: Option<&mut [f32]>| {
         let h = row % heads;
         let rm = RowMatrices::for_head(m, h, modes);
-        let rq = RowQuant::for_head(q, h);
-        let mut x = vec![0.0f32; 2 * modes];
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: AVX2 support was detected at run time.
-            unsafe { forward_row_avx2(&rm, rq, every, u_row, y_row, ck, &mut x) };
-            return;
+        let mut x = vec![0.0f32; 4 * modes];
+        match q {
+            Some(q) => {
+                let rq = RowQuant::for_head(q, h);
+                forward_row_best(avx2, &rm, rq, every, u_row, y_row, ck, &mut x)
+            }
+            None => forward_row_best(avx2, &rm, Identity, every, u_row, y_row, ck, &mut x),
         }
-        forward_row(&rm, rq, every, u_row, y_row, ck, &mut x);
     };
     if len == 0 || modes == 0 {
         return ScanOutput { y, checkpoints };
@@ -548,19 +719,17 @@ pub fn scan_backward(
             .for_each(|(row, ((((u_row, dy_row), ck), du_row), g_row))| {
                 let h = row % heads;
                 let rm = RowMatrices::for_head(m, h, modes);
-                let rq = RowQuant::for_head(q, h);
-                let mut work = vec![0.0f32; 2 * modes * (2 * every + 2)];
-                #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: AVX2 support was detected at run time.
-                    unsafe {
-                        backward_row_avx2(
-                            &rm, rq, every, u_row, dy_row, ck, du_row, g_row, &mut work,
-                        )
-                    };
-                    return;
+                let mut work = vec![0.0f32; backward_work_len(modes, every)];
+                let (w, g) = (&mut work, g_row);
+                match q {
+                    Some(q) => {
+                        let rq = RowQuant::for_head(q, h);
+                        backward_row_best(avx2, &rm, rq, every, u_row, dy_row, ck, du_row, g, w)
+                    }
+                    None => backward_row_best(
+                        avx2, &rm, Identity, every, u_row, dy_row, ck, du_row, g, w,
+                    ),
                 }
-                backward_row(&rm, rq, every, u_row, dy_row, ck, du_row, g_row, &mut work);
             });
     }
     let mut total = vec![0.0f32; heads * glen];

@@ -1,0 +1,482 @@
+//! From a calibrated [`QuantizedClassifier`] to an [`IntegerModel`]: codes by the fake-quant
+//! formula, multipliers from the scales (in `f64`, once, at export), bounds checked so no
+//! integer on the inference path can overflow.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+
+use super::{IntGrid, IntegerModel, Requant, sigmoid_table};
+use crate::quantized_model::QuantizedClassifier;
+use crate::quantizer::{Calibration, QuantizerState, to_host};
+
+/// Why a quantized model has no integer realisation here.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegerError {
+    /// A model or spec feature the integer path does not implement.
+    #[error("integer deployment does not support {0}")]
+    Unsupported(String),
+    /// A quantizer the integer model needs is absent or uncalibrated.
+    #[error(
+        "quantizer `{0}` is missing or not calibrated: every component must be quantized with static ranges"
+    )]
+    Missing(String),
+    /// A fixed-point quantity would not fit its integer type.
+    #[error("fixed-point bounds: {0}")]
+    Bounds(String),
+    /// Reading the model failed.
+    #[error(transparent)]
+    Qat(#[from] crate::QatError),
+}
+
+type Result<T> = std::result::Result<T, IntegerError>;
+
+/// Full scale of the encoder output `u` in its per-head integer unit (`2^22`): 22 bits of
+/// precision for a value the fake-quant model keeps in float, with 9 bits of headroom in `i32`.
+const U_FULL_SCALE: f64 = (1u64 << 22) as f64;
+/// Accumulators that feed an `i32` requantization stay below `2^30` (one bit of margin for
+/// rounding and for the bias).
+const I32_BOUND: f64 = (1u64 << 30) as f64;
+
+/// One quantizer's frozen parameters, read from its exported state.
+struct Q {
+    scale: Vec<f32>,
+    zp: Vec<f32>,
+    qmin: f32,
+    qmax: f32,
+}
+
+impl Q {
+    fn from_state(
+        key: &str,
+        st: Option<&QuantizerState>,
+        channels: usize,
+        axis: usize,
+    ) -> Result<Self> {
+        let st = st.ok_or_else(|| IntegerError::Missing(key.to_string()))?;
+        let cfg = &st.config;
+        if !st.calibrated || cfg.calibration != Calibration::Static {
+            return Err(IntegerError::Missing(key.to_string()));
+        }
+        if cfg.bits > 8 || !cfg.signed {
+            return Err(IntegerError::Unsupported(format!(
+                "`{key}` at {} bits {} (needs a signed grid of at most 8 bits)",
+                cfg.bits,
+                if cfg.signed { "signed" } else { "unsigned" }
+            )));
+        }
+        let n = st.scale.len();
+        let per_tensor = n == 1 && st.zero_point.len() == 1;
+        let per_channel = n == channels && st.zero_point.len() == channels && st.axis == Some(axis);
+        if !(per_tensor || per_channel) {
+            return Err(IntegerError::Unsupported(format!(
+                "`{key}` with {n} scales on axis {:?} (needs per-tensor or {channels} on axis {axis})",
+                st.axis
+            )));
+        }
+        if st.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(IntegerError::Bounds(format!(
+                "`{key}` has a non-positive scale"
+            )));
+        }
+        let (qmin, qmax) = cfg.grid();
+        Ok(Self {
+            scale: st.scale.clone(),
+            zp: st.zero_point.clone(),
+            qmin,
+            qmax,
+        })
+    }
+
+    fn s(&self, c: usize) -> f32 {
+        if self.scale.len() == 1 {
+            self.scale[0]
+        } else {
+            self.scale[c]
+        }
+    }
+
+    fn z(&self, c: usize) -> f32 {
+        if self.zp.len() == 1 {
+            self.zp[0]
+        } else {
+            self.zp[c]
+        }
+    }
+
+    /// The fake-quant code: `clamp(x / s + z, qmin, qmax)` rounded half to even, in f32.
+    fn code(&self, x: f32, c: usize) -> i32 {
+        (x / self.s(c) + self.z(c))
+            .clamp(self.qmin, self.qmax)
+            .round_ties_even() as i32
+    }
+
+    /// The dequantized value as the fake-quant model computes it, `(q - z) s` in f32.
+    fn deq(&self, q: i32, c: usize) -> f32 {
+        (q as f32 - self.z(c)) * self.s(c)
+    }
+
+    /// Code minus zero point, exact.
+    fn centered(&self, q: i32, c: usize) -> f64 {
+        q as f64 - self.z(c) as f64
+    }
+
+    fn grid(&self) -> IntGrid {
+        IntGrid {
+            z: self.z(0) as i32,
+            qmin: self.qmin as i32,
+            qmax: self.qmax as i32,
+        }
+    }
+
+    /// Largest `|q - z|` on the grid of channel `c`.
+    fn max_centered(&self, c: usize) -> f64 {
+        let z = self.z(c) as f64;
+        (self.qmax as f64 - z)
+            .abs()
+            .max((self.qmin as f64 - z).abs())
+    }
+}
+
+/// `r ~ m / 2^shift` with `|m|` in `[2^30, 2^31)` (smaller only when `shift` hits 62).
+fn multiplier(r: f64, what: &str) -> Result<(i32, u8)> {
+    if r == 0.0 {
+        return Ok((0, 0));
+    }
+    if !r.is_finite() {
+        return Err(IntegerError::Bounds(format!(
+            "{what}: multiplier {r} is not finite"
+        )));
+    }
+    let e = r.abs().log2().floor() as i32;
+    let mut shift = 30 - e;
+    if shift < 0 {
+        return Err(IntegerError::Bounds(format!(
+            "{what}: multiplier {r} exceeds 2^30"
+        )));
+    }
+    shift = shift.min(62);
+    let mut m = (r * 2f64.powi(shift)).round_ties_even();
+    if m.abs() >= 2f64.powi(31) {
+        shift -= 1;
+        m = (r * 2f64.powi(shift)).round_ties_even();
+    }
+    Ok((m as i32, shift as u8))
+}
+
+/// A bias in output units, pre-scaled by `2^shift` into the product domain.
+fn bias_fixed(units: f64, shift: u8, what: &str) -> Result<i64> {
+    let v = (units * 2f64.powi(shift as i32)).round_ties_even();
+    if v.is_nan() || v.abs() >= 2f64.powi(62) {
+        return Err(IntegerError::Bounds(format!(
+            "{what}: bias {units} out of range"
+        )));
+    }
+    Ok(v as i64)
+}
+
+fn requant(rs: &[f64], biases: Option<&[f64]>, what: &str) -> Result<Requant> {
+    let mut m = Vec::with_capacity(rs.len());
+    let mut shift = Vec::with_capacity(rs.len());
+    let mut bias = Vec::new();
+    for (c, &r) in rs.iter().enumerate() {
+        let (mc, sc) = multiplier(r, what)?;
+        m.push(mc);
+        shift.push(sc);
+        if let Some(b) = biases {
+            bias.push(bias_fixed(b[c], sc, what)?);
+        }
+    }
+    Ok(Requant {
+        m,
+        shift,
+        bias: biases.map(|_| bias),
+    })
+}
+
+fn codes_i8(v: impl IntoIterator<Item = i32>) -> Vec<i8> {
+    v.into_iter().map(|q| q as i8).collect()
+}
+
+impl IntegerModel {
+    /// Derives the integer model from a calibrated quantized classifier (PTQ or QAT). Fails
+    /// with [`IntegerError`] when the model or spec is outside what the integer path supports
+    /// (see the module doc) or a fixed-point bound cannot be met.
+    pub fn derive(qc: &QuantizedClassifier) -> Result<Self> {
+        let f = &qc.float;
+        if f.blocks.len() != 1 {
+            return Err(IntegerError::Unsupported(format!(
+                "{} S4D blocks (one only)",
+                f.blocks.len()
+            )));
+        }
+        let block = &f.blocks[0];
+        if block.residual || block.norm.is_some() {
+            return Err(IntegerError::Unsupported(
+                "residual connections or LayerNorm".into(),
+            ));
+        }
+        let states: BTreeMap<String, QuantizerState> = qc.quant_state()?.quantizers;
+        let [d_input, heads] = f.encoder.weight.dims();
+        let [_, classes] = f.decoder.weight.dims();
+        let (a, b, c, d) = qc.ssm_matrices(0);
+        let [_, modes] = a.re.dims();
+        let q = |name: &str, channels: usize, axis: usize| {
+            Q::from_state(name, states.get(name), channels, axis)
+        };
+        let qin = q("input", 1, 2)?;
+        let qwe = q("encoder_weight", heads, 1)?;
+        let qa = q("block0.a_bar", heads, 0)?;
+        let qb = q("block0.b_bar", heads, 0)?;
+        let qc_ = q("block0.c_bar", heads, 0)?;
+        let qd = q("block0.d_bar", heads, 0)?;
+        let qst = q("block0.state", heads, 1)?;
+        let qy = q("block0.ssm_output", 1, 2)?;
+        let qg = q("block0.activation", 1, 2)?;
+        let qcw = q("block0.conv_weight", 2 * heads, 1)?;
+        let qo = q("block0.glu_output", 1, 2)?;
+        let qdw = q("decoder_weight", classes, 1)?;
+        let ql = q("logits", classes, 1)?;
+        if qin.scale.len() != 1 || qy.scale.len() != 1 || qg.scale.len() != 1 || qo.scale.len() != 1
+        {
+            return Err(IntegerError::Unsupported(
+                "per-channel input/SSM-output/activation/GLU-output quantizers".into(),
+            ));
+        }
+        // Biases: quantized with their quantizer when the layer has one; absent ones are zero.
+        let bias = |t: Option<Tensor<1>>, name: &str, n: usize| -> Result<Vec<f64>> {
+            match t {
+                None => Ok(vec![0.0; n]),
+                Some(t) => {
+                    let qb = q(name, n, 0)?;
+                    Ok(to_host(t)?
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| qb.deq(qb.code(v, i), i) as f64)
+                        .collect())
+                }
+            }
+        };
+        let enc_b = bias(
+            f.encoder.bias.as_ref().map(|p| p.val()),
+            "encoder_bias",
+            heads,
+        )?;
+        let lin_b = bias(
+            block.conv.bias.as_ref().map(|p| p.val()),
+            "block0.conv_bias",
+            2 * heads,
+        )?;
+        let dec_b = bias(
+            f.decoder.bias.as_ref().map(|p| p.val()),
+            "decoder_bias",
+            classes,
+        )?;
+
+        // Encoder: u's unit per head from the largest |u| the input grid allows.
+        let enc_wf = to_host(f.encoder.weight.val())?;
+        let enc_q: Vec<i32> = enc_wf
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| qwe.code(v, i % heads))
+            .collect();
+        let s_in = qin.s(0) as f64;
+        let x_abs = qin.max_centered(0) * s_in;
+        let s_u: Vec<f64> = (0..heads)
+            .map(|h| {
+                let umax: f64 = (0..d_input)
+                    .map(|i| {
+                        x_abs * (qwe.centered(enc_q[i * heads + h], h) * qwe.s(h) as f64).abs()
+                    })
+                    .sum::<f64>()
+                    + enc_b[h].abs();
+                if umax > 0.0 { umax / U_FULL_SCALE } else { 1.0 }
+            })
+            .collect();
+        let enc = requant(
+            &(0..heads)
+                .map(|h| s_in * qwe.s(h) as f64 / s_u[h])
+                .collect::<Vec<_>>(),
+            Some(&(0..heads).map(|h| enc_b[h] / s_u[h]).collect::<Vec<_>>()),
+            "encoder",
+        )?;
+
+        // SSM matrices.
+        let host = |t: Tensor<2>| to_host(t);
+        let cq = |qq: &Q, vals: &[f32]| -> Vec<i32> {
+            vals.iter()
+                .enumerate()
+                .map(|(k, &v)| qq.code(v, k / modes))
+                .collect()
+        };
+        let a_re = cq(&qa, &host(a.re)?);
+        let a_im = cq(&qa, &host(a.im)?);
+        let b_re = cq(&qb, &host(b.re)?);
+        let b_im = cq(&qb, &host(b.im)?);
+        let c_re = cq(&qc_, &host(c.re)?);
+        let c_im = cq(&qc_, &host(c.im)?);
+        let d_hat: Vec<f64> = to_host(d)?
+            .iter()
+            .enumerate()
+            .map(|(h, &v)| qd.deq(qd.code(v, h), h) as f64)
+            .collect();
+        let zs = |qq: &Q| (0..heads).map(|h| qq.z(h) as i32).collect::<Vec<_>>();
+        let (state_lo, state_hi): (Vec<i32>, Vec<i32>) = (0..heads)
+            .map(|h| {
+                if qc.spec.clamp_state {
+                    let m = qc.spec.state_clamp;
+                    (qst.code(-m, h), qst.code(m, h))
+                } else {
+                    (qst.qmin as i32, qst.qmax as i32)
+                }
+            })
+            .unzip();
+
+        // GELU (or qGELU) and the activation quantizer as one table, by the model's own ops.
+        let ygrid = qy.grid();
+        let yvals: Vec<f32> = (ygrid.qmin..=ygrid.qmax).map(|q| qy.deq(q, 0)).collect();
+        let device = f.decoder.weight.val().device();
+        let n = yvals.len();
+        let act = block
+            .activation
+            .forward(Tensor::<1>::from_floats(yvals.as_slice(), &device).reshape([1, 1, n]));
+        let gelu = codes_i8(to_host(act)?.iter().map(|&v| qg.code(v, 0)));
+
+        // Pointwise conv.
+        let lin_wf = to_host(block.conv.weight.val())?;
+        let lin_q: Vec<i32> = lin_wf
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| qcw.code(v, i % (2 * heads)))
+            .collect();
+        let (s_g, s_o, s_y) = (qg.s(0) as f64, qo.s(0) as f64, qy.s(0) as f64);
+
+        // Decoder and the pooled-mean precision.
+        let dec_wf = to_host(f.decoder.weight.val())?;
+        let dec_q: Vec<i32> = dec_wf
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| qdw.code(v, i % classes))
+            .collect();
+        let o_abs = qo.max_centered(0);
+        let mean_bound = (0..classes)
+            .map(|k| {
+                o_abs
+                    * (0..heads)
+                        .map(|h| qdw.centered(dec_q[h * classes + k], k).abs())
+                        .sum::<f64>()
+            })
+            .fold(0.0, f64::max);
+        let pool_frac = (0..=30u32)
+            .rev()
+            .find(|&p| mean_bound * 2f64.powi(p as i32) < I32_BOUND)
+            .ok_or_else(|| IntegerError::Bounds(format!("pooled mean bound {mean_bound}")))?;
+        let dec = requant(
+            &(0..classes)
+                .map(|k| s_o * qdw.s(k) as f64 / ql.s(k) as f64 / 2f64.powi(pool_frac as i32))
+                .collect::<Vec<_>>(),
+            Some(
+                &(0..classes)
+                    .map(|k| dec_b[k] / ql.s(k) as f64)
+                    .collect::<Vec<_>>(),
+            ),
+            "decoder",
+        )?;
+
+        // F: the most fraction bits (<= 24) for which every Q.F quantity fits its i32.
+        let g_abs = qg.max_centered(0);
+        let frac_ok = |fb: i32| {
+            let p = 2f64.powi(fb);
+            let w_ok = (0..heads).all(|h| {
+                (U_FULL_SCALE + 1.0) * qb.s(h) as f64 * s_u[h] / qst.s(h) as f64 * p < I32_BOUND
+            });
+            let a_ok = (0..heads).all(|j| {
+                let acc = g_abs
+                    * (0..heads)
+                        .map(|h| qcw.centered(lin_q[h * 2 * heads + j], j).abs())
+                        .sum::<f64>();
+                (acc * s_g * qcw.s(j) as f64 + lin_b[j].abs()) / s_o * p < I32_BOUND
+            });
+            w_ok && a_ok
+        };
+        let frac = (8..=24)
+            .rev()
+            .find(|&fb| frac_ok(fb))
+            .ok_or_else(|| IntegerError::Bounds("no fraction width in 8..=24 fits".into()))?;
+        let p = 2f64.powi(frac);
+        let per_head = |r: &dyn Fn(usize) -> f64| (0..heads).map(r).collect::<Vec<f64>>();
+        let a_rq = requant(&per_head(&|h| qa.s(h) as f64 * p), None, "Abar")?;
+        let bu_rq = requant(
+            &per_head(&|h| qb.s(h) as f64 * s_u[h] / qst.s(h) as f64 * p),
+            None,
+            "Bbar u",
+        )?;
+        let cy_rq = requant(
+            &per_head(&|h| 2.0 * qc_.s(h) as f64 * qst.s(h) as f64 / s_y * p),
+            None,
+            "C x",
+        )?;
+        let dy_rq = requant(&per_head(&|h| d_hat[h] * s_u[h] / s_y * p), None, "D u")?;
+        let q16 = 2f64.powi(s4q_runtime::SIGMOID_IN_FRAC as i32);
+        let lin_r: Vec<f64> = (0..2 * heads)
+            .map(|j| {
+                let r = s_g * qcw.s(j) as f64;
+                if j < heads { r / s_o * p } else { r * q16 }
+            })
+            .collect();
+        let lin_bias: Vec<f64> = (0..2 * heads)
+            .map(|j| {
+                if j < heads {
+                    lin_b[j] / s_o * p
+                } else {
+                    lin_b[j] * q16
+                }
+            })
+            .collect();
+        let lin = requant(&lin_r, Some(&lin_bias), "pointwise conv")?;
+
+        Ok(Self {
+            d_input,
+            heads,
+            modes,
+            classes,
+            frac: frac as u32,
+            pool_frac,
+            input: qin.grid(),
+            input_scale: qin.s(0),
+            enc_w: codes_i8(enc_q),
+            enc_wz: zs(&qwe),
+            enc,
+            a_re: codes_i8(a_re),
+            a_im: codes_i8(a_im),
+            a_z: zs(&qa),
+            b_re: codes_i8(b_re),
+            b_im: codes_i8(b_im),
+            b_z: zs(&qb),
+            c_re: codes_i8(c_re),
+            c_im: codes_i8(c_im),
+            c_z: zs(&qc_),
+            a_rq,
+            bu_rq,
+            cy_rq,
+            dy_rq,
+            state_z: zs(&qst),
+            state_lo,
+            state_hi,
+            ssm_out: ygrid,
+            gelu,
+            act_z: qg.z(0) as i32,
+            lin_w: codes_i8(lin_q),
+            lin_wz: (0..2 * heads).map(|j| qcw.z(j) as i32).collect(),
+            lin,
+            sigmoid: sigmoid_table(),
+            glu_out: qo.grid(),
+            dec_w: codes_i8(dec_q),
+            dec_wz: (0..classes).map(|k| qdw.z(k) as i32).collect(),
+            dec,
+            logits_z: (0..classes).map(|k| ql.z(k) as i32).collect(),
+            logits_qmin: ql.qmin as i32,
+            logits_qmax: ql.qmax as i32,
+        })
+    }
+}

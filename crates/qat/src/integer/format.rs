@@ -1,0 +1,108 @@
+//! Writes an [`IntegerModel`] as the runtime's binary model file (`s4q_runtime::format`,
+//! version 1). The field order here is the order `s4q_runtime::Model::parse` reads.
+
+use super::{IntGrid, IntegerModel, Requant};
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn count(&mut self, n: usize) {
+        self.0.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    fn i8s(&mut self, v: &[i8]) {
+        self.count(v.len());
+        self.0.extend(v.iter().map(|&x| x as u8));
+    }
+    fn u8s(&mut self, v: &[u8]) {
+        self.count(v.len());
+        self.0.extend_from_slice(v);
+    }
+    fn i32s(&mut self, v: &[i32]) {
+        self.count(v.len());
+        for &x in v {
+            self.i32(x);
+        }
+    }
+    fn i64s(&mut self, v: &[i64]) {
+        self.count(v.len());
+        for &x in v {
+            self.0.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    fn grid(&mut self, g: IntGrid) {
+        self.i32(g.z);
+        self.i32(g.qmin);
+        self.i32(g.qmax);
+    }
+    fn requant(&mut self, r: &Requant) {
+        self.i32s(&r.m);
+        self.u8s(&r.shift);
+        if let Some(b) = &r.bias {
+            self.i64s(b);
+        }
+    }
+}
+
+impl IntegerModel {
+    /// The binary model file: header (magic, version, payload length, CRC-32) + payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::new());
+        for d in [self.d_input, self.heads, self.modes, self.classes] {
+            w.u16(d as u16);
+        }
+        w.u8(self.frac as u8);
+        w.u8(self.pool_frac as u8);
+        w.u16(0);
+        w.grid(self.input);
+        w.i8s(&self.enc_w);
+        w.i32s(&self.enc_wz);
+        w.requant(&self.enc);
+        w.i8s(&self.a_re);
+        w.i8s(&self.a_im);
+        w.i32s(&self.a_z);
+        w.i8s(&self.b_re);
+        w.i8s(&self.b_im);
+        w.i32s(&self.b_z);
+        w.i8s(&self.c_re);
+        w.i8s(&self.c_im);
+        w.i32s(&self.c_z);
+        for r in [&self.a_rq, &self.bu_rq, &self.cy_rq, &self.dy_rq] {
+            w.requant(r);
+        }
+        w.i32s(&self.state_z);
+        w.i32s(&self.state_lo);
+        w.i32s(&self.state_hi);
+        w.grid(self.ssm_out);
+        w.i8s(&self.gelu);
+        w.i32(self.act_z);
+        w.i8s(&self.lin_w);
+        w.i32s(&self.lin_wz);
+        w.requant(&self.lin);
+        w.i32s(&self.sigmoid);
+        w.grid(self.glu_out);
+        w.i8s(&self.dec_w);
+        w.i32s(&self.dec_wz);
+        w.requant(&self.dec);
+        w.i32s(&self.logits_z);
+        w.i32(self.logits_qmin);
+        w.i32(self.logits_qmax);
+        let payload = w.0;
+        let mut file = Vec::with_capacity(s4q_runtime::HEADER_LEN + payload.len());
+        file.extend_from_slice(&s4q_runtime::MAGIC);
+        file.extend_from_slice(&s4q_runtime::VERSION.to_le_bytes());
+        file.extend_from_slice(&0u16.to_le_bytes());
+        file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        file.extend_from_slice(&s4q_runtime::crc32(&payload).to_le_bytes());
+        file.extend_from_slice(&payload);
+        file
+    }
+}

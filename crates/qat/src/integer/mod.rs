@@ -1,0 +1,374 @@
+//! The true-integer reference of a quantized S4D classifier: integer weights, integer state,
+//! fixed-point requantization, and nothing but integer arithmetic per time step.
+//!
+//! [`IntegerModel::derive`] turns a calibrated (PTQ) or fine-tuned (QAT)
+//! [`QuantizedClassifier`](crate::QuantizedClassifier) into integer codes, zero points and
+//! `i32` multiplier + shift pairs; [`IntegerState`] runs it. The arithmetic is specified in
+//! `s4q_runtime`'s `model` module docs (the deployment runtime implements the same spec
+//! separately, and the exported C a third time); the rounding rule is `s4q_runtime::fixed`'s
+//! half-to-even `shr_round` / `div_round`, the one definition shared by all three.
+//!
+//! Where the fake-quant model computes in float between two quantization points, this model
+//! computes in fixed point with enough fraction bits that the result rounds to the same code
+//! except within about `2^-16` of a rounding boundary:
+//! - the encoder output `u` (float in the fake-quant model) is an `i32` with `~2^22` full
+//!   scale per head;
+//! - `Abar x + Bbar u` and `2 Re(C x) + D u` are summed in `Q.F` units of the next grid
+//!   (`F` up to 24) and rounded once;
+//! - GELU (exact, or qGELU) between the SSM-output and activation quantizers is a lookup table
+//!   over the SSM-output grid, computed with the model's own tensor ops, so it is exact;
+//! - GLU's `sigmoid` is a `Q30` table with linear interpolation (error below `3e-6`); its
+//!   input is `Q16`;
+//! - the mean over time is a running sum divided once by the step count (`div_round`).
+//!
+//! Supported: one S4D block, no residual/norm, every component quantized with a static,
+//! signed grid of at most 8 bits, per-tensor or per-head/per-output-channel scales (the
+//! presets' layout). Anything else is an [`IntegerError`] at derivation.
+
+mod derive;
+mod format;
+
+use s4q_runtime::fixed::{div_round, sat32, shr_round};
+use s4q_runtime::{SIGMOID_IN_FRAC, SIGMOID_INTERP_BITS, SIGMOID_LEN, SIGMOID_OUT_FRAC};
+use serde::{Deserialize, Serialize};
+
+pub use derive::IntegerError;
+
+/// An integer grid: zero point and code range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntGrid {
+    /// Zero point (a code).
+    pub z: i32,
+    /// Smallest code.
+    pub qmin: i32,
+    /// Largest code.
+    pub qmax: i32,
+}
+
+/// Per-channel fixed-point requantization `shr_round(acc * m + bias, shift)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requant {
+    /// Multiplier mantissas.
+    pub m: Vec<i32>,
+    /// Right shifts, `0..=62`.
+    pub shift: Vec<u8>,
+    /// Biases pre-scaled into the product's domain (`None` where the stage has no bias).
+    pub bias: Option<Vec<i64>>,
+}
+
+impl Requant {
+    fn apply(&self, c: usize, acc: i64) -> i64 {
+        let acc = sat32(acc) as i64;
+        let bias = self.bias.as_ref().map_or(0, |b| b[c]);
+        shr_round(
+            (acc * self.m[c] as i64).wrapping_add(bias),
+            self.shift[c] as u32,
+        )
+    }
+}
+
+/// Integer model of a one-block S4D classifier. Arrays are row-major: `enc_w[i * H + h]`,
+/// `Abar[h * M + n]`, `lin_w[h * 2H + j]`, `dec_w[h * K + k]`. Codes are raw grid codes; each
+/// `*_z` holds the zero points (per channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegerModel {
+    /// Input features per step.
+    pub d_input: usize,
+    /// Heads `H`.
+    pub heads: usize,
+    /// Complex modes per head `M`.
+    pub modes: usize,
+    /// Classes `K`.
+    pub classes: usize,
+    /// Fraction bits `F` of the state, SSM-output and GLU accumulators.
+    pub frac: u32,
+    /// Fraction bits of the pooled mean.
+    pub pool_frac: u32,
+    /// Input grid.
+    pub input: IntGrid,
+    /// Input scale: host-side only (quantizing raw inputs), never used in inference.
+    pub input_scale: f32,
+    /// Encoder weight codes `[I, H]`.
+    pub enc_w: Vec<i8>,
+    /// Encoder weight zero points `[H]`.
+    pub enc_wz: Vec<i32>,
+    /// Encoder requantization into the per-head `u` unit (bias included).
+    pub enc: Requant,
+    /// `Re Abar` codes `[H, M]`.
+    pub a_re: Vec<i8>,
+    /// `Im Abar` codes.
+    pub a_im: Vec<i8>,
+    /// `Abar` zero points `[H]` (shared by both parts).
+    pub a_z: Vec<i32>,
+    /// `Re Bbar` codes.
+    pub b_re: Vec<i8>,
+    /// `Im Bbar` codes.
+    pub b_im: Vec<i8>,
+    /// `Bbar` zero points.
+    pub b_z: Vec<i32>,
+    /// `Re C` codes.
+    pub c_re: Vec<i8>,
+    /// `Im C` codes.
+    pub c_im: Vec<i8>,
+    /// `C` zero points.
+    pub c_z: Vec<i32>,
+    /// `Abar x` into `Q.F` state units.
+    pub a_rq: Requant,
+    /// `u` into `Q.F` state units per `Bbar` code.
+    pub bu_rq: Requant,
+    /// `2 Re(C x)` into `Q.F` SSM-output units.
+    pub cy_rq: Requant,
+    /// `D u` into `Q.F` SSM-output units.
+    pub dy_rq: Requant,
+    /// State zero points `[H]`.
+    pub state_z: Vec<i32>,
+    /// Lowest state code per head (grid and `-state_clamp` folded together).
+    pub state_lo: Vec<i32>,
+    /// Highest state code per head.
+    pub state_hi: Vec<i32>,
+    /// SSM-output grid.
+    pub ssm_out: IntGrid,
+    /// Activation code for every SSM-output code (`qmin..=qmax`).
+    pub gelu: Vec<i8>,
+    /// Activation zero point.
+    pub act_z: i32,
+    /// Pointwise-conv weight codes `[H, 2H]`.
+    pub lin_w: Vec<i8>,
+    /// Pointwise-conv zero points `[2H]`.
+    pub lin_wz: Vec<i32>,
+    /// First `H`: GLU value half into `Q.F` GLU-output units; last `H`: gate half into `Q16`.
+    pub lin: Requant,
+    /// `round(sigmoid(i / 64) 2^30)`, `i = 0..=1024`.
+    pub sigmoid: Vec<i32>,
+    /// GLU-output grid.
+    pub glu_out: IntGrid,
+    /// Decoder weight codes `[H, K]`.
+    pub dec_w: Vec<i8>,
+    /// Decoder zero points `[K]`.
+    pub dec_wz: Vec<i32>,
+    /// Pooled mean (`Q.pool_frac`) into logit codes (bias included).
+    pub dec: Requant,
+    /// Logit zero points `[K]`.
+    pub logits_z: Vec<i32>,
+    /// Smallest logit code.
+    pub logits_qmin: i32,
+    /// Largest logit code.
+    pub logits_qmax: i32,
+}
+
+/// The `Q30` sigmoid table: `round(sigmoid(i / 64) 2^30)` for `i = 0..=1024` (`[0, 16]`).
+pub fn sigmoid_table() -> Vec<i32> {
+    let step = (1u32 << (SIGMOID_IN_FRAC - SIGMOID_INTERP_BITS)) as f64; // 64 per unit
+    (0..SIGMOID_LEN)
+        .map(|i| {
+            let x = i as f64 / step;
+            let s = 1.0 / (1.0 + (-x).exp());
+            (s * (1u64 << SIGMOID_OUT_FRAC) as f64).round_ties_even() as i32
+        })
+        .collect()
+}
+
+impl IntegerModel {
+    /// The input code of a raw input value, exactly as the fake-quant model's input quantizer
+    /// computes it (`clamp(round(x / s + z))`, f32, half to even).
+    pub fn quantize_input(&self, x: f32) -> i8 {
+        let v = (x / self.input_scale + self.input.z as f32)
+            .clamp(self.input.qmin as f32, self.input.qmax as f32);
+        v.round_ties_even() as i8
+    }
+
+    /// A fresh zero state.
+    pub fn state(&self) -> IntegerState<'_> {
+        IntegerState {
+            model: self,
+            x_re: self
+                .state_z
+                .iter()
+                .flat_map(|&z| std::iter::repeat_n(z, self.modes))
+                .collect(),
+            x_im: self
+                .state_z
+                .iter()
+                .flat_map(|&z| std::iter::repeat_n(z, self.modes))
+                .collect(),
+            sums: vec![0; self.heads],
+            steps: 0,
+        }
+    }
+
+    /// Logit codes after the whole sequence `inputs` (`L * d_input` codes) and the predicted
+    /// class (first maximum).
+    pub fn classify(&self, inputs: &[i8]) -> (Vec<i8>, usize) {
+        let mut st = self.state();
+        for x in inputs.chunks_exact(self.d_input) {
+            st.step(x);
+        }
+        let logits = st.logits();
+        let pred = first_argmax(&logits);
+        (logits, pred)
+    }
+
+    fn sigmoid_q30(&self, b: i64) -> i64 {
+        let mag = b.abs();
+        let idx = (mag >> SIGMOID_INTERP_BITS) as usize;
+        let s = match (self.sigmoid.get(idx), self.sigmoid.get(idx + 1)) {
+            (Some(&t0), Some(&t1)) => {
+                let frac = mag & ((1 << SIGMOID_INTERP_BITS) - 1);
+                t0 as i64 + shr_round((t1 as i64 - t0 as i64) * frac, SIGMOID_INTERP_BITS)
+            }
+            _ => self.sigmoid[SIGMOID_LEN - 1] as i64,
+        };
+        if b < 0 {
+            (1 << SIGMOID_OUT_FRAC) - s
+        } else {
+            s
+        }
+    }
+}
+
+/// Index of the first largest logit.
+pub fn first_argmax(v: &[i8]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+/// The reference's recurrent state (state codes per part, pooled sums, step count).
+#[derive(Debug, Clone)]
+pub struct IntegerState<'m> {
+    model: &'m IntegerModel,
+    x_re: Vec<i32>,
+    x_im: Vec<i32>,
+    sums: Vec<i64>,
+    steps: i64,
+}
+
+impl IntegerState<'_> {
+    /// One time step (`d_input` input codes): the stages in order, each over all heads.
+    pub fn step(&mut self, input: &[i8]) {
+        let m = self.model;
+        let (hn, mn) = (m.heads, m.modes);
+        let f = m.frac;
+        let x: Vec<i64> = input
+            .iter()
+            .map(|&v| (v as i64).clamp(m.input.qmin as i64, m.input.qmax as i64) - m.input.z as i64)
+            .collect();
+        // Encoder: u per head.
+        let u: Vec<i64> = (0..hn)
+            .map(|h| {
+                let acc: i64 = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, xi)| xi * (m.enc_w[i * hn + h] as i64 - m.enc_wz[h] as i64))
+                    .sum();
+                sat32(m.enc.apply(h, acc)) as i64
+            })
+            .collect();
+        let w: Vec<i64> = (0..hn)
+            .map(|h| sat32(m.bu_rq.apply(h, u[h])) as i64)
+            .collect();
+        // State update and readout.
+        let mut y_codes = vec![0i64; hn];
+        for h in 0..hn {
+            let (az, bz, cz, sz) = (
+                m.a_z[h] as i64,
+                m.b_z[h] as i64,
+                m.c_z[h] as i64,
+                m.state_z[h] as i64,
+            );
+            let mut re_cx = 0i64;
+            for n in 0..mn {
+                let k = h * mn + n;
+                let a = (m.a_re[k] as i64 - az, m.a_im[k] as i64 - az);
+                let b = (m.b_re[k] as i64 - bz, m.b_im[k] as i64 - bz);
+                let c = (m.c_re[k] as i64 - cz, m.c_im[k] as i64 - cz);
+                let xp = (self.x_re[k] as i64 - sz, self.x_im[k] as i64 - sz);
+                let prod = (a.0 * xp.0 - a.1 * xp.1, a.0 * xp.1 + a.1 * xp.0);
+                let v = (
+                    m.a_rq.apply(h, prod.0) + b.0 * w[h],
+                    m.a_rq.apply(h, prod.1) + b.1 * w[h],
+                );
+                let lo = m.state_lo[h] as i64;
+                let hi = m.state_hi[h] as i64;
+                let q = (
+                    (shr_round(v.0, f) + sz).clamp(lo, hi),
+                    (shr_round(v.1, f) + sz).clamp(lo, hi),
+                );
+                self.x_re[k] = q.0 as i32;
+                self.x_im[k] = q.1 as i32;
+                re_cx += c.0 * (q.0 - sz) - c.1 * (q.1 - sz);
+            }
+            let acc = m.cy_rq.apply(h, re_cx).wrapping_add(m.dy_rq.apply(h, u[h]));
+            y_codes[h] = (shr_round(acc, f) + m.ssm_out.z as i64)
+                .clamp(m.ssm_out.qmin as i64, m.ssm_out.qmax as i64);
+        }
+        // GELU + activation quantizer by table.
+        let g: Vec<i64> = y_codes
+            .iter()
+            .map(|&y| m.gelu[(y - m.ssm_out.qmin as i64) as usize] as i64 - m.act_z as i64)
+            .collect();
+        // Pointwise linear H -> 2H.
+        let lin: Vec<i64> = (0..2 * hn)
+            .map(|j| {
+                let acc: i64 = (0..hn)
+                    .map(|h| g[h] * (m.lin_w[h * 2 * hn + j] as i64 - m.lin_wz[j] as i64))
+                    .sum();
+                sat32(m.lin.apply(j, acc)) as i64
+            })
+            .collect();
+        // GLU and the pooled sum.
+        let oz = m.glu_out.z as i64;
+        for j in 0..hn {
+            let gate = m.sigmoid_q30(lin[hn + j]);
+            let o = (shr_round(lin[j] * gate, SIGMOID_OUT_FRAC + f) + oz)
+                .clamp(m.glu_out.qmin as i64, m.glu_out.qmax as i64);
+            self.sums[j] += o - oz;
+        }
+        self.steps += 1;
+    }
+
+    /// Logit codes of the mean-pooled sequence so far.
+    pub fn logits(&self) -> Vec<i8> {
+        let m = self.model;
+        (0..m.classes)
+            .map(|k| {
+                let acc: i64 = (0..m.heads)
+                    .map(|h| {
+                        self.sums[h] * (m.dec_w[h * m.classes + k] as i64 - m.dec_wz[k] as i64)
+                    })
+                    .sum();
+                let mean = if self.steps == 0 {
+                    0
+                } else {
+                    div_round(acc << m.pool_frac, self.steps)
+                };
+                (m.dec.apply(k, mean) + m.logits_z[k] as i64)
+                    .clamp(m.logits_qmin as i64, m.logits_qmax as i64) as i8
+            })
+            .collect()
+    }
+
+    /// State codes as `[H][M][re, im]` (the runtime's layout), for comparisons.
+    pub fn codes(&self) -> Vec<i8> {
+        self.x_re
+            .iter()
+            .zip(&self.x_im)
+            .flat_map(|(&r, &i)| [r as i8, i as i8])
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// One golden line: the logit codes separated by spaces, then `| predicted class`. The C
+/// harness prints the same format, so outputs compare byte for byte.
+pub fn format_logits(logits: &[i8], pred: usize) -> String {
+    let mut s = String::new();
+    for l in logits {
+        s.push_str(&l.to_string());
+        s.push(' ');
+    }
+    s.push_str(&format!("| {pred}"));
+    s
+}

@@ -1,0 +1,969 @@
+//! Merging finished run directories into the paper's tables (mean +- std over seeds, beside
+//! the paper's numbers), ordering checks, and figures. Reads only files, so it merges the
+//! output of any number of shards or machines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use qat::{Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
+use s4d_model::S4dClassifierConfig;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::exec::PtqResult;
+use super::paper;
+use super::plan::{
+    HEATMAP_ABAR_BITS, HEATMAP_QAT, HEATMAP_STATE_BITS, Job, RunSpec, SweepConfig, Target,
+    float_id, param_name, ptq_id, qat_id, sensitivity_name, table3_qat_specs, w4a6, width_name,
+};
+use super::plots::{self, Fonts, HeatPanel, Heatmap, LineChart, Pareto, ParetoPoint, Series};
+use super::sweep::{Layout, RunState};
+use crate::checkpoint::{read_json, write_atomic, write_json};
+use crate::quant::QatResult;
+use crate::train::TrainResult;
+
+/// Mean, sample standard deviation and count of one number over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one value).
+    pub std: f64,
+    /// Number of seeds with a result.
+    pub n: usize,
+}
+
+impl Stat {
+    /// Statistics of `values`; `None` when empty.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Some(Self { mean, std, n })
+    }
+}
+
+/// Our float accuracy beside the paper's sMNIST one.
+fn float_line(res: &Results, cfg: &SweepConfig) -> String {
+    let ours = fmt_stat(res.float(), res.seeds());
+    match paper::float(&cfg.model) {
+        Some((m, s)) => format!("{ours} (paper, sMNIST: {m:.2} ± {s:.2})"),
+        None => ours,
+    }
+}
+
+/// `97.20 +- 0.25`, `97.20` for one seed, and the count when seeds are missing.
+fn fmt_stat(s: Option<Stat>, seeds: usize) -> String {
+    match s {
+        None => "–".into(),
+        Some(s) => {
+            let mut out = if s.n > 1 {
+                format!("{:.2} ± {:.2}", s.mean, s.std)
+            } else {
+                format!("{:.2}", s.mean)
+            };
+            if s.n < seeds {
+                let _ = write!(out, " (n={})", s.n);
+            }
+            out
+        }
+    }
+}
+
+/// What one finished run measured.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Float { acc: f64 },
+    Ptq { acc: f64 },
+    Qat { acc: f64 },
+}
+
+impl Outcome {
+    fn acc(self) -> f64 {
+        match self {
+            Outcome::Float { acc } | Outcome::Ptq { acc } | Outcome::Qat { acc } => acc,
+        }
+    }
+}
+
+/// The finished runs of a plan.
+pub struct Results {
+    cfg: SweepConfig,
+    outcomes: BTreeMap<String, Outcome>,
+    planned: usize,
+    root: PathBuf,
+}
+
+impl Results {
+    /// Reads every finished run of `plan` under `layout`; unfinished runs are left out.
+    pub fn collect(cfg: &SweepConfig, plan: &[RunSpec], layout: &Layout) -> Self {
+        let mut outcomes = BTreeMap::new();
+        for run in plan {
+            match layout.state(run) {
+                Ok(RunState::Done) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!("{e:#}");
+                    continue;
+                }
+            }
+            let path = layout.run_dir(&run.id).join("result.json");
+            let outcome = match &run.job {
+                Job::Float { .. } => {
+                    read_json::<TrainResult>(&path).map(|r| Outcome::Float { acc: r.test_acc })
+                }
+                Job::Ptq { .. } => {
+                    read_json::<PtqResult>(&path).map(|r| Outcome::Ptq { acc: r.accuracy })
+                }
+                Job::Qat { .. } => {
+                    read_json::<QatResult>(&path).map(|r| Outcome::Qat { acc: r.qat_acc })
+                }
+            };
+            match outcome {
+                Ok(o) => {
+                    outcomes.insert(run.id.clone(), o);
+                }
+                Err(e) => warn!("skipping {}: {e:#}", run.id),
+            }
+        }
+        Self {
+            cfg: cfg.clone(),
+            outcomes,
+            planned: plan.len(),
+            root: layout.root.clone(),
+        }
+    }
+
+    /// Finished runs.
+    pub fn done(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    fn seeds(&self) -> usize {
+        self.cfg.seeds as usize
+    }
+
+    fn over_seeds(&self, id: impl Fn(u64) -> String) -> Option<Stat> {
+        let values: Vec<f64> = (0..self.cfg.seeds)
+            .filter_map(|s| self.outcomes.get(&id(s)).map(|o| o.acc()))
+            .collect();
+        Stat::of(&values)
+    }
+
+    /// Float accuracy over seeds.
+    pub fn float(&self) -> Option<Stat> {
+        self.over_seeds(float_id)
+    }
+
+    /// PTQ accuracy of `spec_name` over seeds.
+    pub fn ptq(&self, spec_name: &str) -> Option<Stat> {
+        self.over_seeds(|s| ptq_id(spec_name, s))
+    }
+
+    /// QAT accuracy of `spec_name` with `p` over seeds.
+    pub fn qat(&self, spec_name: &str, p: Parameterization) -> Option<Stat> {
+        self.over_seeds(|s| qat_id(spec_name, p, s))
+    }
+
+    /// Heatmap cell: `None` method = PTQ-static.
+    pub fn heat(&self, method: Option<Parameterization>, state: u32, abar: u32) -> Option<Stat> {
+        let name = w4a6(abar, state);
+        match method {
+            None => self.ptq(&name),
+            Some(p) => self.qat(&name, p),
+        }
+    }
+}
+
+/// A statement of the paper checked against our numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What the paper finds.
+    pub claim: String,
+    /// `Some(true)` when ours agree, `None` when runs are missing.
+    pub holds: Option<bool>,
+    /// The numbers behind the verdict.
+    pub detail: String,
+}
+
+impl Check {
+    fn line(&self) -> String {
+        let mark = match self.holds {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not yet (runs missing)",
+        };
+        format!("- {} — {mark}: {}", self.claim, self.detail)
+    }
+}
+
+/// One target's report: Markdown, a JSON summary, checks, figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    /// Which target.
+    pub target: Target,
+    /// The Markdown text (also written to `<root>/<target>.md`).
+    pub markdown: String,
+    /// The paper's findings, checked.
+    pub checks: Vec<Check>,
+    /// Machine-readable numbers (also `<root>/<target>.json`).
+    pub summary: serde_json::Value,
+    /// Figures written.
+    pub figures: Vec<PathBuf>,
+}
+
+/// Builds, writes and returns the reports of `targets`.
+pub fn aggregate(
+    cfg: &SweepConfig,
+    plan: &[RunSpec],
+    layout: &Layout,
+    targets: &[Target],
+    header: &str,
+    fonts: &Fonts,
+) -> Result<Vec<TargetReport>> {
+    let res = Results::collect(cfg, plan, layout);
+    info!(
+        "{} of {} planned runs finished in {}",
+        res.done(),
+        res.planned,
+        res.root.display()
+    );
+    let mut out = Vec::new();
+    for &target in targets {
+        let mut report = match target {
+            Target::PtqSensitivity => sensitivity(&res, cfg, fonts)?,
+            Target::QatHeatmap => heatmap(&res, cfg, fonts)?,
+            Target::Table3 => table3(&res, cfg, fonts)?,
+        };
+        let mut md = String::new();
+        let _ = writeln!(md, "{header}");
+        md.push_str(&report.markdown);
+        if !report.checks.is_empty() {
+            md.push_str("\n**The paper's findings, on these runs:**\n\n");
+            for c in &report.checks {
+                md.push_str(&c.line());
+                md.push('\n');
+            }
+        }
+        if !report.figures.is_empty() {
+            md.push_str("\nFigures: ");
+            let names: Vec<String> = report
+                .figures
+                .iter()
+                .filter_map(|f| {
+                    f.file_name()
+                        .map(|n| format!("[`{0}`]({0})", n.to_string_lossy()))
+                })
+                .collect();
+            md.push_str(&names.join(", "));
+            md.push('\n');
+        }
+        report.markdown = md;
+        write_atomic(
+            &layout.root.join(format!("{}.md", target.name())),
+            report.markdown.as_bytes(),
+        )?;
+        write_json(
+            &layout.root.join(format!("{}.json", target.name())),
+            &serde_json::json!({
+                "target": target,
+                "model": cfg.model,
+                "dataset": cfg.dataset,
+                "budget": cfg.budget,
+                "seeds": cfg.seeds,
+                "runs_done": res.done(),
+                "runs_planned": res.planned,
+                "numbers": report.summary,
+                "checks": report.checks,
+            }),
+        )?;
+        out.push(report);
+    }
+    Ok(out)
+}
+
+fn model_title(cfg: &SweepConfig) -> String {
+    format!(
+        "{} on {}, `{}` budget, {} seed{}",
+        cfg.model.replace("s4d", "S4D"),
+        cfg.dataset,
+        cfg.budget.name,
+        cfg.seeds,
+        if cfg.seeds == 1 { "" } else { "s" }
+    )
+}
+
+fn save_figure<C: plots::Chart>(
+    chart: &C,
+    res: &Results,
+    stem: &str,
+    fonts: &Fonts,
+    figures: &mut Vec<PathBuf>,
+) -> Result<()> {
+    match plots::save(chart, &res.root.join(stem), fonts) {
+        Ok(files) => figures.extend(files),
+        Err(e) => warn!("figure {stem} not written: {e:#}"),
+    }
+    Ok(())
+}
+
+fn sensitivity(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetReport> {
+    let seeds = res.seeds();
+    let bits = &cfg.budget.sensitivity_bits;
+    let float = res.float();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## PTQ sensitivity — {}\n\nOne component quantized alone (static calibration, per-head, \
+         asymmetric), everything else float; test accuracy % (delta vs float). Float: {}.\n",
+        model_title(cfg),
+        float_line(res, cfg)
+    );
+    md.push_str("| component |");
+    for b in bits {
+        let _ = write!(md, " {b} bits |");
+    }
+    md.push_str(" paper (S4D-16h, read off figures) |\n|---|");
+    for _ in bits {
+        md.push_str("---:|");
+    }
+    md.push_str("---|\n");
+    let mut rows = Vec::new();
+    let mut series = Vec::new();
+    for c in Component::ALL {
+        let mut line = format!("| {} |", c.name());
+        let mut points = Vec::new();
+        for &b in bits {
+            let s = res.ptq(&sensitivity_name(c, b));
+            let delta = match (s, float) {
+                (Some(s), Some(f)) => format!(" ({:+.1})", s.mean - f.mean),
+                _ => String::new(),
+            };
+            let _ = write!(line, " {}{delta} |", fmt_stat(s, seeds));
+            if let Some(s) = s {
+                points.push((b as f64, s.mean));
+            }
+            rows.push(serde_json::json!({"component": c.name(), "bits": b, "acc": s}));
+        }
+        let refs: Vec<String> = bits
+            .iter()
+            .filter_map(|&b| paper::sensitivity_16h(c, b).map(|r| format!("{b}b: {r}")))
+            .collect();
+        let _ = writeln!(line, " {} |", refs.join(", "));
+        md.push_str(&line);
+        series.push(Series {
+            label: c.name().into(),
+            points,
+            emphasis: false,
+        });
+    }
+    let dims = ModelDims::from_config(&S4dClassifierConfig::preset(&cfg.model)?);
+    let _ = writeln!(
+        md,
+        "\nWhole model at one width (`wBaB`: every weight, activation, Abar and the state at B bits):\n\n\
+         | spec | test acc. % | delta vs float | memory savings % |\n|---|---:|---:|---:|"
+    );
+    let mut widths = Vec::new();
+    let mut whole = Vec::new();
+    for &b in &cfg.budget.width_bits {
+        let name = width_name(b);
+        let s = res.ptq(&name);
+        let savings = MemoryReport::new(dims, &QuantSpec::preset(&name)?).savings_percent();
+        let delta = match (s, float) {
+            (Some(s), Some(f)) => format!("{:+.2}", s.mean - f.mean),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {delta} | {savings:.2} |",
+            fmt_stat(s, seeds)
+        );
+        if let Some(s) = s {
+            whole.push((b as f64, s.mean));
+        }
+        widths.push(serde_json::json!({"spec": name, "acc": s, "savings": savings}));
+    }
+    series.push(Series {
+        label: "whole model (wBaB)".into(),
+        points: whole,
+        emphasis: true,
+    });
+
+    // Checks: at 8 bits (or the widest swept), Abar and the state are the most sensitive.
+    let mut checks = Vec::new();
+    if let Some(&b8) = bits.iter().find(|&&b| b == 8).or(bits.iter().max()) {
+        let mut accs: Vec<(f64, Component)> = Component::ALL
+            .iter()
+            .filter_map(|&c| res.ptq(&sensitivity_name(c, b8)).map(|s| (s.mean, c)))
+            .collect();
+        accs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let holds = (accs.len() == Component::ALL.len()).then(|| {
+            let worst: Vec<Component> = accs.iter().take(2).map(|a| a.1).collect();
+            worst.contains(&Component::ABar) && worst.contains(&Component::State)
+        });
+        let detail = accs
+            .iter()
+            .take(3)
+            .map(|(a, c)| format!("{} {a:.1}%", c.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        checks.push(Check {
+            claim: format!(
+                "at {b8} bits the state x and Abar are the two most sensitive components"
+            ),
+            holds,
+            detail: format!("lowest three: {detail}"),
+        });
+    }
+    if let (Some(&lo), Some(f)) = (bits.iter().min(), float) {
+        let accs: Vec<Option<Stat>> = [Component::BBar, Component::DBar]
+            .iter()
+            .map(|&c| res.ptq(&sensitivity_name(c, lo)))
+            .collect();
+        let holds = accs
+            .iter()
+            .all(Option::is_some)
+            .then(|| accs.iter().flatten().all(|s| f.mean - s.mean <= 2.0));
+        checks.push(Check {
+            claim: format!("Bbar and Dbar hold at {lo} bits (within 2 points of float)"),
+            holds,
+            detail: accs
+                .iter()
+                .zip(["b_bar", "d_bar"])
+                .map(|(s, n)| format!("{n} {}", fmt_stat(*s, seeds)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+
+    let mut figures = Vec::new();
+    let mut x_values: Vec<f64> = bits
+        .iter()
+        .chain(&cfg.budget.width_bits)
+        .map(|&b| b as f64)
+        .collect();
+    x_values.sort_by(|a, b| b.total_cmp(a));
+    x_values.dedup();
+    let chart = LineChart {
+        title: format!(
+            "PTQ: accuracy vs bits per component — {}",
+            plain(&model_title(cfg))
+        ),
+        x_label: "bits of the one quantized component".into(),
+        y_label: "test accuracy (%)".into(),
+        x_values,
+        series,
+        reference: float.map(|f| ("float model".to_string(), f.mean)),
+    };
+    save_figure(
+        &chart,
+        res,
+        Target::PtqSensitivity.name(),
+        fonts,
+        &mut figures,
+    )?;
+    Ok(TargetReport {
+        target: Target::PtqSensitivity,
+        markdown: md,
+        checks,
+        summary: serde_json::json!({"float": float, "components": rows, "widths": widths}),
+        figures,
+    })
+}
+
+fn method_name(m: Option<Parameterization>) -> &'static str {
+    match m {
+        None => "PTQ-static",
+        Some(Parameterization::Discrete) => "Discrete",
+        Some(Parameterization::Continuous) => "Continuous",
+        Some(Parameterization::FrozenA) => "Frozen-A",
+    }
+}
+
+fn heat_methods() -> [Option<Parameterization>; 4] {
+    [
+        None,
+        Some(HEATMAP_QAT[0]),
+        Some(HEATMAP_QAT[1]),
+        Some(HEATMAP_QAT[2]),
+    ]
+}
+
+fn heatmap(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetReport> {
+    let seeds = res.seeds();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## QAT heatmap — {}\n\nW4A6 (weights, Bbar, Cbar, Dbar 4 bits; activations 6 bits), Abar and \
+         the state x swept; test accuracy %, ours (paper, S4D-64h{}). Float: {}.\n",
+        model_title(cfg),
+        if cfg.model == "s4d-64h" {
+            ""
+        } else {
+            "; the paper shows S4D-64h only"
+        },
+        float_line(res, cfg)
+    );
+    let mut cells = Vec::new();
+    for m in heat_methods() {
+        let _ = writeln!(
+            md,
+            "**{}**\n\n| x bits \\ Abar bits | 6 | 7 | 8 | 16 |\n|---|---:|---:|---:|---:|",
+            method_name(m)
+        );
+        for &s in &HEATMAP_STATE_BITS {
+            let _ = write!(md, "| {s} |");
+            for &a in &HEATMAP_ABAR_BITS {
+                let ours = res.heat(m, s, a);
+                let theirs = paper::heatmap_64h(m, s, a);
+                let _ = write!(
+                    md,
+                    " {} ({}) |",
+                    fmt_stat(ours, seeds),
+                    theirs.map_or("–".into(), |v| format!("{v:.1}"))
+                );
+                cells.push(serde_json::json!({
+                    "method": method_name(m), "state_bits": s, "abar_bits": a,
+                    "acc": ours, "paper_64h": theirs,
+                }));
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+
+    let mut checks = Vec::new();
+    // QAT (best parameterization) beats PTQ-static cell by cell.
+    let mut wins = 0;
+    let mut total = 0;
+    for &s in &HEATMAP_STATE_BITS {
+        for &a in &HEATMAP_ABAR_BITS {
+            let best = HEATMAP_QAT
+                .iter()
+                .filter_map(|&p| res.heat(Some(p), s, a).map(|v| v.mean))
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+            if let (Some(q), Some(p)) = (best, res.heat(None, s, a)) {
+                total += 1;
+                if q > p.mean {
+                    wins += 1;
+                }
+            }
+        }
+    }
+    checks.push(Check {
+        claim: "QAT recovers what PTQ loses: the best QAT beats PTQ-static in every cell".into(),
+        holds: (total == 16).then_some(wins == 16),
+        detail: format!("{wins} of {total} cells"),
+    });
+    // Frozen-A is best at low state bits (mean over Abar widths at x = 6 and 7 bits).
+    for s in [7, 6] {
+        let mean = |p| {
+            let v: Vec<f64> = HEATMAP_ABAR_BITS
+                .iter()
+                .filter_map(|&a| res.heat(Some(p), s, a).map(|x| x.mean))
+                .collect();
+            (v.len() == 4).then(|| v.iter().sum::<f64>() / 4.0)
+        };
+        let (f, d, c) = (
+            mean(Parameterization::FrozenA),
+            mean(Parameterization::Discrete),
+            mean(Parameterization::Continuous),
+        );
+        let holds = match (f, d, c) {
+            (Some(f), Some(d), Some(c)) => Some(f > d && f > c),
+            _ => None,
+        };
+        let show = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+        checks.push(Check {
+            claim: format!(
+                "Frozen-A is the best parameterization at {s} state bits (mean over Abar widths)"
+            ),
+            holds,
+            detail: format!(
+                "frozen-A {}, discrete {}, continuous {}",
+                show(f),
+                show(d),
+                show(c)
+            ),
+        });
+    }
+    // PTQ collapses at low Abar / state bits.
+    let (hi, lo) = (res.heat(None, 16, 16), res.heat(None, 6, 6));
+    checks.push(Check {
+        claim: "PTQ-static collapses as Abar and x bits shrink (6x6 far below 16x16)".into(),
+        holds: hi.zip(lo).map(|(h, l)| h.mean - l.mean > 20.0),
+        detail: format!("16x16 {}, 6x6 {}", fmt_stat(hi, seeds), fmt_stat(lo, seeds)),
+    });
+
+    let mut figures = Vec::new();
+    let panel = |m: Option<Parameterization>, ours: bool| HeatPanel {
+        title: method_name(m).into(),
+        rows: HEATMAP_STATE_BITS.iter().map(|b| b.to_string()).collect(),
+        cols: HEATMAP_ABAR_BITS.iter().map(|b| b.to_string()).collect(),
+        values: HEATMAP_STATE_BITS
+            .iter()
+            .map(|&s| {
+                HEATMAP_ABAR_BITS
+                    .iter()
+                    .map(|&a| {
+                        if ours {
+                            res.heat(m, s, a).map(|v| v.mean)
+                        } else {
+                            paper::heatmap_64h(m, s, a)
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    let chart = Heatmap {
+        title: format!(
+            "QAT W4A6: accuracy over Abar bits x state bits — {}",
+            plain(&model_title(cfg))
+        ),
+        x_label: "Abar bits".into(),
+        y_label: "state x bits".into(),
+        panel_rows: vec![
+            (
+                "ours".into(),
+                heat_methods().map(|m| panel(m, true)).to_vec(),
+            ),
+            (
+                "paper (S4D-64h)".into(),
+                heat_methods().map(|m| panel(m, false)).to_vec(),
+            ),
+        ],
+    };
+    save_figure(&chart, res, Target::QatHeatmap.name(), fonts, &mut figures)?;
+    let pareto = pareto_chart(res, cfg, Target::QatHeatmap)?;
+    save_figure(&pareto, res, "qat-heatmap-pareto", fonts, &mut figures)?;
+    Ok(TargetReport {
+        target: Target::QatHeatmap,
+        markdown: md,
+        checks,
+        summary: serde_json::json!({"float": res.float(), "cells": cells}),
+        figures,
+    })
+}
+
+/// Accuracy vs memory of every whole-model configuration of `target`.
+fn pareto_chart(res: &Results, cfg: &SweepConfig, target: Target) -> Result<Pareto> {
+    let dims = ModelDims::from_config(&S4dClassifierConfig::preset(&cfg.model)?);
+    let kb = |spec: &QuantSpec| MemoryReport::new(dims, spec).total_bytes() / 1024.0;
+    let mut groups = vec!["PTQ".to_string()];
+    let mut points = Vec::new();
+    let mut add = |label: String, spec: &QuantSpec, stat: Option<Stat>, group: usize| {
+        if let Some(s) = stat {
+            points.push(ParetoPoint {
+                label,
+                x: kb(spec),
+                y: s.mean,
+                yerr: (s.n > 1).then_some(s.std),
+                group,
+            });
+        }
+    };
+    let specs: Vec<String> = match target {
+        Target::Table3 => vec![w4a6(8, 8)],
+        _ => HEATMAP_STATE_BITS
+            .iter()
+            .flat_map(|&s| HEATMAP_ABAR_BITS.iter().map(move |&a| w4a6(a, s)))
+            .collect(),
+    };
+    for name in &specs {
+        add(
+            format!("PTQ {name}"),
+            &QuantSpec::preset(name)?,
+            res.ptq(name),
+            0,
+        );
+    }
+    let params: Vec<Parameterization> = match target {
+        Target::Table3 => vec![cfg.budget.table3_parameterization],
+        _ => HEATMAP_QAT.to_vec(),
+    };
+    let qat_specs: Vec<String> = match target {
+        Target::Table3 => table3_qat_specs().iter().map(|s| s.to_string()).collect(),
+        _ => specs.clone(),
+    };
+    for p in params {
+        groups.push(format!("QAT {}", param_name(p)));
+        let g = groups.len() - 1;
+        for name in &qat_specs {
+            add(name.clone(), &QuantSpec::preset(name)?, res.qat(name, p), g);
+        }
+    }
+    let fp_kb = kb(&QuantSpec::fp32());
+    Ok(Pareto {
+        title: format!("Accuracy vs memory — {}", plain(&model_title(cfg))),
+        groups,
+        points,
+        reference: res.float().map(|f| (fp_kb, f.mean)),
+    })
+}
+
+fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetReport> {
+    let seeds = res.seeds();
+    let p = cfg.budget.table3_parameterization;
+    let paper_rows = paper::table3(&cfg.model);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Table III — {}\n\nTest accuracy % (mean ± std over seeds) and memory savings vs FP32 \
+         (our counting, `crates/qat/src/memory.rs`); QAT rows use the {} parameterization.\n\n\
+         | setting | spec | acc. % (ours) | acc. % (paper) | memory savings % (ours) | memory savings % (paper) |\n\
+         |---|---|---:|---:|---:|---:|",
+        model_title(cfg),
+        param_name(p)
+    );
+    let [t3_w8a8, t3_16, t3_8, t3_6] = table3_qat_specs();
+    let rows: [(&str, Option<&str>, Option<Stat>); 6] = [
+        ("FP", None, res.float()),
+        ("PTQ W4A6, Abar 8x8", Some(t3_8), res.ptq(t3_8)),
+        ("QAT W8A8", Some(t3_w8a8), res.qat(t3_w8a8, p)),
+        ("QAT W4A6, Abar 16x16", Some(t3_16), res.qat(t3_16, p)),
+        ("QAT W4A6, Abar 8x8", Some(t3_8), res.qat(t3_8, p)),
+        ("QAT W4A6, Abar 6x6", Some(t3_6), res.qat(t3_6, p)),
+    ];
+    let mut summary = Vec::new();
+    for (i, (setting, spec, stat)) in rows.iter().enumerate() {
+        let savings = match spec {
+            Some(s) => Some(cfg.savings(&QuantSpec::preset(s)?)?),
+            None => None,
+        };
+        let paper_row = paper_rows.map(|r| r[i]);
+        let _ = writeln!(
+            md,
+            "| {setting} | {} | {} | {} | {} | {} |",
+            spec.unwrap_or("fp32"),
+            fmt_stat(*stat, seeds),
+            paper_row.map_or("–".into(), |r| format!("{:.2} ± {:.2}", r.acc, r.std)),
+            savings.map_or("–".into(), |s| format!("{s:.2}")),
+            paper_row
+                .and_then(|r| r.savings)
+                .map_or("–".into(), |s| format!("{s:.2}")),
+        );
+        summary.push(serde_json::json!({
+            "setting": setting, "spec": spec, "acc": stat, "savings": savings,
+            "paper_acc": paper_row.map(|r| r.acc), "paper_std": paper_row.map(|r| r.std),
+            "paper_savings": paper_row.and_then(|r| r.savings),
+        }));
+    }
+    let acc = |i: usize| rows[i].2.map(|s| s.mean);
+    let mut checks = Vec::new();
+    checks.push(Check {
+        claim: "PTQ W4A6 Abar 8x8 collapses (more than 20 points below FP)".into(),
+        holds: acc(0).zip(acc(1)).map(|(f, q)| f - q > 20.0),
+        detail: format!(
+            "FP {}, PTQ {}",
+            fmt_stat(rows[0].2, seeds),
+            fmt_stat(rows[1].2, seeds)
+        ),
+    });
+    checks.push(Check {
+        claim: "QAT recovers: QAT W4A6 Abar 8x8 beats PTQ W4A6 Abar 8x8".into(),
+        holds: acc(4).zip(acc(1)).map(|(q, p)| q > p),
+        detail: format!(
+            "QAT {}, PTQ {}",
+            fmt_stat(rows[4].2, seeds),
+            fmt_stat(rows[1].2, seeds)
+        ),
+    });
+    checks.push(Check {
+        claim: "QAT W4A6 accuracy falls with Abar/x bits: 16x16 > 8x8 > 6x6".into(),
+        holds: match (acc(3), acc(4), acc(5)) {
+            (Some(a), Some(b), Some(c)) => Some(a > b && b > c),
+            _ => None,
+        },
+        detail: format!(
+            "{} / {} / {}",
+            fmt_stat(rows[3].2, seeds),
+            fmt_stat(rows[4].2, seeds),
+            fmt_stat(rows[5].2, seeds)
+        ),
+    });
+    let mut figures = Vec::new();
+    let pareto = pareto_chart(res, cfg, Target::Table3)?;
+    save_figure(&pareto, res, "table3-pareto", fonts, &mut figures)?;
+    Ok(TargetReport {
+        target: Target::Table3,
+        markdown: md,
+        checks,
+        summary: serde_json::json!({ "rows": summary }),
+        figures,
+    })
+}
+
+/// Markdown title text without backticks, for figure titles.
+fn plain(s: &str) -> String {
+    s.replace('`', "")
+}
+
+/// A short description of the machine: CPU model, cores, memory.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(String::new(), |kb| {
+            format!(", {:.0} GiB RAM", kb / 1024.0 / 1024.0)
+        });
+    format!("{cpu}, {cores} cores{mem}")
+}
+
+/// Commands and wall times recorded in the sweep's event log, for the report header.
+pub fn provenance(events: &Path) -> (Vec<String>, f64, Option<(f64, f64)>) {
+    let Ok(text) = std::fs::read_to_string(events) else {
+        return (Vec::new(), 0.0, None);
+    };
+    let mut commands: Vec<String> = Vec::new();
+    let mut run_seconds: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut first, mut last) = (f64::INFINITY, 0.0f64);
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let t = v["t"].as_f64().unwrap_or(0.0);
+        match v["event"].as_str() {
+            Some("invocation") => {
+                if let Some(cmd) = v["command"].as_str()
+                    && !commands.iter().any(|c| c == cmd)
+                {
+                    commands.push(cmd.to_string());
+                }
+            }
+            Some("start" | "resume") => first = first.min(t),
+            Some("done") => {
+                last = last.max(t);
+                if let (Some(run), Some(s)) = (v["run"].as_str(), v["seconds"].as_f64()) {
+                    *run_seconds.entry(run.to_string()).or_default() += s;
+                }
+            }
+            _ => {}
+        }
+    }
+    let span = (first.is_finite() && last > first).then_some((first, last));
+    (commands, run_seconds.values().sum(), span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reproduce::plan::Budget;
+
+    #[test]
+    fn stats_and_formatting() {
+        let s = Stat::of(&[1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((s.mean, s.n), (2.0, 3));
+        assert!((s.std - 1.0).abs() < 1e-12);
+        assert_eq!(Stat::of(&[5.0]).unwrap().std, 0.0);
+        assert!(Stat::of(&[]).is_none());
+        assert_eq!(fmt_stat(Some(s), 3), "2.00 ± 1.00");
+        assert_eq!(fmt_stat(Some(s), 5), "2.00 ± 1.00 (n=3)");
+        assert_eq!(fmt_stat(None, 3), "–");
+    }
+
+    fn write_result(layout: &Layout, run: &RunSpec, value: serde_json::Value) {
+        let dir = layout.run_dir(&run.id);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_json(&dir.join("run.json"), run).unwrap();
+        write_json(&dir.join("result.json"), &value).unwrap();
+    }
+
+    /// Table III from hand-written run results: the mean and std over seeds, the paper column
+    /// and the checks come out as computed by hand.
+    #[test]
+    fn table3_from_run_directories() {
+        let root = std::env::temp_dir().join(format!("s4q-agg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cfg = SweepConfig {
+            model: "s4d-16h".into(),
+            dataset: datasets::DatasetName::Embedded,
+            seeds: 2,
+            budget: Budget::tiny(),
+        };
+        let plan = cfg.plan(&[Target::Table3]).unwrap();
+        let layout = Layout { root: root.clone() };
+        for run in &plan {
+            let bump = run.seed as f64; // seed 0 and 1 differ by one point
+            let v = match &run.job {
+                Job::Float { .. } => serde_json::json!({
+                    "test_acc": 96.0 + bump, "test_loss": 0.1, "best_test_acc": 97.0,
+                    "epochs": 1, "train_samples": 1, "test_samples": 1, "train_seconds": 1.0,
+                    "device": "x"}),
+                Job::Ptq { spec_name, .. } => serde_json::json!({
+                    "spec": spec_name, "accuracy": 30.0 + bump, "savings": 80.0,
+                    "test_samples": 1, "seconds": 1.0}),
+                Job::Qat {
+                    spec_name,
+                    parameterization,
+                    ..
+                } => {
+                    let acc = match spec_name.as_str() {
+                        "w8a8" => 93.0,
+                        "w4a6-a16x16" => 95.0,
+                        "w4a6-a8x8" => 88.0,
+                        _ => 60.0,
+                    } + bump;
+                    serde_json::json!({
+                        "spec": spec_name, "parameterization": parameterization,
+                        "float_acc": 96.0, "ptq_acc": 30.0, "qat_acc": acc, "epochs": 1,
+                        "train_samples": 1, "test_samples": 1, "train_seconds": 1.0})
+                }
+            };
+            // Leave one QAT run of seed 1 unfinished.
+            if run.id == "qat-w4a6-a6x6-frozen-a-s1" {
+                continue;
+            }
+            write_result(&layout, run, v);
+        }
+        let reports = aggregate(
+            &cfg,
+            &plan,
+            &layout,
+            &[Target::Table3],
+            "# h",
+            &Fonts::none(),
+        )
+        .unwrap();
+        let md = &reports[0].markdown;
+        assert!(
+            md.contains("| FP | fp32 | 96.50 ± 0.71 | 97.20 ± 0.25 | – | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| QAT W4A6, Abar 6x6 | w4a6-a6x6 | 60.00 (n=1) | 57.04 ± 3.13 |"),
+            "{md}"
+        );
+        let holds: Vec<Option<bool>> = reports[0].checks.iter().map(|c| c.holds).collect();
+        assert_eq!(holds, vec![Some(true), Some(true), Some(true)]);
+        assert!(root.join("table3.md").exists());
+        let summary: serde_json::Value = read_json(&root.join("table3.json")).unwrap();
+        assert_eq!(summary["runs_done"], plan.len() - 1);
+        assert!(root.join("table3-pareto.svg").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,34 @@
+/* s4q integer S4D classifier, exported by `experiments export --format c`.
+ * C99, no malloc, no floating point, weights const. Bit-exact with s4q-runtime and the
+ * qat::integer reference (same arithmetic, same half-to-even rounding). */
+#ifndef S4Q_MODEL_H
+#define S4Q_MODEL_H
+
+#include <stdint.h>
+
+#define S4Q_D_INPUT 1
+#define S4Q_HEADS 64
+#define S4Q_MODES 32
+#define S4Q_CLASSES 10
+#define S4Q_MAX_STEPS (UINT32_C(1) << 24)
+
+/* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
+typedef struct {
+    int8_t x[2 * S4Q_HEADS * S4Q_MODES];
+    int8_t g[S4Q_HEADS];
+    int64_t sums[S4Q_HEADS];
+    uint32_t t;
+} s4q_state;
+
+/* Zero state (x = 0, empty pool). */
+void s4q_reset(s4q_state *s);
+/* One time step of S4Q_D_INPUT input codes; 0, or -1 past S4Q_MAX_STEPS. */
+int s4q_advance(s4q_state *s, const int8_t *input);
+/* Logit codes of the sequence so far. */
+void s4q_logits(const s4q_state *s, int8_t *out);
+/* advance + logits. */
+int s4q_step(s4q_state *s, const int8_t *input, int8_t *out);
+/* Whole sequence of `steps` steps from the zero state; returns the predicted class. */
+int s4q_classify(s4q_state *s, const int8_t *inputs, uint32_t steps, int8_t *out);
+
+#endif
