@@ -6,7 +6,10 @@
 //! This crate owns the float model: continuous parameters, discretization (ZOH or bilinear),
 //! the convolution view (Vandermonde kernel + FFT) used for fast float training, and the
 //! recurrent view (a diagonal complex scan, plus a streaming [`S4d::step`]) that edge devices
-//! run. It knows nothing about quantization: the `qat` crate reads [`Discretized`] matrices
+//! run. On CPU backends the recurrent view is one fused op ([`fused_diagonal_scan`], host
+//! loops in [`scan_kernel`]) with a hand-written reverse-time backward and an optional
+//! in-loop state quantizer, so quantization-aware training in recurrent mode is not a graph
+//! of `L` small steps; elsewhere the composed tensor scan computes the same function. It knows nothing about quantization: the `qat` crate reads [`Discretized`] matrices
 //! from here and decides how to quantize them. Data loading lives in `datasets`, training loops
 //! in `experiments`.
 //!

@@ -226,45 +226,32 @@ fn host_scan<B: Backend>(
     from_host::<B>(y, host.shape(), dtype, &device)
 }
 
-impl FusedScanBackend for Flex {
-    fn fused_diagonal_scan(
-        u: FloatTensor<Self>,
-        a_re: FloatTensor<Self>,
-        a_im: FloatTensor<Self>,
-        b_re: FloatTensor<Self>,
-        b_im: FloatTensor<Self>,
-        c_re: FloatTensor<Self>,
-        c_im: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        scale: FloatTensor<Self>,
-        zero_point: FloatTensor<Self>,
-        grid: Option<StateGrid>,
-    ) -> FloatTensor<Self> {
-        host_scan::<Self>(
-            u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
-        )
-    }
+/// The concrete CPU backends run [`host_scan`]; one macro so the two impls cannot drift.
+macro_rules! host_scan_backend {
+    ($($backend:ty),*) => {$(
+        impl FusedScanBackend for $backend {
+            fn fused_diagonal_scan(
+                u: FloatTensor<Self>,
+                a_re: FloatTensor<Self>,
+                a_im: FloatTensor<Self>,
+                b_re: FloatTensor<Self>,
+                b_im: FloatTensor<Self>,
+                c_re: FloatTensor<Self>,
+                c_im: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                scale: FloatTensor<Self>,
+                zero_point: FloatTensor<Self>,
+                grid: Option<StateGrid>,
+            ) -> FloatTensor<Self> {
+                host_scan::<Self>(
+                    u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
+                )
+            }
+        }
+    )*};
 }
 
-impl FusedScanBackend for NdArray {
-    fn fused_diagonal_scan(
-        u: FloatTensor<Self>,
-        a_re: FloatTensor<Self>,
-        a_im: FloatTensor<Self>,
-        b_re: FloatTensor<Self>,
-        b_im: FloatTensor<Self>,
-        c_re: FloatTensor<Self>,
-        c_im: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        scale: FloatTensor<Self>,
-        zero_point: FloatTensor<Self>,
-        grid: Option<StateGrid>,
-    ) -> FloatTensor<Self> {
-        host_scan::<Self>(
-            u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
-        )
-    }
-}
+host_scan_backend!(Flex, NdArray);
 
 /// What the backward pass keeps from the forward: the host inputs and state checkpoints.
 #[derive(Debug, Clone)]
