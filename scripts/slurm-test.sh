@@ -5,7 +5,7 @@
 # `--tiny` budget on the embedded digits), merges the shards with --aggregate-only and checks
 # the merged table and the event log. Needs root (apt, daemons) and a release build.
 #
-#   bash scripts/slurm-test.sh            # ~3-5 minutes on 2 cores after the build
+#   bash scripts/slurm-test.sh            # about a minute on 2 cores after the build
 #   KEEP=1 bash scripts/slurm-test.sh     # leave the work directory for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."

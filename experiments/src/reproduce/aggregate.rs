@@ -2,7 +2,7 @@
 //! the paper's numbers), ordering checks, and figures. Reads only files, so it merges the
 //! output of any number of shards or machines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -227,7 +227,6 @@ pub fn aggregate(
     plan: &[RunSpec],
     layout: &Layout,
     targets: &[Target],
-    header: &str,
     fonts: &Fonts,
 ) -> Result<Vec<TargetReport>> {
     let res = Results::collect(cfg, plan, layout);
@@ -244,8 +243,8 @@ pub fn aggregate(
             Target::QatHeatmap => heatmap(&res, cfg, fonts)?,
             Target::Table3 => table3(&res, cfg, fonts)?,
         };
-        let mut md = String::new();
-        let _ = writeln!(md, "{header}");
+        let mut md = header(cfg, layout, target, &res)?;
+        md.push('\n');
         md.push_str(&report.markdown);
         if !report.checks.is_empty() {
             md.push_str("\n**The paper's findings, on these runs:**\n\n");
@@ -699,7 +698,8 @@ fn pareto_chart(res: &Results, cfg: &SweepConfig, target: Target) -> Result<Pare
         groups.push(format!("QAT {}", param_name(p)));
         let g = groups.len() - 1;
         for name in &qat_specs {
-            add(name.clone(), &QuantSpec::preset(name)?, res.qat(name, p), g);
+            let label = format!("{name} {}", param_name(p));
+            add(label, &QuantSpec::preset(name)?, res.qat(name, p), g);
         }
     }
     let fp_kb = kb(&QuantSpec::fp32());
@@ -834,39 +834,126 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores{mem}")
 }
 
-/// Commands and wall times recorded in the sweep's event log, for the report header.
-pub fn provenance(events: &Path) -> (Vec<String>, f64, Option<(f64, f64)>) {
+/// One invocation of `reproduce` that worked on a target, from the event log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Invocation {
+    /// The command line.
+    pub command: String,
+    /// Its shard.
+    pub shard: String,
+    /// Wall time of its sweep (s), when it ended normally.
+    pub seconds: Option<f64>,
+    /// Runs of the target it computed (started or resumed, and finished).
+    pub computed: usize,
+}
+
+/// What the event log says about `target`: the invocations that planned it, and the compute
+/// time summed over the runs in `ids` (each run's finishing attempt).
+pub fn provenance(events: &Path, target: Target, ids: &BTreeSet<&str>) -> (Vec<Invocation>, f64) {
     let Ok(text) = std::fs::read_to_string(events) else {
-        return (Vec::new(), 0.0, None);
+        return (Vec::new(), 0.0);
     };
-    let mut commands: Vec<String> = Vec::new();
+    let mut invocations: Vec<Invocation> = Vec::new();
+    let mut open: BTreeMap<(String, u64), usize> = BTreeMap::new();
     let mut run_seconds: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut first, mut last) = (f64::INFINITY, 0.0f64);
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let t = v["t"].as_f64().unwrap_or(0.0);
+        let who = (
+            v["host"].as_str().unwrap_or("").to_string(),
+            v["pid"].as_u64().unwrap_or(0),
+        );
         match v["event"].as_str() {
             Some("invocation") => {
-                if let Some(cmd) = v["command"].as_str()
-                    && !commands.iter().any(|c| c == cmd)
-                {
-                    commands.push(cmd.to_string());
+                open.remove(&who);
+                let planned = v["targets"]
+                    .as_array()
+                    .is_none_or(|t| t.iter().any(|t| t.as_str() == Some(target.name())));
+                if planned && let Some(cmd) = v["command"].as_str() {
+                    open.insert(who, invocations.len());
+                    invocations.push(Invocation {
+                        command: cmd.to_string(),
+                        shard: v["shard"].as_str().unwrap_or("0/1").to_string(),
+                        seconds: None,
+                        computed: 0,
+                    });
                 }
             }
-            Some("start" | "resume") => first = first.min(t),
             Some("done") => {
-                last = last.max(t);
-                if let (Some(run), Some(s)) = (v["run"].as_str(), v["seconds"].as_f64()) {
-                    *run_seconds.entry(run.to_string()).or_default() += s;
+                let run = v["run"].as_str().unwrap_or("");
+                if ids.contains(run) {
+                    if let Some(s) = v["seconds"].as_f64() {
+                        run_seconds.insert(run.to_string(), s);
+                    }
+                    if let Some(&i) = open.get(&who) {
+                        invocations[i].computed += 1;
+                    }
+                }
+            }
+            Some("sweep_end") => {
+                if let Some(i) = open.remove(&who) {
+                    invocations[i].seconds = v["seconds"].as_f64();
                 }
             }
             _ => {}
         }
     }
-    let span = (first.is_finite() && last > first).then_some((first, last));
-    (commands, run_seconds.values().sum(), span)
+    (invocations, run_seconds.values().sum())
+}
+
+/// The report header of `target`: the commands with their wall times, the machine, progress
+/// and the budget, so a table can be traced to how it was made.
+fn header(cfg: &SweepConfig, layout: &Layout, target: Target, res: &Results) -> Result<String> {
+    let tplan = cfg.plan(&[target])?;
+    let ids: BTreeSet<&str> = tplan.iter().map(|r| r.id.as_str()).collect();
+    let done = ids
+        .iter()
+        .filter(|id| res.outcomes.contains_key(**id))
+        .count();
+    let (invocations, compute) = provenance(&layout.events(), target, &ids);
+    let b = &cfg.budget;
+    let limit = |l: Option<usize>| l.map_or("all".to_string(), |n| n.to_string());
+    let mut h = format!(
+        "# {} on {} (`{}` budget)\n\n",
+        cfg.model, cfg.dataset, b.name
+    );
+    for inv in &invocations {
+        let wall = inv.seconds.map_or("interrupted".to_string(), |s| {
+            format!("wall time {s:.0} s ({:.1} min)", s / 60.0)
+        });
+        let _ = writeln!(
+            h,
+            "- command: `{}` (shard {}; {wall}; computed {} of this target's runs)",
+            inv.command, inv.shard, inv.computed
+        );
+    }
+    let _ = writeln!(
+        h,
+        "- machine: {}\n- runs finished: {done} of {}; compute time summed over them {:.0} s \
+         ({:.1} min, shared float runs included)",
+        machine(),
+        ids.len(),
+        compute,
+        compute / 60.0
+    );
+    let _ = writeln!(
+        h,
+        "- budget `{}`: float {} epochs on {} training sequences (batch {}); QAT {} epoch(s) on \
+         {} sequences (batch {}, lr {}); calibration on {} sequences; evaluation on {} test \
+         sequences",
+        b.name,
+        b.float_epochs,
+        limit(b.float_train_limit),
+        b.float_batch_size,
+        b.qat_epochs,
+        limit(b.qat_train_limit),
+        b.qat_batch_size,
+        b.qat_lr,
+        b.calib_samples,
+        limit(b.test_limit),
+    );
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -884,6 +971,28 @@ mod tests {
         assert_eq!(fmt_stat(Some(s), 3), "2.00 ± 1.00");
         assert_eq!(fmt_stat(Some(s), 5), "2.00 ± 1.00 (n=3)");
         assert_eq!(fmt_stat(None, 3), "–");
+    }
+
+    #[test]
+    fn provenance_pairs_commands_with_their_wall_time() {
+        let path = std::env::temp_dir().join(format!("s4q-prov-{}.jsonl", std::process::id()));
+        let lines = [
+            r#"{"event":"invocation","command":"experiments reproduce table3","targets":["table3"],"host":"h","pid":1,"shard":"0/1"}"#,
+            r#"{"event":"done","run":"float-s0","seconds":10.0,"host":"h","pid":1}"#,
+            r#"{"event":"done","run":"ptq-x-s0","seconds":2.5,"host":"h","pid":1}"#,
+            r#"{"event":"invocation","command":"experiments reproduce qat-heatmap","targets":["qat-heatmap"],"host":"h","pid":2,"shard":"0/1"}"#,
+            r#"{"event":"done","run":"other","seconds":99.0,"host":"h","pid":2}"#,
+            r#"{"event":"sweep_end","seconds":13.0,"host":"h","pid":1}"#,
+            r#"{"event":"sweep_end","seconds":99.5,"host":"h","pid":2}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let ids: BTreeSet<&str> = ["float-s0", "ptq-x-s0"].into_iter().collect();
+        let (inv, compute) = provenance(&path, Target::Table3, &ids);
+        assert_eq!(inv.len(), 1);
+        assert_eq!(inv[0].command, "experiments reproduce table3");
+        assert_eq!((inv[0].seconds, inv[0].computed), (Some(13.0), 2));
+        assert_eq!(compute, 12.5);
+        let _ = std::fs::remove_file(&path);
     }
 
     fn write_result(layout: &Layout, run: &RunSpec, value: serde_json::Value) {
@@ -940,15 +1049,7 @@ mod tests {
             }
             write_result(&layout, run, v);
         }
-        let reports = aggregate(
-            &cfg,
-            &plan,
-            &layout,
-            &[Target::Table3],
-            "# h",
-            &Fonts::none(),
-        )
-        .unwrap();
+        let reports = aggregate(&cfg, &plan, &layout, &[Target::Table3], &Fonts::none()).unwrap();
         let md = &reports[0].markdown;
         assert!(
             md.contains("| FP | fp32 | 96.50 ± 0.71 | 97.20 ± 0.25 | – | – |"),

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::checkpoint::write_json;
 use crate::device::DeviceName;
 use crate::quant::ParamArg;
-use aggregate::{aggregate, machine, provenance};
+use aggregate::{aggregate, machine};
 use exec::BurnExecutor;
 use plan::{Budget, Job, SweepConfig, Target};
 use plots::Fonts;
@@ -173,6 +173,7 @@ pub fn run_reproduce(args: &ReproduceArgs) -> Result<()> {
             &layout.events(),
             &serde_json::json!({
                 "t": unix_seconds(), "event": "invocation", "command": command_line(),
+                "targets": targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
                 "host": hostname(), "pid": std::process::id(), "shard": shard.to_string(),
                 "machine": machine(),
             }),
@@ -212,8 +213,7 @@ pub fn run_reproduce(args: &ReproduceArgs) -> Result<()> {
         } else {
             let fonts = Fonts::load();
             info!("plot font: {}", fonts.source);
-            let header = report_header(&cfg, &layout, done, plan.len());
-            for report in aggregate(&cfg, &plan, &layout, &targets, &header, &fonts)? {
+            for report in aggregate(&cfg, &plan, &layout, &targets, &fonts)? {
                 println!("{}", report.markdown);
             }
             if done < plan.len() {
@@ -237,44 +237,4 @@ pub fn run_reproduce(args: &ReproduceArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn report_header(cfg: &SweepConfig, layout: &Layout, done: usize, planned: usize) -> String {
-    let (commands, compute, span) = provenance(&layout.events());
-    let b = &cfg.budget;
-    let limit = |l: Option<usize>| l.map_or("all".to_string(), |n| n.to_string());
-    let mut h = format!(
-        "# {} on {} (`{}` budget)\n\n",
-        cfg.model, cfg.dataset, b.name
-    );
-    for c in &commands {
-        h.push_str(&format!("- command: `{c}`\n"));
-    }
-    h.push_str(&format!(
-        "- machine: {}\n- runs finished: {done} of {planned}; compute time summed over runs {:.0} s ({:.1} min)",
-        machine(),
-        compute,
-        compute / 60.0
-    ));
-    if let Some((first, last)) = span {
-        h.push_str(&format!(
-            "; wall time first start to last finish {:.0} s ({:.1} min)",
-            last - first,
-            (last - first) / 60.0
-        ));
-    }
-    h.push_str(&format!(
-        "\n- budget: float {} epochs on {} training sequences (batch {}); QAT {} epoch(s) on {} \
-         sequences (batch {}, lr {}); calibration on {} sequences; evaluation on {} test sequences\n",
-        b.float_epochs,
-        limit(b.float_train_limit),
-        b.float_batch_size,
-        b.qat_epochs,
-        limit(b.qat_train_limit),
-        b.qat_batch_size,
-        b.qat_lr,
-        b.calib_samples,
-        limit(b.test_limit),
-    ));
-    h
 }

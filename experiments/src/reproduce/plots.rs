@@ -912,11 +912,9 @@ impl Chart for Pareto {
             false,
             true,
         )?;
-        let xs = self
-            .points
-            .iter()
-            .map(|p| p.x)
-            .chain(self.reference.map(|r| r.0));
+        // The FP32 model is a reference line, not a point: at 4-8x the memory of the quantized
+        // ones it would squeeze them into a corner.
+        let xs = self.points.iter().map(|p| p.x);
         let (mut lo, mut hi) = xs.fold((f64::INFINITY, 0.0f64), |(l, h), x| (l.min(x), h.max(x)));
         if !lo.is_finite() {
             (lo, hi) = (0.0, 1.0);
@@ -966,21 +964,33 @@ impl Chart for Pareto {
             }
             c.dot(at, 4, color, true)?;
         }
-        for &i in &front {
+        // Frontier labels, best accuracy first, skipping any that would overlap one placed.
+        let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
+        let mut order = front.clone();
+        order.sort_by(|&a, &b| self.points[b].y.total_cmp(&self.points[a].y));
+        for i in order {
             let p = &self.points[i];
             let at = axes.px(p.x, p.y);
+            let width = c.fonts.width(&p.label, 11.0);
             // Labels that would cross the frame go on the left of their point.
-            if at.0 + 7.0 + c.fonts.width(&p.label, 11.0) > axes.x1 {
-                c.text(&p.label, (at.0 - 7.0, at.1 - 9.0), 11.0, Align::Right)?;
-            } else {
-                c.text(&p.label, (at.0 + 7.0, at.1 - 9.0), 11.0, Align::Left)?;
+            let left = at.0 + 7.0 + width > axes.x1;
+            let x0 = if left { at.0 - 7.0 - width } else { at.0 + 7.0 };
+            let rect = (x0, at.1 - 16.0, x0 + width, at.1 - 2.0);
+            let overlaps = placed
+                .iter()
+                .any(|r| rect.0 < r.2 && r.0 < rect.2 && rect.1 < r.3 && r.1 < rect.3);
+            if overlaps {
+                continue;
             }
+            placed.push(rect);
+            let align = if left { Align::Right } else { Align::Left };
+            let x = if left { at.0 - 7.0 } else { at.0 + 7.0 };
+            c.text(&p.label, (x, at.1 - 9.0), 11.0, align)?;
         }
-        if let Some((x, y)) = self.reference {
-            let at = axes.px(x, y);
-            c.dot(at, 5, BLACK, false)?;
-            c.text("FP32", (at.0 - 8.0, at.1 - 10.0), 11.0, Align::Right)?;
-            legend.push(("FP32 (float model)".into(), BLACK, Mark::Dot));
+        if let Some((kb, acc)) = self.reference {
+            let (_, py) = axes.px(axes.xr.0, acc);
+            c.line((axes.x0, py), (axes.x1, py), GREY, 2)?;
+            legend.push((format!("FP32: {acc:.1}% at {kb:.1} KB"), GREY, Mark::Line));
         }
         legend.push(("Pareto frontier".into(), BLACK, Mark::Line));
         draw_legend(c, (axes.x1 + 20.0, axes.y0 + 6.0), &legend)
