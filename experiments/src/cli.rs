@@ -50,6 +50,8 @@ enum Command {
     Export(ExportArgs),
     /// Integer model vs fake-quant model: accuracy and identical predictions on test data.
     DeployCheck(crate::deploy::DeployCheckArgs),
+    /// Choose bits per component under a memory budget from measured sensitivity, then QAT it.
+    Autobits(crate::autobits::AutobitsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +167,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => run_import(&args),
         Command::Export(args) => run_export(&args),
         Command::DeployCheck(args) => crate::deploy::run_deploy_check(&args),
+        Command::Autobits(args) => crate::autobits::run_autobits(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `experiments`: the s4q command line. Fetches data, trains float S4D models, evaluates them,
 //! and benchmarks the backends; quantization commands come from the `qat` crate.
 
+mod autobits;
 mod bench;
 mod checkpoint;
 mod cli;

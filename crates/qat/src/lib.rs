@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autobits;
 pub mod error;
 pub mod fake_quant;
 pub mod integer;

@@ -11,6 +11,9 @@
 //!
 //! Each count is multiplied by its component's bits (32 when float); the FP32 baseline is the
 //! same counts at 32 bits; savings = `1 - bits / fp32_bits`.
+//! With per-head `Abar` widths (`QuantSpec::a_bar_head_bits`) the `Abar` row splits into one
+//! row per width (`a_bar@6`, ...), each counting the heads at that width. Polar and log-polar
+//! `Abar` grids cost what the Cartesian one does: two codes of `bits` per value.
 //!
 //! For S4D-64 (`H = 64`, `M = 32`) this gives 75.00 % for `w8a8` (everything at 8 bits is a
 //! quarter of FP32 by construction) against the paper's 76.29 %, and 83.46 % for `w4a6-a8x8`
@@ -208,7 +211,12 @@ impl MemoryReport {
                     .into_iter()
                     .map(|b| {
                         let heads = bits.iter().filter(|x| **x == b).count();
-                        (format!("{}@{b}", C::ABar.name()), Weight, n * 2 * heads * m, b)
+                        (
+                            format!("{}@{b}", C::ABar.name()),
+                            Weight,
+                            n * 2 * heads * m,
+                            b,
+                        )
                     })
                     .collect()
             }

@@ -346,10 +346,7 @@ impl QuantizedClassifier {
                     &a,
                 )?;
             }
-            for (comp, z) in [
-                (Component::BBar, &b),
-                (Component::CBar, &c),
-            ] {
+            for (comp, z) in [(Component::BBar, &b), (Component::CBar, &c)] {
                 let q = qs.get_mut(comp);
                 if is_static(&q)
                     && let Some(q) = q

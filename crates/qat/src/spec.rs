@@ -388,13 +388,14 @@ impl QuantSpec {
     pub fn preset(name: &str) -> Result<Self> {
         let bad = || QatError::UnknownPreset(name.to_string());
         let lower = name.trim().to_ascii_lowercase();
-        for (suffix, grid) in [("-logpolar", AbarGrid::LogPolar), ("-polar", AbarGrid::Polar)] {
+        for (suffix, grid) in [
+            ("-logpolar", AbarGrid::LogPolar),
+            ("-polar", AbarGrid::Polar),
+        ] {
             if let Some(base) = lower.strip_suffix(suffix)
                 && base != "fp32"
             {
-                let spec = Self::preset(base)
-                    .map_err(|_| bad())?
-                    .with_a_bar_grid(grid);
+                let spec = Self::preset(base).map_err(|_| bad())?.with_a_bar_grid(grid);
                 spec.validate()?;
                 return Ok(spec);
             }
