@@ -186,9 +186,7 @@ pub fn choices(
                 .max_by_key(|q| q.bits)
                 .copied()
                 .unwrap_or(p);
-            let saturated = model
-                .saturated_below
-                .is_some_and(|t| widest.acc_delta <= t);
+            let saturated = model.saturated_below.is_some_and(|t| widest.acc_delta <= t);
             let cost = if saturated {
                 let anchor = widest.loss_delta.clamp(0.0, MAX_COST);
                 anchor * 4f64.powi((widest.bits - p.bits) as i32)
