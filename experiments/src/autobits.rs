@@ -215,12 +215,27 @@ fn sensitivity(
         .chunks(args.batch_size)
         .map(|idx| make_batch(train, idx, device).inputs)
         .collect();
-    let mut file = match read_json::<SensitivityFile>(&path) {
-        Ok(f) if f.setup == setup => {
+    let cached = match read_json::<SensitivityFile>(&path) {
+        Ok(f) if f.setup == setup => Some(f),
+        Ok(_) => {
+            info!(
+                "{} was measured with other settings; measuring anew",
+                path.display()
+            );
+            None
+        }
+        Err(e) if path.exists() => {
+            warn!("cannot reuse {}: {e:#}; measuring anew", path.display());
+            None
+        }
+        Err(_) => None,
+    };
+    let mut file = match cached {
+        Some(f) => {
             info!(points = f.points.len(), "reusing {}", path.display());
             f
         }
-        _ => {
+        None => {
             let q = QuantizedClassifier::from_float(
                 model.clone(),
                 QuantSpec::fp32(),
@@ -546,7 +561,13 @@ fn pareto(rows: &[Row], dims: ModelDims, out: &Path) -> Result<Vec<PathBuf>> {
             x: r.memory_bytes / 1024.0,
             y: r.qat_acc,
             yerr: None,
-            group: usize::from(r.name != "autobits"),
+            group: if r.name == "autobits" {
+                0
+            } else if r.grid.is_cartesian() {
+                1
+            } else {
+                2
+            },
         })
         .collect();
     let chart = Pareto {
@@ -556,7 +577,8 @@ fn pareto(rows: &[Row], dims: ModelDims, out: &Path) -> Result<Vec<PathBuf>> {
         ),
         groups: vec![
             "autobits (searched)".into(),
-            "hand-made (paper's specs)".into(),
+            "hand-made, Cartesian".into(),
+            "hand-made, log-polar".into(),
         ],
         points,
         reference: None,

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{QatError, Result};
 use crate::memory::{MemoryReport, ModelDims};
@@ -43,11 +43,18 @@ pub struct SensitivityPoint {
     /// `Abar`'s grid (Cartesian for every other component).
     #[serde(default)]
     pub grid: AbarGrid,
-    /// Mean cross-entropy increase over the float model (the search's cost).
+    /// Mean cross-entropy increase over the float model (the search's cost; NaN when the
+    /// quantized model diverged, written as `null` in JSON).
+    #[serde(deserialize_with = "nan_from_null")]
     pub loss_delta: f64,
-    /// Accuracy change in points (reported, not optimised: too coarse on a few hundred
-    /// sequences).
+    /// Accuracy change in points (reported, and used by the saturation rule of [`CostModel`]).
+    #[serde(deserialize_with = "nan_from_null")]
     pub acc_delta: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, so `null` reads back as NaN.
+fn nan_from_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// A memory budget in bits, the unit [`MemoryReport`] counts in.

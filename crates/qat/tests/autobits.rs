@@ -308,3 +308,23 @@ fn saturated_measurements_are_extrapolated_by_noise_power() {
     let a = allocate(d, &t, budget).unwrap();
     assert_eq!(a.spec.bits(Component::State), 8);
 }
+
+#[test]
+fn sensitivity_points_round_trip_through_json_with_nan() {
+    let p = SensitivityPoint {
+        component: Component::ABar,
+        bits: 3,
+        grid: AbarGrid::LogPolar,
+        loss_delta: f64::NAN,
+        acc_delta: -83.5,
+    };
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(text.contains("null"), "{text}");
+    let back: SensitivityPoint = serde_json::from_str(&text).unwrap();
+    assert!(back.loss_delta.is_nan());
+    assert_eq!(
+        (back.component, back.bits, back.grid),
+        (p.component, p.bits, p.grid)
+    );
+    assert_eq!(back.acc_delta, -83.5);
+}

@@ -203,6 +203,13 @@ impl IntegerModel {
     /// with [`IntegerError`] when the model or spec is outside what the integer path supports
     /// (see the module doc) or a fixed-point bound cannot be met.
     pub fn derive(qc: &QuantizedClassifier) -> Result<Self> {
+        if !qc.spec.a_bar_grid.is_cartesian() {
+            return Err(IntegerError::Unsupported(format!(
+                "Abar on the {:?} grid (the integer runtime multiplies Cartesian int re/im \
+                 pairs; export a spec without a polar Abar grid)",
+                qc.spec.a_bar_grid
+            )));
+        }
         let f = &qc.float;
         if f.blocks.len() != 1 {
             return Err(IntegerError::Unsupported(format!(
