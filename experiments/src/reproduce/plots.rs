@@ -15,6 +15,8 @@ use plotters_backend::{
 };
 use plotters_bitmap::BitMapBackend;
 use plotters_svg::SVGBackend;
+// CRC-32 (IEEE) for PNG chunks: the checksum the runtime's model files carry too.
+use s4q_runtime::crc32;
 
 /// Where a TrueType font is looked for when `S4Q_PLOT_FONT` is unset (Debian/Ubuntu
 /// `fonts-dejavu-core`, Fedora, Arch, Homebrew, macOS).
@@ -459,19 +461,6 @@ pub fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
         out.extend_from_slice(&crc.to_be_bytes());
     }
     Ok(out)
-}
-
-/// CRC-32 (IEEE), as PNG chunks need.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
 }
 
 /// Tick positions over `[lo, hi]` at a 1-2-5 step giving about `n` ticks.
