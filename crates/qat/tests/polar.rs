@@ -414,7 +414,11 @@ fn integer_export_rejects_polar_grids() {
     let err = qat::integer::IntegerModel::derive(&q)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("a_bar"), "{err}");
+    // The error names the spec field to change, not an internal scale count.
+    assert!(
+        err.contains("a_bar_grid") && err.contains("LogPolar"),
+        "{err}"
+    );
 }
 
 #[test]

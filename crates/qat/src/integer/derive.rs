@@ -205,8 +205,8 @@ impl IntegerModel {
     pub fn derive(qc: &QuantizedClassifier) -> Result<Self> {
         if !qc.spec.a_bar_grid.is_cartesian() {
             return Err(IntegerError::Unsupported(format!(
-                "Abar on the {:?} grid (the integer runtime multiplies Cartesian int re/im \
-                 pairs; export a spec without a polar Abar grid)",
+                "Abar on the {:?} grid (spec `a_bar_grid`): the integer runtime multiplies \
+                 Cartesian int re/im pairs; export a spec with the Cartesian grid",
                 qc.spec.a_bar_grid
             )));
         }
