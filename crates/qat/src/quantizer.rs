@@ -346,16 +346,9 @@ impl Quantizer {
         let device = x.device();
         match self.state.config.calibration {
             Calibration::Static => {
-                let c = self.state.scale.len();
-                let shape = self.broadcast_shape::<D>(c);
-                let scale = match &self.lsq_scale {
-                    Some(p) => p.val().reshape(shape),
-                    None => Tensor::<1>::from_floats(self.state.scale.as_slice(), &device)
-                        .reshape(shape),
-                };
-                let zp = Tensor::<1>::from_floats(self.state.zero_point.as_slice(), &device)
-                    .reshape(shape);
-                (scale, zp)
+                let shape = self.broadcast_shape::<D>(self.state.scale.len());
+                let (scale, zp) = self.static_params(&device);
+                (scale.reshape(shape), zp.reshape(shape))
             }
             Calibration::Dynamic => self.dynamic_params(x.clone().detach()),
         }
@@ -410,6 +403,17 @@ impl Quantizer {
         )
     }
 
+    /// The calibrated `(scale, zero_point)` per channel, `[C]`: the learned scale's tracked
+    /// parameter when LSQ is on (so its gradient flows), else the stored values.
+    fn static_params(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+        let scale = match &self.lsq_scale {
+            Some(p) => p.val(),
+            None => Tensor::<1>::from_floats(self.state.scale.as_slice(), device),
+        };
+        let zero = Tensor::<1>::from_floats(self.state.zero_point.as_slice(), device);
+        (scale, zero)
+    }
+
     /// `(scale, zero_point)` as `[heads]` tensors for a static quantizer of a `[B, H, M]` tensor
     /// that is per tensor or per head (axis 1): what the fused scan takes. `None` otherwise.
     /// A learned scale is returned as its tracked parameter, so LSQ gradients reach it.
@@ -426,11 +430,7 @@ impl Quantizer {
         if (per_head && n != heads) || (!per_head && n != 1) {
             return None;
         }
-        let scale = match &self.lsq_scale {
-            Some(p) => p.val(),
-            None => Tensor::<1>::from_floats(self.state.scale.as_slice(), device),
-        };
-        let zero = Tensor::<1>::from_floats(self.state.zero_point.as_slice(), device);
+        let (scale, zero) = self.static_params(device);
         if per_head {
             Some((scale, zero))
         } else {
