@@ -42,12 +42,38 @@ pub struct BenchArgs {
     /// Skip the QAT train-step case (it dominates the run time on slow backends).
     #[arg(long)]
     no_qat: bool,
+    /// Only these cases (default: all), e.g. to profile one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    cases: Vec<BenchCase>,
     /// PyTorch peer results (bench.py --out) to compute ratios against.
     #[arg(long)]
     peer: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// The measured cases, named as in the results table.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub enum BenchCase {
+    /// Float training step in convolution mode.
+    ConvTrainStep,
+    /// QAT training step in recurrent mode.
+    QatTrainStep,
+    /// The fused scan kernel alone, forward and backward.
+    ScanKernelFwdBwd,
+    /// Float inference in recurrent mode.
+    RecurrentInference,
+    /// Float inference in convolution mode.
+    ConvInference,
+}
+
+impl BenchArgs {
+    fn wants(&self, case: BenchCase) -> bool {
+        let listed = self.cases.is_empty() || self.cases.contains(&case);
+        listed && !(case == BenchCase::QatTrainStep && self.no_qat)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -184,18 +210,20 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             let loss_fn = CrossEntropyLossConfig::new().init(&ad);
             let x = Tensor::<3>::random([b, l, 1], Distribution::Uniform(0.0, 1.0), &ad);
             let y = Tensor::<1, Int>::random([b], Distribution::Uniform(0.0, 10.0), &ad);
-            let secs = time_it(args.repeats, || {
-                let loss =
-                    loss_fn.forward(model.forward(x.clone(), SsmMode::Convolution), y.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(1e-3, model.clone(), grads);
-                let _ = ad.sync();
-            });
-            push("conv_train_step", "a_conv_train", secs);
+            if args.wants(BenchCase::ConvTrainStep) {
+                let secs = time_it(args.repeats, || {
+                    let loss =
+                        loss_fn.forward(model.forward(x.clone(), SsmMode::Convolution), y.clone());
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    model = optim.step(1e-3, model.clone(), grads);
+                    let _ = ad.sync();
+                });
+                push("conv_train_step", "a_conv_train", secs);
+            }
 
             // (b) QAT train step in recurrent mode: fake-quantized weights, activations and
             // state (clamped, 8 bits, after every step), STE backward, AdamW update.
-            if !args.no_qat {
+            if args.wants(BenchCase::QatTrainStep) {
                 let spec = QuantSpec::preset(&args.qat_spec)?;
                 let mut qmodel = QuantizedClassifier::from_float(
                     model.clone(),
@@ -216,20 +244,26 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
 
             // (e) the fused scan kernel alone (8-bit state, forward with checkpoints +
             // backward), the part of (b) that issue 4's kernel replaces.
-            let secs = time_it(args.repeats, || scan_kernel_pass(&cfg, b, l));
-            push("scan_kernel_fwd_bwd", "-", secs);
+            if args.wants(BenchCase::ScanKernelFwdBwd) {
+                let secs = time_it(args.repeats, || scan_kernel_pass(&cfg, b, l));
+                push("scan_kernel_fwd_bwd", "-", secs);
+            }
 
             // (c) recurrent inference and (d) convolution inference, no autodiff.
             let model = model.valid();
             let x = x.inner();
-            let secs = time_it(args.repeats.min(3), || {
-                let _ = model.forward(x.clone(), SsmMode::Recurrent).into_data();
-            });
-            push("recurrent_inference", "c_rec_infer", secs);
-            let secs = time_it(args.repeats, || {
-                let _ = model.forward(x.clone(), SsmMode::Convolution).into_data();
-            });
-            push("conv_inference", "d_conv_infer", secs);
+            if args.wants(BenchCase::RecurrentInference) {
+                let secs = time_it(args.repeats.min(3), || {
+                    let _ = model.forward(x.clone(), SsmMode::Recurrent).into_data();
+                });
+                push("recurrent_inference", "c_rec_infer", secs);
+            }
+            if args.wants(BenchCase::ConvInference) {
+                let secs = time_it(args.repeats, || {
+                    let _ = model.forward(x.clone(), SsmMode::Convolution).into_data();
+                });
+                push("conv_inference", "d_conv_infer", secs);
+            }
         }
     }
     println!("| model | device | case | samples/s | µs/step/sample | PyTorch samples/s | ratio |");

@@ -18,6 +18,7 @@
 pub mod autobits;
 pub mod error;
 pub mod fake_quant;
+pub mod fake_quant_op;
 pub mod integer;
 pub mod memory;
 pub mod observer;
@@ -30,6 +31,7 @@ pub mod spec;
 
 pub use error::{QatError, Result};
 pub use fake_quant::{fake_quant_affine, ste_round};
+pub use fake_quant_op::{fused_fake_quant, fused_fake_quant_supported};
 pub use memory::{MemoryEntry, MemoryKind, MemoryReport, ModelDims};
 pub use observer::Observer;
 pub use polar::AbarGrid;

@@ -6,9 +6,8 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::glu;
 use burn::tensor::module::linear;
-use s4d_model::{ComplexTensor, S4d, S4dClassifier};
+use s4d_model::{ComplexTensor, S4d, S4dClassifier, glu_last};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
@@ -491,7 +490,7 @@ impl QuantizedClassifier {
                 .bias
                 .as_ref()
                 .map(|b| weight(qs, Component::ConvBias, b.val(), pass));
-            let y = glu(linear(y, w, bias), 2);
+            let y = glu_last(linear(y, w, bias));
             let y = apply(qs, Some(i), Component::GluOutput, y, pass);
             // Dropout, residual and norm are outside the paper's model and stay float.
             let y = block.dropout.forward(y);

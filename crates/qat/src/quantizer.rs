@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
 use crate::fake_quant::fake_quant_affine;
+use crate::fake_quant_op::{fused_fake_quant, fused_fake_quant_supported};
 use crate::observer::{estimate_range, split_channels};
 use crate::rounding::round_half_even_f32;
 
@@ -440,9 +441,15 @@ impl Quantizer {
 
     /// Fake-quantizes a real tensor (clipped STE gradient; LSQ gradient for a learned scale).
     /// Call only when [`Quantizer::is_ready`].
+    /// On CPU backends this is one fused op ([`crate::fused_fake_quant`], same function).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let (qmin, qmax) = self.state.config.grid();
         let (scale, zp) = self.params_for(&x);
+        if fused_fake_quant_supported(&x.device()) {
+            let c = scale.shape().num_elements();
+            let axis = self.state.axis;
+            return fused_fake_quant(x, scale.reshape([c]), zp.reshape([c]), axis, qmin, qmax);
+        }
         fake_quant_affine(x, scale, zp, qmin, qmax)
     }
 

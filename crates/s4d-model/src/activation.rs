@@ -1,5 +1,4 @@
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 /// The nonlinearity after the SSM. qGELU exists because an exact GELU needs `erf`, which
@@ -19,7 +18,7 @@ impl Activation {
     /// Applies the activation elementwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Activation::Gelu => gelu(x),
+            Activation::Gelu => crate::pointwise::gelu(x),
             Activation::Qgelu => qgelu(x),
         }
     }

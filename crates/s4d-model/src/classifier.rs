@@ -1,12 +1,12 @@
 use burn::config::Config;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::glu;
 
 use crate::activation::Activation;
 use crate::config::{S4dConfig, SsmMode};
 use crate::error::ModelError;
 use crate::layer::S4d;
+use crate::pointwise::glu_last;
 
 /// Configuration of the paper's sequence classifier (Algorithm 1), optionally deepened.
 ///
@@ -136,7 +136,7 @@ impl S4dBlock {
     pub fn forward(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<3> {
         let y = self.s4d.forward(x.clone(), mode);
         let y = self.activation.forward(y);
-        let y = glu(self.conv.forward(y), 2); // first half * sigmoid(second half)
+        let y = glu_last(self.conv.forward(y)); // first half * sigmoid(second half)
         let y = self.dropout.forward(y);
         let y = if self.residual { y + x } else { y };
         match &self.norm {

@@ -5,6 +5,7 @@ use burn::tensor::Distribution;
 use crate::complex::ComplexTensor;
 use crate::config::{Discretization, S4dConfig, S4dInit, SsmMode};
 use crate::conv::causal_conv;
+use crate::conv_op::{fused_conv_supported, fused_s4d_conv};
 use crate::discretize::{Discretized, discretize};
 use crate::kernel::vandermonde_kernel;
 use crate::scan::{S4dState, diagonal_scan, scan_step};
@@ -134,6 +135,11 @@ impl S4d {
 
     /// Applies the layer to `u: [B, L, H]` and returns `y: [B, L, H]`, in either view.
     pub fn forward(&self, u: Tensor<3>, mode: SsmMode) -> Tensor<3> {
+        if mode == SsmMode::Convolution && fused_conv_supported(&u.device()) {
+            // The fused op reads the time-major layout directly: no transposes.
+            let disc = self.discretize();
+            return fused_s4d_conv(&disc.a_bar, &disc.b_bar, &disc.c, &disc.d, u);
+        }
         let u = u.swap_dims(1, 2); // [B, H, L]
         let y = match mode {
             SsmMode::Convolution => self.forward_conv(u),
@@ -153,7 +159,8 @@ impl S4d {
         }
     }
 
-    /// Convolution view on channel-major input `u: [B, H, L]`.
+    /// Convolution view on channel-major input `u: [B, H, L]`, composed from tensor ops
+    /// (every backend; [`S4d::forward`] takes the fused op on CPU instead).
     pub fn forward_conv(&self, u: Tensor<3>) -> Tensor<3> {
         let [_, heads, len] = u.dims();
         let disc = self.discretize();

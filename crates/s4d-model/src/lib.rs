@@ -34,10 +34,14 @@ mod classifier;
 mod complex;
 mod config;
 mod conv;
+pub mod conv_kernel;
+mod conv_op;
 mod discretize;
 mod error;
+pub mod host;
 mod kernel;
 mod layer;
+mod pointwise;
 mod scan;
 pub mod scan_kernel;
 mod scan_op;
@@ -48,10 +52,15 @@ pub use classifier::{S4dBlock, S4dClassifier, S4dClassifierConfig};
 pub use complex::ComplexTensor;
 pub use config::{Discretization, S4dConfig, S4dInit, SsmMode};
 pub use conv::{causal_conv, causal_conv_fft, causal_conv_toeplitz};
+pub use conv_op::{FusedConvBackend, fused_conv_supported, fused_s4d_conv};
 pub use discretize::Discretized;
 pub use error::ModelError;
 pub use kernel::vandermonde_kernel;
 pub use layer::S4d;
+pub use pointwise::{
+    FusedPointwiseBackend, exp_approx, fused_pointwise_supported, gelu, gelu_grad_scalar,
+    gelu_scalar, glu_last,
+};
 pub use scan::{S4dState, diagonal_scan, diagonal_scan_with, scan_step};
 pub use scan_kernel::StateGrid;
 pub use scan_op::{FusedScanBackend, FusedStateQuant, fused_diagonal_scan, fused_scan_supported};

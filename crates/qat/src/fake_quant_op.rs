@@ -1,0 +1,285 @@
+//! [`fake_quant_affine`](crate::fake_quant_affine) as one backend op with a hand-written
+//! backward, for the CPU backends.
+//!
+//! Composed, a fake quantizer is about ten tensor ops (divide, add, clamp, round, the STE's
+//! detach and add, subtract, multiply), each a full pass over an activation tensor with its own
+//! autodiff node. QAT in recurrent mode runs three such quantizers on `[B, L, H]` activations
+//! per block, so on CPU they cost as much as the scan. Fused: one pass forward, one backward,
+//! the same function bit for bit (same f32 operations in the same order, round half to even):
+//!
+//! - forward `y = (round(clamp(x / s + z, qmin, qmax)) - z) * s`;
+//! - `dx = dy` where `qmin <= x / s + z <= qmax`, else 0 (the clipped STE);
+//! - `ds = sum dy * (round(v) - v)` inside the range, `dy * (q - z)` at a clamped bound `q`
+//!   (LSQ's step-size gradient), per channel; the zero point gets none (it is an integer
+//!   constant).
+
+// NdArray is deprecated upstream but still a supported backend of s4q; the extension macro
+// names it in generated code, which item-level `allow`s do not reach.
+#![allow(deprecated)]
+
+use burn::backend::NdArray;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{
+    Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
+use burn::prelude::*;
+use burn::tensor::DType;
+use s4d_model::host::{from_host, to_host};
+use s4d_model::{BackendKind, backend_kind};
+
+/// The integer grid and the channel layout of one fused fake quantization: element `i` of the
+/// flat input belongs to channel `(i / inner) % channels`, `channels` being the length of
+/// the scale (1 for a per-tensor quantizer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FakeQuantLayout {
+    /// Lowest integer code.
+    pub qmin: f32,
+    /// Highest integer code.
+    pub qmax: f32,
+    /// Product of the dimensions after the channel axis (1 for the last axis).
+    pub inner: usize,
+}
+
+/// The fused fake quantizer as a backend operation: `x` any shape, `scale` and `zero_point`
+/// `[C]`.
+#[backend_extension(Flex, NdArray, Autodiff)]
+pub trait FakeQuantBackend: Backend {
+    /// `(round(clamp(x / s + z, qmin, qmax)) - z) * s` per channel.
+    fn fused_fake_quant(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        zero_point: FloatTensor<Self>,
+        layout: FakeQuantLayout,
+    ) -> FloatTensor<Self>;
+}
+
+/// Channel of flat index `i`.
+#[inline]
+fn channel(i: usize, layout: &FakeQuantLayout, channels: usize) -> usize {
+    if channels == 1 {
+        0
+    } else {
+        (i / layout.inner) % channels
+    }
+}
+
+/// The forward on host buffers.
+fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) -> Vec<f32> {
+    let c = scale.len();
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = channel(i, layout, c);
+            let (s, z) = (scale[k], zero[k]);
+            let q = (v / s + z)
+                .clamp(layout.qmin, layout.qmax)
+                .round_ties_even();
+            (q - z) * s
+        })
+        .collect()
+}
+
+/// `(dx, ds)` on host buffers.
+fn backward_host(
+    x: &[f32],
+    scale: &[f32],
+    zero: &[f32],
+    layout: &FakeQuantLayout,
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let c = scale.len();
+    let mut ds = vec![0.0f64; c];
+    let dx = x
+        .iter()
+        .zip(dy)
+        .enumerate()
+        .map(|(i, (&v, &g))| {
+            let k = channel(i, layout, c);
+            let (s, z) = (scale[k], zero[k]);
+            let w = v / s + z;
+            if w < layout.qmin {
+                ds[k] += (g * (layout.qmin - z)) as f64;
+                0.0
+            } else if w > layout.qmax {
+                ds[k] += (g * (layout.qmax - z)) as f64;
+                0.0
+            } else {
+                ds[k] += (g * (w.round_ties_even() - w)) as f64;
+                g
+            }
+        })
+        .collect();
+    (dx, ds.into_iter().map(|v| v as f32).collect())
+}
+
+fn read_all<B: Backend>(
+    x: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    zero_point: FloatTensor<B>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (x, s, z) = (
+        to_host::<B>(x),
+        to_host::<B>(scale),
+        to_host::<B>(zero_point),
+    );
+    assert!(
+        !s.is_empty() && s.len() == z.len(),
+        "fused fake quant: scale and zero point must have the same nonzero length"
+    );
+    (x, s, z)
+}
+
+macro_rules! host_fake_quant_backend {
+    ($($backend:ty),*) => {$(
+        impl FakeQuantBackend for $backend {
+            fn fused_fake_quant(
+                x: FloatTensor<Self>,
+                scale: FloatTensor<Self>,
+                zero_point: FloatTensor<Self>,
+                layout: FakeQuantLayout,
+            ) -> FloatTensor<Self> {
+                let (device, dtype, shape) = (x.device(), x.dtype(), x.shape().to_vec());
+                let (x, s, z) = read_all::<Self>(x, scale, zero_point);
+                from_host::<Self>(forward_host(&x, &s, &z, &layout), shape, dtype, &device)
+            }
+        }
+    )*};
+}
+
+host_fake_quant_backend!(Flex, NdArray);
+
+/// What the backward keeps: the input and the quantizer's parameters, on the host.
+#[derive(Debug, Clone)]
+struct SavedFakeQuant<D> {
+    x: Vec<f32>,
+    scale: Vec<f32>,
+    zero: Vec<f32>,
+    layout: FakeQuantLayout,
+    shape: Vec<usize>,
+    device: D,
+    dtype: DType,
+}
+
+#[derive(Debug)]
+struct FakeQuantBackward;
+
+impl<B: Backend> Backward<B, 3> for FakeQuantBackward {
+    type State = SavedFakeQuant<B::Device>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let saved = ops.state;
+        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let (dx, ds) = backward_host(&saved.x, &saved.scale, &saved.zero, &saved.layout, &dy);
+        let c = saved.scale.len();
+        let [x_node, s_node, _zero_point] = ops.parents;
+        if let Some(node) = x_node {
+            let g = from_host::<B>(dx, saved.shape.clone(), saved.dtype, &saved.device);
+            grads.register::<B>(node.id, g);
+        }
+        if let Some(node) = s_node {
+            let g = from_host::<B>(ds, vec![c], saved.dtype, &saved.device);
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+impl<B: Backend + FakeQuantBackend, C: CheckpointStrategy> FakeQuantBackend for Autodiff<B, C> {
+    fn fused_fake_quant(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        zero_point: FloatTensor<Self>,
+        layout: FakeQuantLayout,
+    ) -> FloatTensor<Self> {
+        let guards = [x.node(), scale.node(), zero_point.node()];
+        let device = x.primitive().device();
+        let dtype = x.primitive().dtype();
+        let shape = x.primitive().shape().to_vec();
+        let (xv, s, z) = read_all::<B>(
+            x.into_primitive(),
+            scale.into_primitive(),
+            zero_point.into_primitive(),
+        );
+        let y = forward_host(&xv, &s, &z, &layout);
+        let out = from_host::<B>(y, shape.clone(), dtype, &device);
+        match FakeQuantBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                SavedFakeQuant {
+                    x: xv,
+                    scale: s,
+                    zero: z,
+                    layout,
+                    shape,
+                    device,
+                    dtype,
+                },
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// Whether [`fused_fake_quant`] runs on this device (the CPU backends); elsewhere
+/// [`crate::fake_quant_affine`] computes the same function from tensor ops.
+pub fn fused_fake_quant_supported(device: &Device) -> bool {
+    matches!(
+        backend_kind(device),
+        BackendKind::Flex | BackendKind::NdArray
+    )
+}
+
+/// Fake-quantizes `x` with per-channel `scale` and `zero_point` (`[C]`, channel axis `axis`
+/// of `x`, or per tensor when `C = 1`) on the grid `[qmin, qmax]`, in one op. Gradients: the
+/// clipped STE for `x`, LSQ's for a tracked `scale`.
+///
+/// # Panics
+/// On a device where [`fused_fake_quant_supported`] is false, or when `C` is neither 1 nor
+/// the length of `axis`.
+pub fn fused_fake_quant<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    zero_point: Tensor<1>,
+    axis: Option<usize>,
+    qmin: f32,
+    qmax: f32,
+) -> Tensor<D> {
+    let device = x.device();
+    assert!(
+        fused_fake_quant_supported(&device),
+        "fused fake quant: no kernel for {:?}",
+        backend_kind(&device)
+    );
+    let dims = x.dims();
+    let channels = scale.dims()[0];
+    let inner = match axis {
+        Some(a) if channels > 1 => {
+            assert_eq!(
+                dims[a], channels,
+                "fused fake quant: {channels} scales for axis {a} of {dims:?}"
+            );
+            dims[a + 1..].iter().product()
+        }
+        _ => {
+            assert_eq!(
+                channels, 1,
+                "fused fake quant: per-channel scale without an axis"
+            );
+            1
+        }
+    };
+    let layout = FakeQuantLayout { qmin, qmax, inner };
+    let y = <Dispatch as FakeQuantBackend>::fused_fake_quant(
+        x.into_dispatch(),
+        scale.into_dispatch(),
+        zero_point.into_dispatch(),
+        layout,
+    );
+    Tensor::from_dispatch(y)
+}

@@ -1,0 +1,388 @@
+//! GELU and GLU as fused CPU ops with hand-written backwards.
+//!
+//! burn composes GELU from five tensor ops around a scalar `libm` `erf`, and its backward from
+//! as many again with an `exp`; GLU is a slice, a sigmoid and a product. On the CPU backends
+//! these passes cost a training step as much as the SSM itself. Here each is one parallel pass
+//! forward and one backward, with an `erf` (Abramowitz & Stegun 7.1.26, absolute error
+//! <= 1.5e-7, the size of f32 rounding near 1) and an `exp` written as plain arithmetic, so the
+//! loops vectorize. The values agree with burn's composed ops to f32 rounding (tested against
+//! an f64 reference); other backends keep the composed ops.
+
+// NdArray is deprecated upstream but still a supported backend of s4q; the extension macro
+// names it in generated code, which item-level `allow`s do not reach.
+#![allow(deprecated)]
+
+use burn::backend::NdArray;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{
+    Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
+use burn::prelude::*;
+use burn::tensor::DType;
+use rayon::prelude::*;
+
+use crate::backend::{BackendKind, backend_kind};
+use crate::host::{from_host, to_host};
+
+/// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
+const CHUNK: usize = 1 << 14;
+
+/// `exp(x)` for `x` clamped to [-87, 88], as `2^k * p(r)` with `r = x - k ln 2` (Cody-Waite
+/// split) and a degree-6 Taylor polynomial: relative error ~2e-7 on the whole range.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting rounds to integer
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((k as i32 + 127) << 23) as u32)
+}
+
+/// `(Phi(x), phi(x))`: the standard normal CDF and density. The tail `1 - Phi(|x|)` is
+/// computed directly as `poly(t) exp(-x^2 / 2) / 2`, without cancellation.
+#[inline(always)]
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_72,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let e = exp_approx(-z * z);
+    let tail = 0.5 * poly * e;
+    let cdf = if x >= 0.0 { 1.0 - tail } else { tail };
+    (cdf, e * FRAC_1_SQRT_2PI)
+}
+
+/// `GELU(x) = x Phi(x)`.
+#[inline(always)]
+pub fn gelu_scalar(x: f32) -> f32 {
+    x * normal_cdf_pdf(x).0
+}
+
+/// `d GELU / dx = Phi(x) + x phi(x)`.
+#[inline(always)]
+pub fn gelu_grad_scalar(x: f32) -> f32 {
+    let (cdf, pdf) = normal_cdf_pdf(x);
+    cdf + x * pdf
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_approx(-x))
+}
+
+fn gelu_host(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = gelu_scalar(x)));
+    y
+}
+
+fn gelu_backward_host(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        .for_each(|(dx, (x, dy))| {
+            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                *d = g * gelu_grad_scalar(x);
+            }
+        });
+    dx
+}
+
+/// Rows per task for GLU over rows of `width` outputs.
+fn glu_rows(width: usize) -> usize {
+    (CHUNK / width.max(1)).max(1)
+}
+
+/// `y = a * sigmoid(b)` per row, `x` rows `[a | b]` of `2 * half` values.
+fn glu_host(x: &[f32], half: usize) -> Vec<f32> {
+    let rows = x.len() / (2 * half).max(1);
+    let mut y = vec![0.0f32; rows * half];
+    let per = glu_rows(half);
+    y.par_chunks_mut(per * half)
+        .zip(x.par_chunks(per * 2 * half))
+        .for_each(|(y, x)| {
+            for (yr, xr) in y.chunks_exact_mut(half).zip(x.chunks_exact(2 * half)) {
+                let (a, b) = xr.split_at(half);
+                for ((y, &a), &b) in yr.iter_mut().zip(a).zip(b) {
+                    *y = a * sigmoid(b);
+                }
+            }
+        });
+    y
+}
+
+/// `dx = [dy sigmoid(b) | dy a sigmoid(b) (1 - sigmoid(b))]` per row.
+fn glu_backward_host(x: &[f32], half: usize, dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    let per = glu_rows(half);
+    dx.par_chunks_mut(per * 2 * half)
+        .zip(x.par_chunks(per * 2 * half).zip(dy.par_chunks(per * half)))
+        .for_each(|(dx, (x, dy))| {
+            for ((dr, xr), gr) in dx
+                .chunks_exact_mut(2 * half)
+                .zip(x.chunks_exact(2 * half))
+                .zip(dy.chunks_exact(half))
+            {
+                let (a, b) = xr.split_at(half);
+                let (da, db) = dr.split_at_mut(half);
+                for k in 0..half {
+                    let s = sigmoid(b[k]);
+                    da[k] = gr[k] * s;
+                    db[k] = gr[k] * a[k] * s * (1.0 - s);
+                }
+            }
+        });
+    dx
+}
+
+/// The fused pointwise ops as backend operations.
+#[backend_extension(Flex, NdArray, Autodiff)]
+pub trait FusedPointwiseBackend: Backend {
+    /// Exact GELU `x Phi(x)`, any shape.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// GLU over the last axis: `[.., 2K] -> [.., K]`, `first half * sigmoid(second half)`.
+    fn fused_glu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The last axis halved.
+fn glu_shape(shape: &[usize]) -> (Vec<usize>, usize) {
+    let last = *shape
+        .last()
+        .unwrap_or_else(|| panic!("fused glu: needs a tensor of rank >= 1"));
+    assert!(
+        last.is_multiple_of(2),
+        "fused glu: the last axis ({last}) must be even"
+    );
+    let mut out = shape.to_vec();
+    let k = out.len() - 1;
+    out[k] = last / 2;
+    (out, last / 2)
+}
+
+macro_rules! host_pointwise_backend {
+    ($($backend:ty),*) => {$(
+        impl FusedPointwiseBackend for $backend {
+            fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let (device, dtype, shape) = (x.device(), x.dtype(), x.shape().to_vec());
+                let y = gelu_host(&to_host::<Self>(x));
+                from_host::<Self>(y, shape, dtype, &device)
+            }
+
+            fn fused_glu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let (device, dtype) = (x.device(), x.dtype());
+                let (shape, half) = glu_shape(&x.shape().to_vec());
+                let y = glu_host(&to_host::<Self>(x), half);
+                from_host::<Self>(y, shape, dtype, &device)
+            }
+        }
+    )*};
+}
+
+host_pointwise_backend!(Flex, NdArray);
+
+/// What a pointwise backward keeps: the input on the host.
+#[derive(Debug, Clone)]
+struct SavedInput<D> {
+    x: Vec<f32>,
+    shape: Vec<usize>,
+    device: D,
+    dtype: DType,
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: Backend> Backward<B, 1> for GeluBackward {
+    type State = SavedInput<B::Device>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        if let [Some(node)] = ops.parents {
+            let dx = gelu_backward_host(&s.x, &dy);
+            grads.register::<B>(node.id, from_host::<B>(dx, s.shape, s.dtype, &s.device));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GluBackward;
+
+impl<B: Backend> Backward<B, 1> for GluBackward {
+    type State = SavedInput<B::Device>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        if let [Some(node)] = ops.parents {
+            let half = s.shape.last().copied().unwrap_or(0) / 2;
+            let dx = glu_backward_host(&s.x, half, &dy);
+            grads.register::<B>(node.id, from_host::<B>(dx, s.shape, s.dtype, &s.device));
+        }
+    }
+}
+
+impl<B: Backend + FusedPointwiseBackend, C: CheckpointStrategy> FusedPointwiseBackend
+    for Autodiff<B, C>
+{
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let guards = [x.node()];
+        let (device, dtype) = (x.primitive().device(), x.primitive().dtype());
+        let shape = x.primitive().shape().to_vec();
+        let xv = to_host::<B>(x.into_primitive());
+        let out = from_host::<B>(gelu_host(&xv), shape.clone(), dtype, &device);
+        match GeluBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(
+                SavedInput {
+                    x: xv,
+                    shape,
+                    device,
+                    dtype,
+                },
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_glu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let guards = [x.node()];
+        let (device, dtype) = (x.primitive().device(), x.primitive().dtype());
+        let shape = x.primitive().shape().to_vec();
+        let (out_shape, half) = glu_shape(&shape);
+        let xv = to_host::<B>(x.into_primitive());
+        let out = from_host::<B>(glu_host(&xv, half), out_shape, dtype, &device);
+        match GluBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(
+                SavedInput {
+                    x: xv,
+                    shape,
+                    device,
+                    dtype,
+                },
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// Whether the fused pointwise ops run on this device (the CPU backends).
+pub fn fused_pointwise_supported(device: &Device) -> bool {
+    matches!(
+        backend_kind(device),
+        BackendKind::Flex | BackendKind::NdArray
+    )
+}
+
+/// Exact GELU: the fused op on CPU backends, burn's composed `gelu` elsewhere.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if fused_pointwise_supported(&x.device()) {
+        Tensor::from_dispatch(<Dispatch as FusedPointwiseBackend>::fused_gelu(
+            x.into_dispatch(),
+        ))
+    } else {
+        burn::tensor::activation::gelu(x)
+    }
+}
+
+/// GLU over the last axis (`first half * sigmoid(second half)`, `[.., 2K] -> [.., K]`): the
+/// fused op on CPU backends, burn's composed `glu` elsewhere.
+pub fn glu_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if fused_pointwise_supported(&x.device()) {
+        Tensor::from_dispatch(<Dispatch as FusedPointwiseBackend>::fused_glu(
+            x.into_dispatch(),
+        ))
+    } else {
+        burn::tensor::activation::glu(x, D - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf in f64 by its Maclaurin series (|x| <= 3) or continued fraction, as a reference
+    /// independent of the approximation under test.
+    fn erf64(x: f64) -> f64 {
+        if x.abs() < 3.0 {
+            let (mut term, mut sum, mut n) = (x, x, 0.0f64);
+            while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+                n += 1.0;
+                term *= -x * x / n;
+                sum += term / (2.0 * n + 1.0);
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
+            let a = x.abs();
+            let mut f = a;
+            for k in (1..60).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / f;
+            (1.0 - erfc) * x.signum()
+        }
+    }
+
+    /// GELU and its derivative against f64: absolute error <= 3e-7 * max(1, |x|): the A&S
+    /// bound (1.5e-7 in erf, 7.5e-8 in Phi) plus the f32 evaluation of the polynomial, the
+    /// exp and the sums near 0.5 (a few ulps of 0.5, ~1.5e-7). A wrong coefficient is >1e-4.
+    #[test]
+    fn gelu_matches_f64_reference() {
+        let mut x = -12.0f32;
+        while x <= 12.0 {
+            let xd = x as f64;
+            let cdf = 0.5 * (1.0 + erf64(xd / std::f64::consts::SQRT_2));
+            let pdf = (-xd * xd / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let tol = 3e-7 * xd.abs().max(1.0);
+            assert!(
+                (gelu_scalar(x) as f64 - xd * cdf).abs() <= tol,
+                "gelu({x}) = {} vs {}",
+                gelu_scalar(x),
+                xd * cdf
+            );
+            assert!(
+                (gelu_grad_scalar(x) as f64 - (cdf + xd * pdf)).abs() <= tol,
+                "gelu'({x}) = {} vs {}",
+                gelu_grad_scalar(x),
+                cdf + xd * pdf
+            );
+            x += 0.013;
+        }
+    }
+
+    /// exp to 3e-7 relative over the clamped range (degree-6 remainder ~1.2e-7 plus rounding).
+    #[test]
+    fn exp_approx_is_accurate() {
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let want = (x as f64).exp();
+            let got = exp_approx(x) as f64;
+            assert!(
+                (got - want).abs() <= 3e-7 * want,
+                "exp({x}) = {got} vs {want}"
+            );
+            x += 0.0371;
+        }
+    }
+}
