@@ -27,7 +27,9 @@ use burn::backend::{
 };
 use burn::prelude::*;
 use burn::tensor::DType;
+use rayon::prelude::*;
 use s4d_model::host::{from_host, to_host};
+use s4d_model::scan_kernel::round_half_even_small;
 use s4d_model::{BackendKind, backend_kind};
 
 /// The integer grid and the channel layout of one fused fake quantization: element `i` of the
@@ -66,23 +68,31 @@ fn channel(i: usize, layout: &FakeQuantLayout, channels: usize) -> usize {
     }
 }
 
-/// The forward on host buffers.
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// The forward on host buffers, in parallel chunks. Codes are clamped to the grid before
+/// rounding, so the magic-number rounding (exact half-to-even below 2^22) applies and the
+/// loop vectorizes where `round_ties_even` would be a library call per element.
 fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) -> Vec<f32> {
     let c = scale.len();
-    x.iter()
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
         .enumerate()
-        .map(|(i, &v)| {
-            let k = channel(i, layout, c);
-            let (s, z) = (scale[k], zero[k]);
-            let q = (v / s + z)
-                .clamp(layout.qmin, layout.qmax)
-                .round_ties_even();
-            (q - z) * s
-        })
-        .collect()
+        .for_each(|(chunk, (y, x))| {
+            let base = chunk * CHUNK;
+            for (i, (y, &v)) in y.iter_mut().zip(x).enumerate() {
+                let k = channel(base + i, layout, c);
+                let (s, z) = (scale[k], zero[k]);
+                let q = round_half_even_small((v / s + z).clamp(layout.qmin, layout.qmax));
+                *y = (q - z) * s;
+            }
+        });
+    y
 }
 
-/// `(dx, ds)` on host buffers.
+/// `(dx, ds)` on host buffers; `ds` sums per chunk in f64, then over chunks in order.
 fn backward_host(
     x: &[f32],
     scale: &[f32],
@@ -91,27 +101,35 @@ fn backward_host(
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let c = scale.len();
-    let mut ds = vec![0.0f64; c];
-    let dx = x
-        .iter()
-        .zip(dy)
+    let mut dx = vec![0.0f32; x.len()];
+    let partial: Vec<Vec<f64>> = dx
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .enumerate()
-        .map(|(i, (&v, &g))| {
-            let k = channel(i, layout, c);
-            let (s, z) = (scale[k], zero[k]);
-            let w = v / s + z;
-            if w < layout.qmin {
-                ds[k] += (g * (layout.qmin - z)) as f64;
-                0.0
-            } else if w > layout.qmax {
-                ds[k] += (g * (layout.qmax - z)) as f64;
-                0.0
-            } else {
-                ds[k] += (g * (w.round_ties_even() - w)) as f64;
-                g
+        .map(|(chunk, (dx, (x, dy)))| {
+            let base = chunk * CHUNK;
+            let mut ds = vec![0.0f64; c];
+            for (i, ((d, &v), &g)) in dx.iter_mut().zip(x).zip(dy).enumerate() {
+                let k = channel(base + i, layout, c);
+                let (s, z) = (scale[k], zero[k]);
+                let w = v / s + z;
+                let (inside, dq) = if w < layout.qmin {
+                    (false, layout.qmin - z)
+                } else if w > layout.qmax {
+                    (false, layout.qmax - z)
+                } else {
+                    (true, round_half_even_small(w) - w)
+                };
+                ds[k] += (g * dq) as f64;
+                *d = if inside { g } else { 0.0 };
             }
+            ds
         })
         .collect();
+    let mut ds = vec![0.0f64; c];
+    for p in &partial {
+        ds.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
     (dx, ds.into_iter().map(|v| v as f32).collect())
 }
 
@@ -240,8 +258,8 @@ pub fn fused_fake_quant_supported(device: &Device) -> bool {
 /// clipped STE for `x`, LSQ's for a tracked `scale`.
 ///
 /// # Panics
-/// On a device where [`fused_fake_quant_supported`] is false, or when `C` is neither 1 nor
-/// the length of `axis`.
+/// On a device where [`fused_fake_quant_supported`] is false, when `C` is neither 1 nor the
+/// length of `axis`, or for a grid beyond +-2^22 (24-bit codes; quantizers stop at 16).
 pub fn fused_fake_quant<const D: usize>(
     x: Tensor<D>,
     scale: Tensor<1>,
@@ -255,6 +273,10 @@ pub fn fused_fake_quant<const D: usize>(
         fused_fake_quant_supported(&device),
         "fused fake quant: no kernel for {:?}",
         backend_kind(&device)
+    );
+    assert!(
+        qmin.abs() < 4_194_304.0 && qmax.abs() < 4_194_304.0 && qmin <= qmax,
+        "fused fake quant: grid [{qmin}, {qmax}] must lie within +-2^22"
     );
     let dims = x.dims();
     let channels = scale.dims()[0];
