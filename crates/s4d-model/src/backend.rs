@@ -30,7 +30,8 @@ pub fn backend_kind(device: &Device) -> BackendKind {
 }
 
 /// Whether `burn::signal::rfft` runs on this device. It has kernels for Flex and the CubeCL
-/// runtimes only; elsewhere (NdArray) the convolution falls back to a Toeplitz product.
+/// runtimes only; the composed convolution falls back to a Toeplitz product elsewhere (the
+/// layer itself runs the fused realfft op on Flex and NdArray).
 pub fn has_native_fft(device: &Device) -> bool {
     matches!(backend_kind(device), BackendKind::Flex | BackendKind::Cube)
 }

@@ -27,7 +27,8 @@ pub fn causal_conv_fft(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
 
 /// Exact causal convolution as a batched matmul with per-head Toeplitz matrices
 /// `T[h, j, t] = k[h, t - j]` (zero for `t < j`). `O(BHL^2)` time and `O(HL^2)` memory:
-/// the fallback for backends without an FFT (NdArray), and an FFT-free reference in tests.
+/// the composed fallback for backends without a burn FFT, and an FFT-free reference in tests
+/// (on Flex and NdArray the layer uses the fused op of [`crate::fused_s4d_conv`] instead).
 pub fn causal_conv_toeplitz(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
     let [batch, heads, len] = u.dims();
     let device = u.device();

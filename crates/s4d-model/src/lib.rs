@@ -6,12 +6,14 @@
 //! This crate owns the float model: continuous parameters, discretization (ZOH or bilinear),
 //! the convolution view (Vandermonde kernel + FFT) used for fast float training, and the
 //! recurrent view (a diagonal complex scan, plus a streaming [`S4d::step`]) that edge devices
-//! run. On CPU backends the recurrent view is one fused op ([`fused_diagonal_scan`], host
-//! loops in [`scan_kernel`]) with a hand-written reverse-time backward and an optional
-//! in-loop state quantizer, so quantization-aware training in recurrent mode is not a graph
-//! of `L` small steps; elsewhere the composed tensor scan computes the same function. It knows nothing about quantization: the `qat` crate reads [`Discretized`] matrices
-//! from here and decides how to quantize them. Data loading lives in `datasets`, training loops
-//! in `experiments`.
+//! run. On CPU backends both views are fused ops with hand-written backwards, so training is
+//! not a graph of many small tensor ops: the recurrent view is [`fused_diagonal_scan`] (host
+//! loops in [`scan_kernel`], reverse-time adjoint, optional in-loop state quantizer), the
+//! convolution view is [`fused_s4d_conv`] (host loops in [`conv_kernel`]: kernel, realfft
+//! convolution and skip), and GELU and GLU are fused too ([`gelu`], [`glu_last`]). Elsewhere
+//! (GPUs) composed tensor ops compute the same functions. The crate knows nothing about
+//! quantization: the `qat` crate reads [`Discretized`] matrices from here and decides how to
+//! quantize them. Data loading lives in `datasets`, training loops in `experiments`.
 //!
 //! Shapes are written next to every tensor: `B` batch, `L` sequence length, `H` heads (the model
 //! width, one independent SSM per head), `M = N / 2` complex modes per head.
