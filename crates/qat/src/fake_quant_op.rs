@@ -21,14 +21,13 @@ use burn::backend::NdArray;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::{
     Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
-use s4d_model::host::{from_host, to_host};
+use s4d_model::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
 use s4d_model::scan_kernel::round_half_even_small;
 use s4d_model::{BackendKind, backend_kind};
 
@@ -177,8 +176,7 @@ struct SavedFakeQuant<D> {
     zero: Vec<f32>,
     layout: FakeQuantLayout,
     shape: Vec<usize>,
-    device: D,
-    dtype: DType,
+    target: HostTarget<D>,
 }
 
 #[derive(Debug)]
@@ -192,15 +190,10 @@ impl<B: Backend> Backward<B, 3> for FakeQuantBackward {
         let dy = to_host::<B>(grads.consume::<B>(&ops.node));
         let (dx, ds) = backward_host(&saved.x, &saved.scale, &saved.zero, &saved.layout, &dy);
         let c = saved.scale.len();
-        let [x_node, s_node, _zero_point] = ops.parents;
-        if let Some(node) = x_node {
-            let g = from_host::<B>(dx, saved.shape.clone(), saved.dtype, &saved.device);
-            grads.register::<B>(node.id, g);
-        }
-        if let Some(node) = s_node {
-            let g = from_host::<B>(ds, vec![c], saved.dtype, &saved.device);
-            grads.register::<B>(node.id, g);
-        }
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        // The zero point gets no gradient: it is an integer constant.
+        let outputs = [Some((dx, saved.shape.clone())), Some((ds, vec![c])), None];
+        register_host_grads::<B, 3>(grads, parents, outputs, &saved.target);
     }
 }
 
@@ -212,8 +205,7 @@ impl<B: Backend + FakeQuantBackend, C: CheckpointStrategy> FakeQuantBackend for 
         layout: FakeQuantLayout,
     ) -> FloatTensor<Self> {
         let guards = [x.node(), scale.node(), zero_point.node()];
-        let device = x.primitive().device();
-        let dtype = x.primitive().dtype();
+        let target = HostTarget::of::<B>(x.primitive());
         let shape = x.primitive().shape().to_vec();
         let (xv, s, z) = read_all::<B>(
             x.into_primitive(),
@@ -221,26 +213,18 @@ impl<B: Backend + FakeQuantBackend, C: CheckpointStrategy> FakeQuantBackend for 
             zero_point.into_primitive(),
         );
         let y = forward_host(&xv, &s, &z, &layout);
-        let out = from_host::<B>(y, shape.clone(), dtype, &device);
-        match FakeQuantBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                SavedFakeQuant {
-                    x: xv,
-                    scale: s,
-                    zero: z,
-                    layout,
-                    shape,
-                    device,
-                    dtype,
-                },
-                out,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        let out = target.tensor::<B>(y, shape.clone());
+        record_host_op::<B, C, _, 3>(FakeQuantBackward, guards, |_| {
+            let saved = SavedFakeQuant {
+                x: xv,
+                scale: s,
+                zero: z,
+                layout,
+                shape,
+                target,
+            };
+            (out, saved)
+        })
     }
 }
 

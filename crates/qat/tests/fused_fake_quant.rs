@@ -2,24 +2,12 @@
 //! identical STE gradients, and the same LSQ scale gradient, per tensor and per channel on
 //! each axis, on Flex and NdArray.
 
+mod common;
+
+use common::{host, uniform_signed};
+
 use burn::prelude::*;
-use qat::{fake_quant_affine, fused_fake_quant, quantizer::to_host};
-
-fn lcg(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    to_host(t).expect("readable")
-}
+use qat::{fake_quant_affine, fused_fake_quant};
 
 const SHAPE: [usize; 3] = [3, 5, 4];
 
@@ -27,7 +15,7 @@ const SHAPE: [usize; 3] = [3, 5, 4];
 /// `axis` (or one of each).
 fn problem(axis: Option<usize>, device: &Device) -> (Tensor<3>, Vec<f32>, Vec<f32>) {
     let n: usize = SHAPE.iter().product();
-    let x: Vec<f32> = lcg(n, 3).iter().map(|v| 3.0 * v).collect();
+    let x: Vec<f32> = uniform_signed(n, 3).iter().map(|v| 3.0 * v).collect();
     let c = axis.map_or(1, |a| SHAPE[a]);
     let scale: Vec<f32> = (0..c).map(|k| 0.011 + 0.003 * k as f32).collect();
     let zero: Vec<f32> = (0..c).map(|k| 120.0 + 2.0 * k as f32).collect();
@@ -90,7 +78,7 @@ fn gradients_equal_the_composed_op() {
     let device = Device::flex().autodiff();
     for axis in [None, Some(1), Some(2)] {
         let (x, s, z) = problem(axis, &device);
-        let w_host = lcg(60, 7);
+        let w_host = uniform_signed(60, 7);
         let tol = 4e-6 * 255.0 * w_host.iter().map(|v| v.abs()).sum::<f32>();
         let w = Tensor::<1>::from_floats(w_host.as_slice(), &device).reshape(SHAPE);
         let run = |fused: bool| {

@@ -2,30 +2,18 @@
 //! from unstable inputs and any learned step), STE/LSQ gradients, specs, the quantized model
 //! (gradients, LSQ on the state through the fused scan, exact reload), per-head bit widths.
 
+mod common;
+
+use common::{host, uniform_unit};
+
 use burn::module::Param;
 use burn::prelude::*;
 use qat::polar::{AbarGrid, calibrate_abar, fake_quant_abar, polar_params, representable};
 use qat::{
     Component, MemoryReport, ModelDims, Parameterization, QuantSpec, QuantizedClassifier,
-    Quantizer, QuantizerConfig, RangeMethod, calibrate, quantizer::to_host,
+    Quantizer, QuantizerConfig, RangeMethod, calibrate,
 };
 use s4d_model::{Activation, ComplexTensor, S4dClassifierConfig, S4dConfig};
-
-fn lcg(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    to_host(t).unwrap()
-}
 
 /// Largest modulus of a complex tensor, in f64 from the stored f32 parts (what a scan uses).
 fn max_modulus(z: &ComplexTensor<2>) -> f64 {
@@ -38,7 +26,7 @@ fn max_modulus(z: &ComplexTensor<2>) -> f64 {
 
 /// `H x M` values `r e^{i theta}` with magnitudes from `mags` (cycled) and pseudo-random phases.
 fn abar(device: &Device, h: usize, m: usize, mags: &[f32], seed: u64) -> ComplexTensor<2> {
-    let phases = lcg(h * m, seed);
+    let phases = uniform_unit(h * m, seed);
     let (re, im): (Vec<f32>, Vec<f32>) = (0..h * m)
         .map(|i| {
             let r = mags[i % mags.len()];
@@ -135,7 +123,7 @@ fn cartesian_grid_has_points_outside_the_unit_circle() {
 #[test]
 fn polar_quantization_lands_on_its_grid_and_is_idempotent() {
     let d = Device::flex();
-    let mags: Vec<f32> = lcg(40, 5).iter().map(|v| 0.5 + 0.49 * v).collect();
+    let mags: Vec<f32> = uniform_unit(40, 5).iter().map(|v| 0.5 + 0.49 * v).collect();
     for grid in [AbarGrid::Polar, AbarGrid::LogPolar] {
         let bits = 5;
         let z = abar(&d, 2, 20, &mags, 7);
@@ -187,7 +175,7 @@ fn polar_ste_gradient_is_close_to_identity_and_lsq_steps_get_gradients() {
     // of the polar->Cartesian Jacobian at the quantized point and the inverse at the input:
     // the identity up to the quantization error (at 8 bits, a few 1e-3 here).
     let d = Device::flex().autodiff();
-    let mags: Vec<f32> = lcg(16, 9).iter().map(|v| 0.9 + 0.09 * v).collect();
+    let mags: Vec<f32> = uniform_unit(16, 9).iter().map(|v| 0.9 + 0.09 * v).collect();
     for grid in [AbarGrid::Polar, AbarGrid::LogPolar] {
         let z = abar(&d, 2, 8, &mags, 13);
         let cfg = QuantizerConfig::new(8)
@@ -264,7 +252,7 @@ fn model(device: &Device, seed: u64) -> s4d_model::S4dClassifier {
 }
 
 fn input(device: &Device, seed: u64) -> Tensor<3> {
-    let v = lcg(2 * 16, seed);
+    let v = uniform_unit(2 * 16, seed);
     Tensor::<1>::from_floats(v.as_slice(), device).reshape([2, 16, 1])
 }
 

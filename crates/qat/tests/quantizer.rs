@@ -1,26 +1,14 @@
 //! Quantizer grid, idempotence, error bound, per-head scales, STE mask and LSQ gradients.
 
+mod common;
+
+use common::{host, uniform_signed};
+
 use burn::prelude::*;
 use qat::{
-    Calibration, Quantizer, QuantizerConfig, RangeMethod, quantizer::to_host, round_half_even,
-    round_half_even_f32, ste_round,
+    Calibration, Quantizer, QuantizerConfig, RangeMethod, round_half_even, round_half_even_f32,
+    ste_round,
 };
-
-fn lcg(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    to_host(t).unwrap()
-}
 
 #[test]
 fn rounding_is_half_to_even() {
@@ -47,7 +35,7 @@ fn lands_on_grid_idempotent_and_error_bounded() {
             .with_symmetric(symmetric)
             .with_per_channel(per_channel)
             .with_range(RangeMethod::MinMax);
-        let data: Vec<f32> = lcg(4 * 50, bits as u64)
+        let data: Vec<f32> = uniform_signed(4 * 50, bits as u64)
             .iter()
             .map(|v| v * 3.0 + 0.5)
             .collect();
@@ -102,7 +90,7 @@ fn per_head_scales_hand_computed() {
 #[test]
 fn percentile_clips_outliers() {
     let d = Device::flex();
-    let mut data = lcg(100_000, 3);
+    let mut data = uniform_signed(100_000, 3);
     data[17] = 1000.0;
     let x = Tensor::<1>::from_floats(data.as_slice(), &d);
     let cfg = QuantizerConfig::new(8)
@@ -187,7 +175,7 @@ fn lsq_scale_gradient_matches_finite_differences() {
 #[test]
 fn dynamic_minmax_matches_static_on_the_same_tensor() {
     let d = Device::flex();
-    let x = Tensor::<1>::from_floats(lcg(60, 9).as_slice(), &d).reshape([3, 20]);
+    let x = Tensor::<1>::from_floats(uniform_signed(60, 9).as_slice(), &d).reshape([3, 20]);
     let base = QuantizerConfig::new(6).with_range(RangeMethod::MinMax);
     let mut st = Quantizer::new(base.clone(), 0, 2, "s").unwrap();
     st.calibrate_from(x.clone()).unwrap();

@@ -15,17 +15,16 @@ use burn::backend::NdArray;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::{
     Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::DType;
 
 use crate::backend::{BackendKind, backend_kind};
 use crate::complex::ComplexTensor;
 use crate::conv_kernel::{ConvDims, ConvForward, ConvParams, conv_backward, conv_forward};
-use crate::host::{from_host, to_host};
+use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
 
 /// The fused convolution as a backend operation. `u: [B, L, H]`; `a_*` (`Abar`) and `w_*`
 /// (`C * Bbar`): `[H, M]`; `d: [H]`. Returns `y: [B, L, H]`.
@@ -132,8 +131,7 @@ host_conv_backend!(Flex, NdArray);
 struct SavedConv<D> {
     host: Arc<HostConv>,
     forward: Arc<ConvForward>,
-    device: D,
-    dtype: DType,
+    target: HostTarget<D>,
 }
 
 #[derive(Debug)]
@@ -148,20 +146,16 @@ impl<B: Backend> Backward<B, 6> for FusedConvBackward {
         let dy = to_host::<B>(grads.consume::<B>(&ops.node));
         let g = conv_backward(host.dims, &host.params(), &host.u, &saved.forward, &dy);
         let (h, m) = (host.dims.heads, host.dims.modes);
-        let outputs: [(Vec<f32>, Vec<usize>); 6] = [
-            (g.u, host.shape()),
-            (g.a_re, vec![h, m]),
-            (g.a_im, vec![h, m]),
-            (g.w_re, vec![h, m]),
-            (g.w_im, vec![h, m]),
-            (g.d, vec![h]),
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        let outputs = [
+            Some((g.u, host.shape())),
+            Some((g.a_re, vec![h, m])),
+            Some((g.a_im, vec![h, m])),
+            Some((g.w_re, vec![h, m])),
+            Some((g.w_im, vec![h, m])),
+            Some((g.d, vec![h])),
         ];
-        for (parent, (grad, shape)) in ops.parents.into_iter().zip(outputs) {
-            if let Some(node) = parent {
-                let grad = from_host::<B>(grad, shape, saved.dtype, &saved.device);
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register_host_grads::<B, 6>(grads, parents, outputs, &saved.target);
     }
 }
 
@@ -182,8 +176,7 @@ impl<B: Backend + FusedConvBackend, C: CheckpointStrategy> FusedConvBackend for 
             w_im.node(),
             d.node(),
         ];
-        let device = u.primitive().device();
-        let dtype = u.primitive().dtype();
+        let target = HostTarget::of::<B>(u.primitive());
         let host = HostConv::read::<B>(
             u.into_primitive(),
             a_re.into_primitive(),
@@ -192,28 +185,19 @@ impl<B: Backend + FusedConvBackend, C: CheckpointStrategy> FusedConvBackend for 
             w_im.into_primitive(),
             d.into_primitive(),
         );
-        let shape = host.shape();
-        match FusedConvBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let forward = host.forward(true);
-                let out = from_host::<B>(forward.y.clone(), shape, dtype, &device);
-                let saved = SavedConv {
-                    host: Arc::new(host),
-                    forward: Arc::new(forward),
-                    device,
-                    dtype,
-                };
-                prep.finish(saved, out)
-            }
-            OpsKind::UnTracked(prep) => {
-                let y = host.forward(false).y;
-                prep.finish(from_host::<B>(y, shape, dtype, &device))
-            }
-        }
+        record_host_op::<B, C, _, 6>(FusedConvBackward, guards, |keep| {
+            let mut forward = host.forward(keep);
+            // The backward reads the spectra only: move `y` out instead of copying it, so
+            // the saved state does not hold a second copy of the output.
+            let y = std::mem::take(&mut forward.y);
+            let out = target.tensor::<B>(y, host.shape());
+            let saved = SavedConv {
+                host: Arc::new(host),
+                forward: Arc::new(forward),
+                target,
+            };
+            (out, saved)
+        })
     }
 }
 

@@ -1,12 +1,19 @@
 //! Moving tensors between a CPU backend and host vectors, for backend extensions whose kernels
-//! are plain Rust loops (the fused scan and convolution here, the fused fake quantizer in `qat`).
+//! are plain Rust loops (the fused scan, convolution, GELU and GLU here, the fused fake
+//! quantizer in `qat`), and the autodiff plumbing those extensions share: recording a host op
+//! on the graph ([`record_host_op`]) and handing its host gradients back
+//! ([`register_host_grads`]).
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use burn::backend::{Backend, tensor::FloatTensor};
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, NodeGuard, OpsKind};
+use burn::backend::{Autodiff, Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::{DType, TensorData};
 
 /// Polls a future on the current thread until it is ready. The CPU backends' reads complete
@@ -53,4 +60,71 @@ pub fn from_host<B: Backend>(
         data.convert_dtype(dtype)
     };
     B::float_from_data(data, device)
+}
+
+/// Where a host op's results go: the device and dtype of its input, so outputs and gradients
+/// come back as the caller's tensors were.
+#[derive(Debug, Clone)]
+pub struct HostTarget<D> {
+    /// Device of the op's input.
+    pub device: D,
+    /// Float dtype of the op's input.
+    pub dtype: DType,
+}
+
+impl<D: Clone> HostTarget<D> {
+    /// The target matching `t`.
+    pub fn of<B: Backend<Device = D>>(t: &FloatTensor<B>) -> Self {
+        Self {
+            device: t.device(),
+            dtype: t.dtype(),
+        }
+    }
+
+    /// Host values of `shape` as a tensor on this target.
+    pub fn tensor<B: Backend<Device = D>>(
+        &self,
+        values: Vec<f32>,
+        shape: Vec<usize>,
+    ) -> FloatTensor<B> {
+        from_host::<B>(values, shape, self.dtype, &self.device)
+    }
+}
+
+/// Puts an op computed on the host onto the autodiff graph, so each fused op only says how to
+/// compute itself. `forward(keep)` returns the output and the state `backward` reads; `keep`
+/// is false when no input needs a gradient, and the forward may then skip what only the
+/// backward uses (the state it returns is dropped).
+pub fn record_host_op<B, C, T, const N: usize>(
+    backward: T,
+    guards: [NodeGuard; N],
+    forward: impl FnOnce(bool) -> (FloatTensor<B>, T::State),
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    T: Backward<B, N> + 'static,
+{
+    match backward.prepare::<C>(guards).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (out, state) = forward(true);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(false).0),
+    }
+}
+
+/// Hands host gradients (values and shape, `None` for an input without one) to the parents
+/// that asked for them, in the order of the op's inputs.
+pub fn register_host_grads<B: Backend, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    outputs: [Option<(Vec<f32>, Vec<usize>)>; N],
+    target: &HostTarget<B::Device>,
+) {
+    for (parent, output) in parents.into_iter().zip(outputs) {
+        if let (Some(id), Some((values, shape))) = (parent, output) {
+            grads.register::<B>(id, target.tensor::<B>(values, shape));
+        }
+    }
 }

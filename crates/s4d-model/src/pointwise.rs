@@ -13,19 +13,19 @@
 #![allow(deprecated)]
 
 use burn::backend::NdArray;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::{
     Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
 
 use crate::backend::{BackendKind, backend_kind};
-use crate::host::{from_host, to_host};
+use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
 
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 1 << 14;
@@ -204,8 +204,19 @@ host_pointwise_backend!(Flex, NdArray);
 struct SavedInput<D> {
     x: Vec<f32>,
     shape: Vec<usize>,
-    device: D,
-    dtype: DType,
+    target: HostTarget<D>,
+}
+
+/// Registers `dx(x, dy)` on a one-input op's parent, when it wants a gradient.
+fn pointwise_backward<B: Backend>(
+    saved: SavedInput<B::Device>,
+    dy: Vec<f32>,
+    parent: Option<NodeId>,
+    grads: &mut Gradients,
+    dx: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+) {
+    let grad = parent.map(|_| (dx(&saved.x, &dy), saved.shape));
+    register_host_grads::<B, 1>(grads, [parent], [grad], &saved.target);
 }
 
 #[derive(Debug)]
@@ -215,12 +226,9 @@ impl<B: Backend> Backward<B, 1> for GeluBackward {
     type State = SavedInput<B::Device>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let s = ops.state;
         let dy = to_host::<B>(grads.consume::<B>(&ops.node));
-        if let [Some(node)] = ops.parents {
-            let dx = gelu_backward_host(&s.x, &dy);
-            grads.register::<B>(node.id, from_host::<B>(dx, s.shape, s.dtype, &s.device));
-        }
+        let [parent] = ops.parents.map(|p| p.map(|n| n.id));
+        pointwise_backward::<B>(ops.state, dy, parent, grads, gelu_backward_host);
     }
 }
 
@@ -231,58 +239,54 @@ impl<B: Backend> Backward<B, 1> for GluBackward {
     type State = SavedInput<B::Device>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let s = ops.state;
         let dy = to_host::<B>(grads.consume::<B>(&ops.node));
-        if let [Some(node)] = ops.parents {
-            let half = s.shape.last().copied().unwrap_or(0) / 2;
-            let dx = glu_backward_host(&s.x, half, &dy);
-            grads.register::<B>(node.id, from_host::<B>(dx, s.shape, s.dtype, &s.device));
-        }
+        let [parent] = ops.parents.map(|p| p.map(|n| n.id));
+        let half = ops.state.shape.last().copied().unwrap_or(0) / 2;
+        pointwise_backward::<B>(ops.state, dy, parent, grads, |x, dy| {
+            glu_backward_host(x, half, dy)
+        });
     }
+}
+
+/// The Autodiff side of a pointwise op: `f(x)` on the host, keeping `x` for the backward.
+fn record_pointwise<
+    B: Backend,
+    C: CheckpointStrategy,
+    T: Backward<B, 1, State = SavedInput<B::Device>> + 'static,
+>(
+    backward: T,
+    x: FloatTensor<Autodiff<B, C>>,
+    out_shape: impl FnOnce(&[usize]) -> Vec<usize>,
+    f: impl FnOnce(&[f32]) -> Vec<f32>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let guards = [x.node()];
+    let target = HostTarget::of::<B>(x.primitive());
+    let shape = x.primitive().shape().to_vec();
+    let xv = to_host::<B>(x.into_primitive());
+    let out = target.tensor::<B>(f(&xv), out_shape(&shape));
+    record_host_op::<B, C, T, 1>(backward, guards, |_| {
+        (
+            out,
+            SavedInput {
+                x: xv,
+                shape,
+                target: target.clone(),
+            },
+        )
+    })
 }
 
 impl<B: Backend + FusedPointwiseBackend, C: CheckpointStrategy> FusedPointwiseBackend
     for Autodiff<B, C>
 {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let guards = [x.node()];
-        let (device, dtype) = (x.primitive().device(), x.primitive().dtype());
-        let shape = x.primitive().shape().to_vec();
-        let xv = to_host::<B>(x.into_primitive());
-        let out = from_host::<B>(gelu_host(&xv), shape.clone(), dtype, &device);
-        match GeluBackward.prepare::<C>(guards).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(
-                SavedInput {
-                    x: xv,
-                    shape,
-                    device,
-                    dtype,
-                },
-                out,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record_pointwise::<B, C, _>(GeluBackward, x, <[usize]>::to_vec, gelu_host)
     }
 
     fn fused_glu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let guards = [x.node()];
-        let (device, dtype) = (x.primitive().device(), x.primitive().dtype());
         let shape = x.primitive().shape().to_vec();
         let (out_shape, half) = glu_shape(&shape);
-        let xv = to_host::<B>(x.into_primitive());
-        let out = from_host::<B>(glu_host(&xv, half), out_shape, dtype, &device);
-        match GluBackward.prepare::<C>(guards).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(
-                SavedInput {
-                    x: xv,
-                    shape,
-                    device,
-                    dtype,
-                },
-                out,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record_pointwise::<B, C, _>(GluBackward, x, |_| out_shape, |x| glu_host(x, half))
     }
 }
 

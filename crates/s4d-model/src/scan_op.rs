@@ -17,16 +17,15 @@ use burn::backend::NdArray;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::{
     Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::DType;
 
 use crate::backend::{BackendKind, backend_kind};
 use crate::complex::ComplexTensor;
-use crate::host::{from_host, to_host};
+use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
 use crate::scan_kernel::{
     ScanDims, ScanMatrices, StateGrid, StateQuantizer, scan_backward, scan_forward,
 };
@@ -210,8 +209,7 @@ host_scan_backend!(Flex, NdArray);
 struct SavedScan<D> {
     host: Arc<HostScan>,
     checkpoints: Arc<Vec<f32>>,
-    device: D,
-    dtype: DType,
+    target: HostTarget<D>,
 }
 
 #[derive(Debug)]
@@ -233,25 +231,20 @@ impl<B: Backend> Backward<B, 10> for FusedScanBackward {
             &dy,
         );
         let (h, m) = (host.dims.heads, host.dims.modes);
-        let scale_grad = host.grid.map(|_| g.scale);
-        let outputs: [(Option<Vec<f32>>, Vec<usize>); 10] = [
-            (Some(g.u), host.shape()),
-            (Some(g.a_re), vec![h, m]),
-            (Some(g.a_im), vec![h, m]),
-            (Some(g.b_re), vec![h, m]),
-            (Some(g.b_im), vec![h, m]),
-            (Some(g.c_re), vec![h, m]),
-            (Some(g.c_im), vec![h, m]),
-            (Some(g.d), vec![h]),
-            (scale_grad, vec![h]),
-            (None, vec![h]), // the zero point is an integer constant
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        let outputs = [
+            Some((g.u, host.shape())),
+            Some((g.a_re, vec![h, m])),
+            Some((g.a_im, vec![h, m])),
+            Some((g.b_re, vec![h, m])),
+            Some((g.b_im, vec![h, m])),
+            Some((g.c_re, vec![h, m])),
+            Some((g.c_im, vec![h, m])),
+            Some((g.d, vec![h])),
+            host.grid.map(|_| (g.scale, vec![h])),
+            None, // the zero point is an integer constant
         ];
-        for (parent, (grad, shape)) in ops.parents.into_iter().zip(outputs) {
-            if let (Some(node), Some(grad)) = (parent, grad) {
-                let grad = from_host::<B>(grad, shape, saved.dtype, &saved.device);
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register_host_grads::<B, 10>(grads, parents, outputs, &saved.target);
     }
 }
 
@@ -281,8 +274,7 @@ impl<B: Backend + FusedScanBackend, C: CheckpointStrategy> FusedScanBackend for 
             scale.node(),
             zero_point.node(),
         ];
-        let device = u.primitive().device();
-        let dtype = u.primitive().dtype();
+        let target = HostTarget::of::<B>(u.primitive());
         let host = HostScan::read::<B>(
             u.into_primitive(),
             a_re.into_primitive(),
@@ -296,28 +288,16 @@ impl<B: Backend + FusedScanBackend, C: CheckpointStrategy> FusedScanBackend for 
             zero_point.into_primitive(),
             grid,
         );
-        let shape = host.shape();
-        match FusedScanBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (y, checkpoints) = host.forward(true);
-                let out = from_host::<B>(y, shape, dtype, &device);
-                let saved = SavedScan {
-                    host: Arc::new(host),
-                    checkpoints: Arc::new(checkpoints),
-                    device,
-                    dtype,
-                };
-                prep.finish(saved, out)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (y, _) = host.forward(false);
-                prep.finish(from_host::<B>(y, shape, dtype, &device))
-            }
-        }
+        record_host_op::<B, C, _, 10>(FusedScanBackward, guards, |keep| {
+            let (y, checkpoints) = host.forward(keep);
+            let out = target.tensor::<B>(y, host.shape());
+            let saved = SavedScan {
+                host: Arc::new(host),
+                checkpoints: Arc::new(checkpoints),
+                target,
+            };
+            (out, saved)
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{lcg_values, ndarray_device, rel_err, to_f64};
+use common::{check_directional_derivatives, lcg_values, ndarray_device, rel_err, to_f64};
 use s4d_model::{
     ComplexTensor, FusedStateQuant, StateGrid, diagonal_scan_with, fused_diagonal_scan,
 };
@@ -287,28 +287,9 @@ fn gradients_match_finite_differences_f64() {
     let grads = (y * wt).sum().backward();
     let base: [Vec<f64>; 8] =
         std::array::from_fn(|i| p.values[i].iter().map(|&x| f64::from(x)).collect());
-    for (i, x) in t.iter().enumerate() {
-        let g = to_f64(x.grad(&grads).expect("tracked"));
-        let dir: Vec<f64> = lcg_values(g.len(), 500 + i as u64)
-            .iter()
-            .map(|&x| f64::from(x))
-            .collect();
-        let analytic: f64 = g.iter().zip(&dir).map(|(a, b)| a * b).sum();
-        let eps = 1e-6;
-        let shifted = |sign: f64| {
-            let mut v = base.clone();
-            v[i].iter_mut()
-                .zip(&dir)
-                .for_each(|(x, d)| *x += sign * eps * d);
-            loss_f64(&p, &v, &w)
-        };
-        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps);
-        let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
-        assert!(
-            err < 1e-4,
-            "input {i}: analytic {analytic} numeric {numeric} (rel {err:e})"
-        );
-    }
+    let analytic: [Vec<f64>; 8] =
+        std::array::from_fn(|i| to_f64(t[i].grad(&grads).expect("tracked")));
+    check_directional_derivatives(&analytic, &base, |v| loss_f64(&p, v, &w), 1e-4);
 }
 
 /// L = 4096 (64 checkpoint segments): finite, and equal to the composed scan in value and

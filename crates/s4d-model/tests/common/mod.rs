@@ -199,3 +199,37 @@ impl RefParams {
 pub fn ndarray_device() -> Device {
     Device::ndarray()
 }
+
+/// Checks analytic gradients against central differences of an f64 loss, one pseudo-random
+/// direction per input: `sum(grad_i * dir)` vs `(loss(x + eps dir) - loss(x - eps dir)) / 2
+/// eps` with `eps = 1e-6` (the f64 quotient is exact to ~1e-9). `grads[i]` is the f32
+/// gradient of input `i`, `base[i]` its values; `tol` bounds the error relative to
+/// `max(|numeric|, 1e-3)`.
+pub fn check_directional_derivatives<const N: usize>(
+    grads: &[Vec<f64>; N],
+    base: &[Vec<f64>; N],
+    loss: impl Fn(&[Vec<f64>; N]) -> f64,
+    tol: f64,
+) {
+    let eps = 1e-6;
+    for (i, g) in grads.iter().enumerate() {
+        let dir: Vec<f64> = lcg_values(g.len(), 500 + i as u64)
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let analytic: f64 = g.iter().zip(&dir).map(|(a, b)| a * b).sum();
+        let shifted = |sign: f64| {
+            let mut v = base.clone();
+            v[i].iter_mut()
+                .zip(&dir)
+                .for_each(|(x, d)| *x += sign * eps * d);
+            loss(&v)
+        };
+        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps);
+        let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
+        assert!(
+            err < tol,
+            "input {i}: analytic {analytic} numeric {numeric} (rel {err:e})"
+        );
+    }
+}
