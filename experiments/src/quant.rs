@@ -28,7 +28,7 @@ use crate::eval::evaluate;
 use crate::metrics::MetricsLog;
 use crate::progress::{log_tick, progress_bar};
 use crate::train::{DataConfig, TrainConfig, count_correct, warmup_cosine_lr};
-use s4d_model::{S4dClassifierConfig, SsmMode};
+use s4d_model::{S4dClassifier, S4dClassifierConfig, SsmMode};
 
 /// Options shared by `ptq` and `qat`: which float run, which data.
 #[derive(Args, Debug, Clone)]
@@ -67,6 +67,9 @@ pub struct PtqArgs {
     /// Write the results as JSON here (a Markdown table is printed).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Balance the SSM state per mode before quantizing (see `qat --balance-state`).
+    #[arg(long, value_name = "ALPHA")]
+    balance_state: Option<f32>,
 }
 
 /// Options of `experiments qat`.
@@ -100,6 +103,11 @@ pub struct QatArgs {
     /// Continue an interrupted QAT run in --out-dir.
     #[arg(long)]
     resume: bool,
+    /// Rescale each SSM mode's state before quantizing (free at inference: folded into B and
+    /// C) so every mode of a head spans `(amp / amp_max)^(1 - ALPHA)` of the head's range;
+    /// 1 evens them out fully, 0 is the paper's basis. Helps states of 6 bits and below.
+    #[arg(long, value_name = "ALPHA")]
+    balance_state: Option<f32>,
 }
 
 /// The paper's QAT parameterizations as a CLI value.
@@ -149,7 +157,7 @@ pub struct Source {
     /// Architecture of the float model.
     pub float_cfg: S4dClassifierConfig,
     /// The float model.
-    pub model: s4d_model::S4dClassifier,
+    pub model: S4dClassifier,
     /// Training split (calibration and QAT data).
     pub train: SequenceDataset,
     /// Test split.
@@ -164,6 +172,36 @@ fn load_source(args: &SourceArgs, train_limit: Option<usize>, device: &Device) -
         args.test_limit,
         device,
     )
+}
+
+/// `model` with its state balanced at strength `alpha` (`qat::balance`), measured on the same
+/// calibration batches the quantizers see; the per-block report goes to the log and, with
+/// `record`, to a JSON file.
+fn balanced_model(
+    model: S4dClassifier,
+    src: &Source,
+    alpha: f32,
+    calib_batches: usize,
+    batch_size: usize,
+    device: &Device,
+    record: Option<&Path>,
+) -> Result<S4dClassifier> {
+    let batches = calibration_batches(&src.train, calib_batches, batch_size, device);
+    let amps = qat::balance::mode_amplitudes(&model.valid(), batches)?;
+    let (balanced, report) = qat::balance_state(model, &amps, alpha)?;
+    for (block, b) in report.iter().enumerate() {
+        info!(
+            block,
+            alpha,
+            spread_before = b.spread_before,
+            spread_after = b.spread_after,
+            "balanced the state: largest per-head mode range ratio"
+        );
+    }
+    if let Some(path) = record {
+        write_json(path, &report)?;
+    }
+    Ok(balanced)
 }
 
 /// Loads the float run in `run` and its dataset (read from the run's `config.json`), so that
@@ -256,7 +294,12 @@ pub fn ptq_eval(
 /// `experiments ptq`.
 pub fn run_ptq(args: &PtqArgs) -> Result<()> {
     let device = args.source.device.device()?;
-    let src = load_source(&args.source, None, &device)?;
+    let mut src = load_source(&args.source, None, &device)?;
+    if let Some(alpha) = args.balance_state {
+        let model = src.model.clone();
+        let (calib, batch) = (args.source.calib_batches, args.source.batch_size);
+        src.model = balanced_model(model, &src, alpha, calib, batch, &device, None)?;
+    }
     let float = evaluate(
         &src.model,
         &src.test,
@@ -356,6 +399,10 @@ pub struct QatRunConfig {
     pub calib_batches: usize,
     /// Seeds the data order.
     pub seed: u64,
+    /// Strength `alpha` in [0, 1] of the per-mode state balancing applied to the float model
+    /// before calibration (`qat::balance`); `None`: the paper's state basis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_state: Option<f32>,
 }
 
 /// What a finished QAT run reports (`result.json`).
@@ -430,6 +477,7 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         test_limit: args.source.test_limit,
         calib_batches: args.source.calib_batches,
         seed: args.seed,
+        balance_state: args.balance_state,
     };
     let result = qat(
         &run_cfg,
@@ -503,8 +551,20 @@ pub fn qat(
                 device,
             )
             .accuracy;
+            let float_model = match run_cfg.balance_state {
+                Some(alpha) => balanced_model(
+                    src.model.clone(),
+                    &src,
+                    alpha,
+                    run_cfg.calib_batches,
+                    batch_size,
+                    device,
+                    Some(&out.join("state_balance.json")),
+                )?,
+                None => src.model.clone(),
+            };
             model = QuantizedClassifier::from_float(
-                src.model.clone(),
+                float_model,
                 run_cfg.spec.clone(),
                 run_cfg.parameterization,
             )?;

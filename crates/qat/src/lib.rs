@@ -8,7 +8,8 @@
 //! ([`quantizer`]), range observers ([`observer`]), the STE fake-quant op ([`fake_quant`]), the
 //! per-component [`QuantSpec`] with presets, the quantized recurrent model
 //! [`QuantizedClassifier`] with [`calibrate`] and the three QAT parameterizations, the
-//! quantized scan ([`quantized_scan`]) and memory accounting ([`memory`]).
+//! quantized scan ([`quantized_scan`]), memory accounting ([`memory`]) and state balancing
+//! ([`balance`]), a free per-mode rescaling that helps low-bit states.
 //!
 //! It leaves the float model (parameters, discretization, convolution/recurrent views) to
 //! `s4d-model`, and data loading, training loops, optimizers and evaluation to `experiments`.
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod autobits;
+pub mod balance;
 pub mod error;
 pub mod fake_quant;
 pub mod fake_quant_op;
@@ -29,6 +31,7 @@ pub mod rounding;
 pub mod scan;
 pub mod spec;
 
+pub use balance::{BlockBalance, balance_state};
 pub use error::{QatError, Result};
 pub use fake_quant::{fake_quant_affine, ste_round};
 pub use fake_quant_op::{fused_fake_quant, fused_fake_quant_supported};

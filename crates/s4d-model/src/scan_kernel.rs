@@ -149,8 +149,10 @@ pub fn round_half_even_small(v: f32) -> f32 {
 trait StateMap: Copy {
     /// `x = Q(p)`.
     fn apply(&self, p: f32) -> f32;
-    /// `(dQ/dp, dQ/ds)` at `p`: the clipped-STE mask and the LSQ step-size derivative.
-    fn derivatives(&self, p: f32) -> (f32, f32);
+    /// `(Q(p), dQ/dp, dQ/ds)`: the value, the clipped-STE mask and the LSQ step-size
+    /// derivative, from one evaluation of the grid coordinate (the backward pass's recompute
+    /// stores the two derivatives instead of `p`, so its adjoint loop needs no division).
+    fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32);
 }
 
 /// The float state.
@@ -164,8 +166,8 @@ impl StateMap for Identity {
     }
 
     #[inline(always)]
-    fn derivatives(&self, _: f32) -> (f32, f32) {
-        (1.0, 0.0)
+    fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
+        (p, 1.0, 0.0)
     }
 }
 
@@ -219,26 +221,35 @@ impl StateMap for RowQuant {
         (round_half_even_small(v) - self.zero) * self.scale
     }
 
-    /// Written with selects only, so the loop around it vectorizes. Off the grid, `v` may be
-    /// too large for the rounding trick, but that lane's rounding result is discarded.
+    /// Written with selects only, so the loop around it vectorizes. The values are those of
+    /// [`StateMap::apply`] bit for bit (same operations in the same order).
     #[inline(always)]
-    fn derivatives(&self, p: f32) -> (f32, f32) {
+    fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
         let c = self.clamp;
         let v = self.coordinate(p);
-        let on_grid = round_half_even_small(v) - v;
-        // Value selects and products of 0/1 factors only, no control flow: it vectorizes.
+        let vq = if v < self.qmin {
+            self.qmin
+        } else if v > self.qmax {
+            self.qmax
+        } else {
+            v
+        };
+        let r = round_half_even_small(vq);
+        let x = (r - self.zero) * self.scale;
+        // Inside the grid `vq == v`, so `r - v` is LSQ's `round(v) - v`.
         let ds = if v < self.qmin {
             self.qmin - self.zero
         } else if v > self.qmax {
             self.qmax - self.zero
         } else {
-            on_grid
+            r - v
         };
+        // Value selects and products of 0/1 factors only, no control flow: it vectorizes.
         let mask = (if p >= -c { 1.0 } else { 0.0 })
             * (if p <= c { 1.0 } else { 0.0 })
             * (if v >= self.qmin { 1.0 } else { 0.0 })
             * (if v <= self.qmax { 1.0 } else { 0.0 });
-        (mask, ds)
+        (x, mask, ds)
     }
 }
 
@@ -310,6 +321,43 @@ fn advance<Q: StateMap>(
     }
 }
 
+/// [`advance`] for the backward pass's recompute: `x <- Q(Abar x + Bbar u_t)` and, instead
+/// of `p`, the derivatives of `Q` at `p`: `d = [mask_re, mask_im, ds_re, ds_im]` x `M`.
+#[inline(always)]
+fn advance_saving<Q: StateMap>(
+    m: &RowMatrices<'_>,
+    q: Q,
+    ut: f32,
+    x_re: &mut [f32],
+    x_im: &mut [f32],
+    d: &mut [f32],
+) {
+    let n = x_re.len();
+    let (a_re, a_im, b_re, b_im) = (&m.a_re[..n], &m.a_im[..n], &m.b_re[..n], &m.b_im[..n]);
+    let (mask_re, rest) = d.split_at_mut(n);
+    let (mask_im, rest) = rest.split_at_mut(n);
+    let (ds_re, ds_im) = rest.split_at_mut(n);
+    let (x_im, mask_im, ds_re, ds_im) = (
+        &mut x_im[..n],
+        &mut mask_im[..n],
+        &mut ds_re[..n],
+        &mut ds_im[..n],
+    );
+    for k in 0..n {
+        let (xr, xi) = (x_re[k], x_im[k]);
+        let pr = (a_re[k] * xr - a_im[k] * xi) + b_re[k] * ut;
+        let pi = (a_re[k] * xi + a_im[k] * xr) + b_im[k] * ut;
+        let (qr, mr, sr) = q.apply_with_derivatives(pr);
+        let (qi, mi, si) = q.apply_with_derivatives(pi);
+        x_re[k] = qr;
+        x_im[k] = qi;
+        mask_re[k] = mr;
+        mask_im[k] = mi;
+        ds_re[k] = sr;
+        ds_im[k] = si;
+    }
+}
+
 /// `2 sum_n Re(C_n x_n) + D u_t`, the sum in eight interleaved partial sums (fixed-size
 /// chunks, as in [`lane_sum`], so the products and adds are vector instructions).
 #[inline(always)]
@@ -368,9 +416,10 @@ fn row_grad_len(modes: usize) -> usize {
     6 * modes + 2
 }
 
-/// Scratch floats [`backward_row`] needs.
+/// Scratch floats [`backward_row`] needs: `every + 1` states and `every` derivative sets of
+/// `2 M` and `4 M` floats, then `mu` and the per-mode terms (`2 M` each).
 fn backward_work_len(modes: usize, every: usize) -> usize {
-    2 * modes * (2 * every + 3)
+    2 * modes * (every + 1) + 4 * modes * every + 4 * modes
 }
 
 /// Backward over one row. `work` is scratch of [`backward_work_len`] floats.
@@ -390,7 +439,7 @@ fn backward_row<Q: StateMap>(
     let len = u.len();
     let modes = m.a_re.len();
     let (states, rest) = work.split_at_mut(2 * modes * (every + 1));
-    let (pre, rest) = rest.split_at_mut(2 * modes * every);
+    let (derivs, rest) = rest.split_at_mut(4 * modes * every);
     let (mu, terms) = rest.split_at_mut(2 * modes);
     let (du_terms, gs_terms) = terms[..2 * modes].split_at_mut(modes);
     mu.fill(0.0);
@@ -409,15 +458,15 @@ fn backward_row<Q: StateMap>(
     for s in (0..segments).rev() {
         let t0 = s * every;
         let t1 = (t0 + every).min(len);
-        // Recompute the segment: states[i] = x_{t0 + i - 1}, pre[i] = p_{t0 + i}.
+        // Recompute the segment: states[i] = x_{t0 + i - 1}, derivs[i] = Q'(p_{t0 + i}).
         states[..2 * modes].copy_from_slice(&ckpt[s * 2 * modes..(s + 1) * 2 * modes]);
         for (i, &ut) in u[t0..t1].iter().enumerate() {
             let (done, next) = states.split_at_mut((i + 1) * 2 * modes);
             let next = &mut next[..2 * modes];
             next.copy_from_slice(&done[i * 2 * modes..]);
             let (x_re, x_im) = next.split_at_mut(modes);
-            let (p_re, p_im) = pre[i * 2 * modes..(i + 1) * 2 * modes].split_at_mut(modes);
-            advance(m, q, ut, x_re, x_im, p_re, p_im);
+            let d = &mut derivs[i * 4 * modes..(i + 1) * 4 * modes];
+            advance_saving(m, q, ut, x_re, x_im, d);
         }
         for t in (t0..t1).rev() {
             let i = t - t0;
@@ -425,13 +474,16 @@ fn backward_row<Q: StateMap>(
             let two_g = 2.0 * g;
             let (xp_re, xp_im) = states[i * 2 * modes..(i + 1) * 2 * modes].split_at(modes);
             let (x_re, x_im) = states[(i + 1) * 2 * modes..(i + 2) * 2 * modes].split_at(modes);
-            let (p_re, p_im) = pre[i * 2 * modes..(i + 1) * 2 * modes].split_at(modes);
+            let d = &derivs[i * 4 * modes..(i + 1) * 4 * modes];
+            let (mask_re, d) = d.split_at(modes);
+            let (mask_im, d) = d.split_at(modes);
+            let (ds_re, ds_im) = d.split_at(modes);
             let (mu_re, mu_im) = mu.split_at_mut(modes);
             // Every slice re-cut to `modes` so the compiler drops bounds checks and vectorizes.
             let n = modes;
             let (mu_re, mu_im, x_re, x_im) =
                 (&mut mu_re[..n], &mut mu_im[..n], &x_re[..n], &x_im[..n]);
-            let (xp_re, xp_im, p_re, p_im) = (&xp_re[..n], &xp_im[..n], &p_re[..n], &p_im[..n]);
+            let (xp_re, xp_im) = (&xp_re[..n], &xp_im[..n]);
             let (a_re, a_im, b_re, b_im) = (&a_re[..n], &a_im[..n], &b_re[..n], &b_im[..n]);
             let (c_re, c_im) = (&c_re[..n], &c_im[..n]);
             let (ga_re, ga_im, gb_re, gb_im) = (
@@ -445,7 +497,7 @@ fn backward_row<Q: StateMap>(
             adjoint_lambda(
                 two_g, c_re, c_im, a_re, a_im, x_re, x_im, mu_re, mu_im, gc_re, gc_im,
             );
-            adjoint_mask(q, p_re, p_im, mu_re, mu_im, gs_terms);
+            adjoint_mask(mask_re, mask_im, ds_re, ds_im, mu_re, mu_im, gs_terms);
             adjoint_accumulate(
                 ut, b_re, b_im, xp_re, xp_im, mu_re, mu_im, gb_re, gb_im, ga_re, ga_im, du_terms,
             );
@@ -491,26 +543,26 @@ fn adjoint_lambda(
     }
 }
 
-/// `mu_t = mask(p_t) lam_t` in place, and the per-mode terms of the scale's gradient.
+/// `mu_t = mask(p_t) lam_t` in place, and the per-mode terms of the scale's gradient, from
+/// the derivatives the recompute stored.
 #[inline(always)]
-fn adjoint_mask<Q: StateMap>(
-    q: Q,
-    p_re: &[f32],
-    p_im: &[f32],
+fn adjoint_mask(
+    mask_re: &[f32],
+    mask_im: &[f32],
+    ds_re: &[f32],
+    ds_im: &[f32],
     mu_re: &mut [f32],
     mu_im: &mut [f32],
     gs_terms: &mut [f32],
 ) {
     let n = mu_re.len();
-    let (p_re, p_im, mu_im, gs_terms) =
-        (&p_re[..n], &p_im[..n], &mut mu_im[..n], &mut gs_terms[..n]);
+    let (mask_re, mask_im, ds_re, ds_im) = (&mask_re[..n], &mask_im[..n], &ds_re[..n], &ds_im[..n]);
+    let (mu_im, gs_terms) = (&mut mu_im[..n], &mut gs_terms[..n]);
     for k in 0..n {
         let (lr, li) = (mu_re[k], mu_im[k]);
-        let (mask_r, ds_r) = q.derivatives(p_re[k]);
-        let (mask_i, ds_i) = q.derivatives(p_im[k]);
-        gs_terms[k] = lr * ds_r + li * ds_i;
-        mu_re[k] = lr * mask_r;
-        mu_im[k] = li * mask_i;
+        gs_terms[k] = lr * ds_re[k] + li * ds_im[k];
+        mu_re[k] = lr * mask_re[k];
+        mu_im[k] = li * mask_im[k];
     }
 }
 

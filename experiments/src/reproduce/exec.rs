@@ -145,6 +145,7 @@ impl Executor for BurnExecutor {
                     test_limit: *test_limit,
                     calib_batches: *calib_batches,
                     seed: run.seed,
+                    balance_state: None,
                 };
                 // `qat` with resume continues from its newest checkpoint, or starts afresh
                 // when there is none.
