@@ -121,7 +121,7 @@ fn peer_value(peer: &serde_json::Value, model: &str, key: &str) -> Option<f64> {
 fn scan_kernel_pass(cfg: &S4dClassifierConfig, batch: usize, len: usize) {
     use s4d_model::StateGrid;
     use s4d_model::scan_kernel::{
-        ScanDims, ScanMatrices, StateQuantizer, scan_backward, scan_forward,
+        ScanDims, ScanLayout, ScanMatrices, StateQuantizer, scan_backward, scan_forward,
     };
     let (heads, modes) = (cfg.ssm.d_model, cfg.ssm.d_state / 2);
     let dims = ScanDims {
@@ -129,6 +129,7 @@ fn scan_kernel_pass(cfg: &S4dClassifierConfig, batch: usize, len: usize) {
         heads,
         len,
         modes,
+        layout: ScanLayout::TimeMajor, // the model's layout, as the layer calls it
     };
     let wave = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
     let hm = heads * modes;

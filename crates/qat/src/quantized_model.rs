@@ -451,7 +451,7 @@ impl QuantizedClassifier {
             let b = weight_complex(qs, Component::BBar, b, pass);
             let c = weight_complex(qs, Component::CBar, c, pass);
             let d = weight(qs, Component::DBar, d, pass);
-            let u = h.clone().swap_dims(1, 2); // [B, H, L]
+            let u = h.clone(); // [B, L, H]: the scan takes the time-major layout
             let clamp = self.spec.clamp_state.then_some(self.spec.state_clamp);
             let y = match pass {
                 Pass::Quantize => {
@@ -480,7 +480,6 @@ impl QuantizedClassifier {
                     }
                 }
             };
-            let y = y.swap_dims(1, 2); // [B, L, H]
             let y = apply(qs, Some(i), Component::SsmOutput, y, pass);
             let y = block.activation.forward(y);
             let y = apply(qs, Some(i), Component::Activation, y, pass);

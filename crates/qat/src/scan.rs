@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use s4d_model::{
-    ComplexTensor, FusedStateQuant, StateGrid, diagonal_scan_with, fused_diagonal_scan,
+    ComplexTensor, FusedStateQuant, StateGrid, diagonal_scan_with, fused_diagonal_scan_time_major,
     fused_scan_supported,
 };
 
@@ -35,11 +35,12 @@ pub fn quantized_scan(
     u: Tensor<3>,
     state: StateQuant<'_>,
 ) -> Tensor<3> {
-    scan_recording(a_bar, b_bar, c, d, u, state, None)
+    scan_recording(a_bar, b_bar, c, d, u.swap_dims(1, 2), state, None).swap_dims(1, 2)
 }
 
-/// [`quantized_scan`] that also pushes every (clamped) state `[B, H, M]` into `record`:
-/// calibration observes the state trajectory through it.
+/// [`quantized_scan`] on the model's time-major layout (`u, y: [B, L, H]`, so the fused
+/// kernel needs no transposes) that also pushes every (clamped) state `[B, H, M]` into
+/// `record`: calibration observes the state trajectory through it.
 pub(crate) fn scan_recording(
     a_bar: &ComplexTensor<2>,
     b_bar: &ComplexTensor<2>,
@@ -53,8 +54,9 @@ pub(crate) fn scan_recording(
         && fused_scan_supported(&u.device())
         && let Some(quant) = fused_state_quant(&state, d.dims()[0], &u.device())
     {
-        return fused_diagonal_scan(a_bar, b_bar, c, d, u, quant);
+        return fused_diagonal_scan_time_major(a_bar, b_bar, c, d, u, quant);
     }
+    let u = u.swap_dims(1, 2); // the composed scan runs on [B, H, L]
     diagonal_scan_with(a_bar, b_bar, c, d, u, |mut x| {
         if let Some(rec) = record.as_deref_mut() {
             let seen = match state.clamp {
@@ -72,6 +74,7 @@ pub(crate) fn scan_recording(
         x
     })
     .0
+    .swap_dims(1, 2)
 }
 
 /// The state quantizer in the fused kernel's terms: `Some(None)` for a float state,

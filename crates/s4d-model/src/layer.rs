@@ -9,7 +9,7 @@ use crate::conv_op::{fused_conv_supported, fused_s4d_conv};
 use crate::discretize::{Discretized, discretize};
 use crate::kernel::vandermonde_kernel;
 use crate::scan::{S4dState, diagonal_scan, scan_step};
-use crate::scan_op::{fused_diagonal_scan, fused_scan_supported};
+use crate::scan_op::{fused_diagonal_scan, fused_diagonal_scan_time_major, fused_scan_supported};
 
 /// One S4D layer: `H` independent diagonal complex SSMs, one per channel.
 ///
@@ -135,10 +135,21 @@ impl S4d {
 
     /// Applies the layer to `u: [B, L, H]` and returns `y: [B, L, H]`, in either view.
     pub fn forward(&self, u: Tensor<3>, mode: SsmMode) -> Tensor<3> {
+        // The fused ops read the time-major layout directly: no transposes.
         if mode == SsmMode::Convolution && fused_conv_supported(&u.device()) {
-            // The fused op reads the time-major layout directly: no transposes.
             let disc = self.discretize();
             return fused_s4d_conv(&disc.a_bar, &disc.b_bar, &disc.c, &disc.d, u);
+        }
+        if mode == SsmMode::Recurrent && fused_scan_supported(&u.device()) {
+            let disc = self.discretize();
+            return fused_diagonal_scan_time_major(
+                &disc.a_bar,
+                &disc.b_bar,
+                &disc.c,
+                &disc.d,
+                u,
+                None,
+            );
         }
         let u = u.swap_dims(1, 2); // [B, H, L]
         let y = match mode {

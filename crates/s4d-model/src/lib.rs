@@ -64,5 +64,8 @@ pub use pointwise::{
     gelu_scalar, glu_last,
 };
 pub use scan::{S4dState, diagonal_scan, diagonal_scan_with, scan_step};
-pub use scan_kernel::StateGrid;
-pub use scan_op::{FusedScanBackend, FusedStateQuant, fused_diagonal_scan, fused_scan_supported};
+pub use scan_kernel::{ScanLayout, StateGrid};
+pub use scan_op::{
+    FusedScanBackend, FusedStateQuant, fused_diagonal_scan, fused_diagonal_scan_time_major,
+    fused_scan_supported,
+};

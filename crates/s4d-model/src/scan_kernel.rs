@@ -4,7 +4,9 @@
 //! temporaries per time step, and autodiff records every one of them: QAT in recurrent mode
 //! spends nearly all its time there. Here one `(batch, head)` row is a sequential loop over
 //! time whose state (`M` complex modes) lives in registers and L1, rows run in parallel, and
-//! the backward pass is the reverse-time adjoint recurrence written out by hand.
+//! the backward pass is the reverse-time adjoint recurrence written out by hand. Sequences are
+//! read in either layout ([`ScanLayout`]): the model's time-major `[B, L, H]` in place (one
+//! parallel task per batch element, its `H L` block in cache) or channel-major `[B, H, L]`.
 //!
 //! Math (per row, modes `n`, `x_{-1} = 0`):
 //! - `p_t = Abar x_{t-1} + Bbar u_t` (complex), `x_t = Q(p_t)` where `Q` is the identity or
@@ -29,7 +31,20 @@
 
 use rayon::prelude::*;
 
-/// Sizes of one scan call: `u, y: [B, H, L]`, matrices `[H, M]`.
+/// Memory order of the sequences `u`, `y` (and their gradients) of one scan call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScanLayout {
+    /// `[B, H, L]`: each row's sequence contiguous; rows run in parallel.
+    #[default]
+    ChannelMajor,
+    /// `[B, L, H]`, the layout of the model's activations: read and written in place, so the
+    /// model needs no transposes around the scan; batch elements run in parallel, each
+    /// sweeping its heads over a block that stays in cache.
+    TimeMajor,
+}
+
+/// Sizes of one scan call: `u, y: [B, H, L]` or `[B, L, H]` (see `layout`), matrices
+/// `[H, M]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanDims {
     /// `B`.
@@ -40,6 +55,22 @@ pub struct ScanDims {
     pub len: usize,
     /// `M` complex modes per head.
     pub modes: usize,
+    /// Memory order of `u` and `y`.
+    pub layout: ScanLayout,
+}
+
+/// Where row `h`'s time step `t` lives inside one batch element's block of `H L` values.
+#[derive(Debug, Clone, Copy)]
+struct RowView {
+    offset: usize,
+    stride: usize,
+}
+
+impl RowView {
+    #[inline(always)]
+    fn at(&self, t: usize) -> usize {
+        self.offset + t * self.stride
+    }
 }
 
 impl ScanDims {
@@ -381,13 +412,17 @@ fn read_out(m: &RowMatrices<'_>, ut: f32, x_re: &[f32], x_im: &[f32]) -> f32 {
     2.0 * total + m.d * ut
 }
 
-/// Forward over one row; `ckpt` (`[segments, 2, M]`) receives the state at each segment start.
-/// `x` is scratch of `4 M` floats.
+/// Forward over row `view` of a batch element's block (`u`, `y`: `H L` values); `ckpt`
+/// (`[segments, 2, M]`) receives the state at each segment start. `x` is scratch of `4 M`
+/// floats.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward_row<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
+    len: usize,
+    view: RowView,
     u: &[f32],
     y: &mut [f32],
     mut ckpt: Option<&mut [f32]>,
@@ -397,16 +432,17 @@ fn forward_row<Q: StateMap>(
     x.fill(0.0);
     let (state, p) = x.split_at_mut(2 * modes);
     let (p_re, p_im) = p.split_at_mut(modes);
-    for (t, (&ut, yt)) in u.iter().zip(y.iter_mut()).enumerate() {
+    for t in 0..len {
         if t % every == 0
             && let Some(c) = ckpt.as_deref_mut()
         {
             let s = t / every;
             c[s * 2 * modes..(s + 1) * 2 * modes].copy_from_slice(state);
         }
+        let ut = u[view.at(t)];
         let (x_re, x_im) = state.split_at_mut(modes);
         advance(m, q, ut, x_re, x_im, p_re, p_im);
-        *yt = read_out(m, ut, x_re, x_im);
+        y[view.at(t)] = read_out(m, ut, x_re, x_im);
     }
 }
 
@@ -422,13 +458,16 @@ fn backward_work_len(modes: usize, every: usize) -> usize {
     2 * modes * (every + 1) + 4 * modes * every + 4 * modes
 }
 
-/// Backward over one row. `work` is scratch of [`backward_work_len`] floats.
+/// Backward over row `view` of a batch element's block (`u`, `dy`, `du`: `H L` values).
+/// `work` is scratch of [`backward_work_len`] floats.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_row<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
+    len: usize,
+    view: RowView,
     u: &[f32],
     dy: &[f32],
     ckpt: &[f32],
@@ -436,7 +475,6 @@ fn backward_row<Q: StateMap>(
     grads: &mut [f32],
     work: &mut [f32],
 ) {
-    let len = u.len();
     let modes = m.a_re.len();
     let (states, rest) = work.split_at_mut(2 * modes * (every + 1));
     let (derivs, rest) = rest.split_at_mut(4 * modes * every);
@@ -460,7 +498,8 @@ fn backward_row<Q: StateMap>(
         let t1 = (t0 + every).min(len);
         // Recompute the segment: states[i] = x_{t0 + i - 1}, derivs[i] = Q'(p_{t0 + i}).
         states[..2 * modes].copy_from_slice(&ckpt[s * 2 * modes..(s + 1) * 2 * modes]);
-        for (i, &ut) in u[t0..t1].iter().enumerate() {
+        for (i, t) in (t0..t1).enumerate() {
+            let ut = u[view.at(t)];
             let (done, next) = states.split_at_mut((i + 1) * 2 * modes);
             let next = &mut next[..2 * modes];
             next.copy_from_slice(&done[i * 2 * modes..]);
@@ -470,7 +509,7 @@ fn backward_row<Q: StateMap>(
         }
         for t in (t0..t1).rev() {
             let i = t - t0;
-            let (g, ut) = (dy[t], u[t]);
+            let (g, ut) = (dy[view.at(t)], u[view.at(t)]);
             let two_g = 2.0 * g;
             let (xp_re, xp_im) = states[i * 2 * modes..(i + 1) * 2 * modes].split_at(modes);
             let (x_re, x_im) = states[(i + 1) * 2 * modes..(i + 2) * 2 * modes].split_at(modes);
@@ -501,7 +540,7 @@ fn backward_row<Q: StateMap>(
             adjoint_accumulate(
                 ut, b_re, b_im, xp_re, xp_im, mu_re, mu_im, gb_re, gb_im, ga_re, ga_im, du_terms,
             );
-            du[t] = m.d * g + lane_sum(du_terms);
+            du[view.at(t)] = m.d * g + lane_sum(du_terms);
             gs += lane_sum(gs_terms);
             gd += g * ut;
         }
@@ -615,16 +654,19 @@ fn use_avx2() -> bool {
 /// fuses `a * b + c` implicitly), so both give identical results.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 fn forward_row_avx2<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
+    len: usize,
+    view: RowView,
     u: &[f32],
     y: &mut [f32],
     ckpt: Option<&mut [f32]>,
     x: &mut [f32],
 ) {
-    forward_row(m, q, every, u, y, ckpt, x)
+    forward_row(m, q, every, len, view, u, y, ckpt, x)
 }
 
 /// [`backward_row`] compiled with AVX2 (see [`forward_row_avx2`]).
@@ -635,6 +677,8 @@ fn backward_row_avx2<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
+    len: usize,
+    view: RowView,
     u: &[f32],
     dy: &[f32],
     ckpt: &[f32],
@@ -642,7 +686,85 @@ fn backward_row_avx2<Q: StateMap>(
     grads: &mut [f32],
     work: &mut [f32],
 ) {
-    backward_row(m, q, every, u, dy, ckpt, du, grads, work)
+    backward_row(m, q, every, len, view, u, dy, ckpt, du, grads, work)
+}
+
+/// Forward over one batch element's time-major block (`u`, `y`: `[L, H]`), all heads in
+/// lockstep: time outside, heads inside. Each head's step is the same code as
+/// [`forward_row`]'s (so the values are identical), but consecutive steps of different heads
+/// are independent, which lets the CPU overlap them instead of waiting on one head's
+/// recurrence. `ckpt`: `[H, segments, 2, M]`; `x`: scratch of `4 M H` floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_block<Q: StateMap>(
+    rows: &[(RowMatrices<'_>, Q)],
+    every: usize,
+    len: usize,
+    u: &[f32],
+    y: &mut [f32],
+    mut ckpt: Option<&mut [f32]>,
+    x: &mut [f32],
+) {
+    let heads = rows.len();
+    let modes = x.len() / (4 * heads);
+    let ck_row = len.div_ceil(every) * 2 * modes;
+    x.fill(0.0);
+    for t in 0..len {
+        let (u_t, y_t) = (
+            &u[t * heads..(t + 1) * heads],
+            &mut y[t * heads..(t + 1) * heads],
+        );
+        for (h, ((m, q), x)) in rows.iter().zip(x.chunks_exact_mut(4 * modes)).enumerate() {
+            let (state, p) = x.split_at_mut(2 * modes);
+            if t % every == 0
+                && let Some(c) = ckpt.as_deref_mut()
+            {
+                let s = h * ck_row + (t / every) * 2 * modes;
+                c[s..s + 2 * modes].copy_from_slice(state);
+            }
+            let (p_re, p_im) = p.split_at_mut(modes);
+            let (x_re, x_im) = state.split_at_mut(modes);
+            advance(m, *q, u_t[h], x_re, x_im, p_re, p_im);
+            y_t[h] = read_out(m, u_t[h], x_re, x_im);
+        }
+    }
+}
+
+/// [`forward_block`] compiled with AVX2 (see [`forward_row_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_block_avx2<Q: StateMap>(
+    rows: &[(RowMatrices<'_>, Q)],
+    every: usize,
+    len: usize,
+    u: &[f32],
+    y: &mut [f32],
+    ckpt: Option<&mut [f32]>,
+    x: &mut [f32],
+) {
+    forward_block(rows, every, len, u, y, ckpt, x)
+}
+
+/// Forward of one time-major block with the best instruction set available.
+#[allow(clippy::too_many_arguments)]
+fn forward_block_best<Q: StateMap>(
+    avx2: bool,
+    rows: &[(RowMatrices<'_>, Q)],
+    every: usize,
+    len: usize,
+    u: &[f32],
+    y: &mut [f32],
+    ckpt: Option<&mut [f32]>,
+    x: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 support was detected at run time by the caller.
+        unsafe { forward_block_avx2(rows, every, len, u, y, ckpt, x) };
+        return;
+    }
+    let _ = avx2;
+    forward_block(rows, every, len, u, y, ckpt, x)
 }
 
 /// Forward of one row with the best instruction set available.
@@ -652,6 +774,8 @@ fn forward_row_best<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
+    len: usize,
+    view: RowView,
     u: &[f32],
     y: &mut [f32],
     ckpt: Option<&mut [f32]>,
@@ -660,11 +784,11 @@ fn forward_row_best<Q: StateMap>(
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: AVX2 support was detected at run time by the caller.
-        unsafe { forward_row_avx2(m, q, every, u, y, ckpt, x) };
+        unsafe { forward_row_avx2(m, q, every, len, view, u, y, ckpt, x) };
         return;
     }
     let _ = avx2;
-    forward_row(m, q, every, u, y, ckpt, x)
+    forward_row(m, q, every, len, view, u, y, ckpt, x)
 }
 
 /// Backward of one row with the best instruction set available.
@@ -674,6 +798,8 @@ fn backward_row_best<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
+    len: usize,
+    view: RowView,
     u: &[f32],
     dy: &[f32],
     ckpt: &[f32],
@@ -684,15 +810,59 @@ fn backward_row_best<Q: StateMap>(
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: AVX2 support was detected at run time by the caller.
-        unsafe { backward_row_avx2(m, q, every, u, dy, ckpt, du, grads, work) };
+        unsafe { backward_row_avx2(m, q, every, len, view, u, dy, ckpt, du, grads, work) };
         return;
     }
     let _ = avx2;
-    backward_row(m, q, every, u, dy, ckpt, du, grads, work)
+    backward_row(m, q, every, len, view, u, dy, ckpt, du, grads, work)
 }
 
-/// Forward scan of every `(batch, head)` row in parallel. `u`: `[B, H, L]`. Checkpoints are
-/// kept when `keep_checkpoints` (the backward pass needs them).
+/// How the rows of a call are split into parallel tasks: `rows` consecutive rows per task,
+/// each task owning `block` consecutive values of `u` and `y`.
+#[derive(Debug, Clone, Copy)]
+struct Tasks {
+    block: usize,
+    rows: usize,
+    layout: ScanLayout,
+    heads: usize,
+}
+
+impl Tasks {
+    /// One row per task channel-major; one batch element (all heads) per task time-major,
+    /// whose rows interleave in memory.
+    fn of(dims: ScanDims) -> Self {
+        let (block, rows) = match dims.layout {
+            ScanLayout::ChannelMajor => (dims.len, 1),
+            ScanLayout::TimeMajor => (dims.heads * dims.len, dims.heads),
+        };
+        Self {
+            block,
+            rows,
+            layout: dims.layout,
+            heads: dims.heads,
+        }
+    }
+
+    /// Head and position of row `r` of task `task`.
+    fn row(&self, task: usize, r: usize) -> (usize, RowView) {
+        let h = (task * self.rows + r) % self.heads;
+        let view = match self.layout {
+            ScanLayout::ChannelMajor => RowView {
+                offset: 0,
+                stride: 1,
+            },
+            ScanLayout::TimeMajor => RowView {
+                offset: h,
+                stride: self.heads,
+            },
+        };
+        (h, view)
+    }
+}
+
+/// Forward scan of every `(batch, head)` row, in parallel. `u`: `[B, H, L]` or `[B, L, H]`
+/// (`dims.layout`). Checkpoints are kept when `keep_checkpoints` (the backward pass needs
+/// them).
 pub fn scan_forward(
     dims: ScanDims,
     m: &ScanMatrices<'_>,
@@ -700,9 +870,7 @@ pub fn scan_forward(
     u: &[f32],
     keep_checkpoints: bool,
 ) -> ScanOutput {
-    let ScanDims {
-        heads, len, modes, ..
-    } = dims;
+    let ScanDims { len, modes, .. } = dims;
     let every = dims.checkpoint_every();
     let ck_row = dims.segments() * 2 * modes;
     let mut y = vec![0.0f32; u.len()];
@@ -714,35 +882,64 @@ pub fn scan_forward(
             0
         }
     ];
-    let avx2 = use_avx2();
-    let run = |(row, (u_row, y_row)): (usize, (&[f32], &mut [f32])), ck: Option<&mut [f32]>| {
-        let h = row % heads;
-        let rm = RowMatrices::for_head(m, h, modes);
-        let mut x = vec![0.0f32; 4 * modes];
-        match q {
-            Some(q) => {
-                let rq = RowQuant::for_head(q, h);
-                forward_row_best(avx2, &rm, rq, every, u_row, y_row, ck, &mut x)
-            }
-            None => forward_row_best(avx2, &rm, Identity, every, u_row, y_row, ck, &mut x),
-        }
-    };
     if len == 0 || modes == 0 {
         return ScanOutput { y, checkpoints };
     }
-    let rows = u.par_chunks(len).zip(y.par_chunks_mut(len)).enumerate();
+    let avx2 = use_avx2();
+    let tasks = Tasks::of(dims);
+    let run = |(task, (u_b, y_b)): (usize, (&[f32], &mut [f32])), mut ck: Option<&mut [f32]>| {
+        if dims.layout == ScanLayout::TimeMajor {
+            let mut x = vec![0.0f32; 4 * modes * tasks.rows];
+            let heads = 0..tasks.rows;
+            let rm = |h| RowMatrices::for_head(m, h, modes);
+            match q {
+                Some(q) => {
+                    let rows: Vec<_> = heads.map(|h| (rm(h), RowQuant::for_head(q, h))).collect();
+                    forward_block_best(avx2, &rows, every, len, u_b, y_b, ck, &mut x)
+                }
+                None => {
+                    let rows: Vec<_> = heads.map(|h| (rm(h), Identity)).collect();
+                    forward_block_best(avx2, &rows, every, len, u_b, y_b, ck, &mut x)
+                }
+            }
+            return;
+        }
+        let mut x = vec![0.0f32; 4 * modes];
+        for r in 0..tasks.rows {
+            let (h, view) = tasks.row(task, r);
+            let rm = RowMatrices::for_head(m, h, modes);
+            let ck = ck
+                .as_deref_mut()
+                .map(|c| &mut c[r * ck_row..(r + 1) * ck_row]);
+            match q {
+                Some(q) => {
+                    let rq = RowQuant::for_head(q, h);
+                    forward_row_best(avx2, &rm, rq, every, len, view, u_b, y_b, ck, &mut x)
+                }
+                None => {
+                    forward_row_best(avx2, &rm, Identity, every, len, view, u_b, y_b, ck, &mut x)
+                }
+            }
+        }
+    };
+    let blocks = u
+        .par_chunks(tasks.block)
+        .zip(y.par_chunks_mut(tasks.block))
+        .enumerate();
     if keep_checkpoints {
-        rows.zip(checkpoints.par_chunks_mut(ck_row))
-            .for_each(|(r, ck)| run(r, Some(ck)));
+        blocks
+            .zip(checkpoints.par_chunks_mut(tasks.rows * ck_row))
+            .for_each(|(b, ck)| run(b, Some(ck)));
     } else {
-        rows.for_each(|r| run(r, None));
+        blocks.for_each(|b| run(b, None));
     }
     ScanOutput { y, checkpoints }
 }
 
 /// Backward scan: gradients of `sum(dy * y)` for every input of [`scan_forward`], from the
-/// checkpoints it kept. Per-row partial gradients are summed over the batch in a fixed order,
-/// so results do not depend on thread scheduling.
+/// checkpoints it kept (`u`, `dy` and the returned `du` in `dims.layout`). Per-row partial
+/// gradients are summed over the batch in a fixed order, so results do not depend on thread
+/// scheduling or on the layout.
 pub fn scan_backward(
     dims: ScanDims,
     m: &ScanMatrices<'_>,
@@ -756,6 +953,7 @@ pub fn scan_backward(
         heads,
         len,
         modes,
+        ..
     } = dims;
     let every = dims.checkpoint_every();
     let ck_row = dims.segments() * 2 * modes;
@@ -763,26 +961,33 @@ pub fn scan_backward(
     let mut du = vec![0.0f32; u.len()];
     let mut row_grads = vec![0.0f32; batch * heads * glen];
     let avx2 = use_avx2();
+    let tasks = Tasks::of(dims);
     if len > 0 && modes > 0 {
-        u.par_chunks(len)
-            .zip(dy.par_chunks(len))
-            .zip(checkpoints.par_chunks(ck_row))
-            .zip(du.par_chunks_mut(len))
-            .zip(row_grads.par_chunks_mut(glen))
+        u.par_chunks(tasks.block)
+            .zip(dy.par_chunks(tasks.block))
+            .zip(checkpoints.par_chunks(tasks.rows * ck_row))
+            .zip(du.par_chunks_mut(tasks.block))
+            .zip(row_grads.par_chunks_mut(tasks.rows * glen))
             .enumerate()
-            .for_each(|(row, ((((u_row, dy_row), ck), du_row), g_row))| {
-                let h = row % heads;
-                let rm = RowMatrices::for_head(m, h, modes);
+            .for_each(|(task, ((((u_b, dy_b), ck_b), du_b), g_b))| {
                 let mut work = vec![0.0f32; backward_work_len(modes, every)];
-                let (w, g) = (&mut work, g_row);
-                match q {
-                    Some(q) => {
-                        let rq = RowQuant::for_head(q, h);
-                        backward_row_best(avx2, &rm, rq, every, u_row, dy_row, ck, du_row, g, w)
+                for r in 0..tasks.rows {
+                    let (h, view) = tasks.row(task, r);
+                    let rm = RowMatrices::for_head(m, h, modes);
+                    let ck = &ck_b[r * ck_row..(r + 1) * ck_row];
+                    let g = &mut g_b[r * glen..(r + 1) * glen];
+                    let w = &mut work;
+                    match q {
+                        Some(q) => {
+                            let rq = RowQuant::for_head(q, h);
+                            backward_row_best(
+                                avx2, &rm, rq, every, len, view, u_b, dy_b, ck, du_b, g, w,
+                            )
+                        }
+                        None => backward_row_best(
+                            avx2, &rm, Identity, every, len, view, u_b, dy_b, ck, du_b, g, w,
+                        ),
                     }
-                    None => backward_row_best(
-                        avx2, &rm, Identity, every, u_row, dy_row, ck, du_row, g, w,
-                    ),
                 }
             });
     }

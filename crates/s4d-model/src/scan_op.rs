@@ -27,12 +27,12 @@ use crate::backend::{BackendKind, backend_kind};
 use crate::complex::ComplexTensor;
 use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
 use crate::scan_kernel::{
-    ScanDims, ScanMatrices, StateGrid, StateQuantizer, scan_backward, scan_forward,
+    ScanDims, ScanLayout, ScanMatrices, StateGrid, StateQuantizer, scan_backward, scan_forward,
 };
 
-/// The fused scan as a backend operation. `u: [B, H, L]`; `a_*, b_*, c_*: [H, M]`;
-/// `d, scale, zero_point: [H]` (`scale` and `zero_point` are read only when `grid` is set).
-/// Returns `y: [B, H, L]`.
+/// The fused scan as a backend operation. `u: [B, H, L]` or `[B, L, H]` (`layout`);
+/// `a_*, b_*, c_*: [H, M]`; `d, scale, zero_point: [H]` (`scale` and `zero_point` are read
+/// only when `grid` is set). Returns `y` in the layout of `u`.
 #[backend_extension(Flex, NdArray, Autodiff)]
 pub trait FusedScanBackend: Backend {
     /// `x_t = Q(Abar x_{t-1} + Bbar u_t)`, `y_t = 2 Re(C x_t) + D u_t` over the whole sequence.
@@ -49,6 +49,7 @@ pub trait FusedScanBackend: Backend {
         scale: FloatTensor<Self>,
         zero_point: FloatTensor<Self>,
         grid: Option<StateGrid>,
+        layout: ScanLayout,
     ) -> FloatTensor<Self>;
 }
 
@@ -76,18 +77,29 @@ impl HostScan {
         scale: FloatTensor<B>,
         zero_point: FloatTensor<B>,
         grid: Option<StateGrid>,
+        layout: ScanLayout,
     ) -> Self {
         let us = u.shape();
         let ms = a_re.shape();
+        let head_axis = match layout {
+            ScanLayout::ChannelMajor => 1,
+            ScanLayout::TimeMajor => 2,
+        };
         assert!(
-            us.num_dims() == 3 && ms.num_dims() == 2 && us[1] == ms[0],
-            "fused scan: expected u [B, H, L] and matrices [H, M], got {us:?} and {ms:?}"
+            us.num_dims() == 3 && ms.num_dims() == 2 && us[head_axis] == ms[0],
+            "fused scan: expected u {} and matrices [H, M], got {us:?} and {ms:?}",
+            if head_axis == 1 {
+                "[B, H, L]"
+            } else {
+                "[B, L, H]"
+            }
         );
         let dims = ScanDims {
             batch: us[0],
-            heads: us[1],
-            len: us[2],
+            heads: us[head_axis],
+            len: us[3 - head_axis],
             modes: ms[1],
+            layout,
         };
         let mats = [
             to_host::<B>(a_re),
@@ -150,7 +162,13 @@ impl HostScan {
     }
 
     fn shape(&self) -> Vec<usize> {
-        vec![self.dims.batch, self.dims.heads, self.dims.len]
+        let ScanDims {
+            batch, heads, len, ..
+        } = self.dims;
+        match self.dims.layout {
+            ScanLayout::ChannelMajor => vec![batch, heads, len],
+            ScanLayout::TimeMajor => vec![batch, len, heads],
+        }
     }
 }
 
@@ -168,10 +186,11 @@ fn host_scan<B: Backend>(
     scale: FloatTensor<B>,
     zero_point: FloatTensor<B>,
     grid: Option<StateGrid>,
+    layout: ScanLayout,
 ) -> FloatTensor<B> {
     let (device, dtype) = (u.device(), u.dtype());
     let host = HostScan::read::<B>(
-        u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
+        u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid, layout,
     );
     let (y, _) = host.forward(false);
     from_host::<B>(y, host.shape(), dtype, &device)
@@ -193,9 +212,10 @@ macro_rules! host_scan_backend {
                 scale: FloatTensor<Self>,
                 zero_point: FloatTensor<Self>,
                 grid: Option<StateGrid>,
+                layout: ScanLayout,
             ) -> FloatTensor<Self> {
                 host_scan::<Self>(
-                    u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid,
+                    u, a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point, grid, layout,
                 )
             }
         }
@@ -261,6 +281,7 @@ impl<B: Backend + FusedScanBackend, C: CheckpointStrategy> FusedScanBackend for 
         scale: FloatTensor<Self>,
         zero_point: FloatTensor<Self>,
         grid: Option<StateGrid>,
+        layout: ScanLayout,
     ) -> FloatTensor<Self> {
         let guards = [
             u.node(),
@@ -287,6 +308,7 @@ impl<B: Backend + FusedScanBackend, C: CheckpointStrategy> FusedScanBackend for 
             scale.into_primitive(),
             zero_point.into_primitive(),
             grid,
+            layout,
         );
         record_host_op::<B, C, _, 10>(FusedScanBackward, guards, |keep| {
             let (y, checkpoints) = host.forward(keep);
@@ -338,6 +360,34 @@ pub fn fused_diagonal_scan(
     u: Tensor<3>,
     quant: Option<FusedStateQuant>,
 ) -> Tensor<3> {
+    fused_scan_in(a_bar, b_bar, c, d, u, quant, ScanLayout::ChannelMajor)
+}
+
+/// [`fused_diagonal_scan`] on the model's own layout, `u: [B, L, H]` -> `y: [B, L, H]`: the
+/// kernel reads and writes it in place, so callers need no transposes around the scan.
+///
+/// # Panics
+/// On a device where [`fused_scan_supported`] is false.
+pub fn fused_diagonal_scan_time_major(
+    a_bar: &ComplexTensor<2>,
+    b_bar: &ComplexTensor<2>,
+    c: &ComplexTensor<2>,
+    d: &Tensor<1>,
+    u: Tensor<3>,
+    quant: Option<FusedStateQuant>,
+) -> Tensor<3> {
+    fused_scan_in(a_bar, b_bar, c, d, u, quant, ScanLayout::TimeMajor)
+}
+
+fn fused_scan_in(
+    a_bar: &ComplexTensor<2>,
+    b_bar: &ComplexTensor<2>,
+    c: &ComplexTensor<2>,
+    d: &Tensor<1>,
+    u: Tensor<3>,
+    quant: Option<FusedStateQuant>,
+    layout: ScanLayout,
+) -> Tensor<3> {
     let device = u.device();
     assert!(
         fused_scan_supported(&device),
@@ -365,6 +415,7 @@ pub fn fused_diagonal_scan(
         scale.into_dispatch(),
         zero_point.into_dispatch(),
         grid,
+        layout,
     );
     Tensor::from_dispatch(y)
 }

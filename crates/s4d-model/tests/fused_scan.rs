@@ -7,6 +7,7 @@ use burn::prelude::*;
 use common::{check_directional_derivatives, lcg_values, ndarray_device, rel_err, to_f64};
 use s4d_model::{
     ComplexTensor, FusedStateQuant, StateGrid, diagonal_scan_with, fused_diagonal_scan,
+    fused_diagonal_scan_time_major,
 };
 
 /// A scan problem: stable `Abar` (|Abar| in [0.55, 0.95]), and `Bbar`, `C`, `D`, `u` in [-1, 1].
@@ -322,5 +323,52 @@ fn long_sequences_stay_finite_and_match() {
         assert!(rel_err(&y1, &y0) < 1e-5, "y (quantized {quantized})");
         assert!(rel_err(&ga1, &ga0) < 1e-3, "dA (quantized {quantized})");
         assert!(rel_err(&gu1, &gu0) < 1e-3, "du (quantized {quantized})");
+    }
+}
+
+/// The time-major entry point (`[B, L, H]`, what the layer and the QAT model call) is the same
+/// kernel reading the other layout in place: its output and every gradient equal the
+/// channel-major call's bit for bit (same f32 operations in the same order; per-row gradients
+/// summed over the batch in the same order), with and without state quantization, on Flex and
+/// NdArray.
+#[test]
+fn time_major_layout_matches_channel_major_exactly() {
+    for device in [Device::flex().autodiff(), ndarray_device().autodiff()] {
+        for quantized in [false, true] {
+            let p = Problem::new(3, 5, 57, 8, 23);
+            let q = quantized.then(|| state_quant(p.heads, &device));
+            let quant = || {
+                q.as_ref().map(|(s, z, grid)| FusedStateQuant {
+                    scale: s.clone(),
+                    zero_point: z.clone(),
+                    grid: *grid,
+                })
+            };
+            let w = weights(&p, &device);
+
+            let t1 = p.tensors(&device);
+            let y1 = fused(&p, &t1, q.as_ref());
+            let g1 = (y1.clone() * w.clone()).sum().backward();
+
+            let t2 = p.tensors(&device);
+            let i = shaped(&p, &t2);
+            let y2 = fused_diagonal_scan_time_major(
+                &i.a,
+                &i.b,
+                &i.c,
+                &i.d,
+                i.u.swap_dims(1, 2),
+                quant(),
+            )
+            .swap_dims(1, 2);
+            let g2 = (y2.clone() * w).sum().backward();
+
+            assert_eq!(to_f64(y1), to_f64(y2), "quantized {quantized}: outputs");
+            for (k, (a, b)) in t1.iter().zip(&t2).enumerate() {
+                let ga = to_f64(a.grad(&g1).expect("tracked"));
+                let gb = to_f64(b.grad(&g2).expect("tracked"));
+                assert_eq!(ga, gb, "quantized {quantized}: gradient of input {k}");
+            }
+        }
     }
 }
