@@ -231,7 +231,13 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
                     spec,
                     Parameterization::Continuous,
                 )?;
-                calibrate(&mut qmodel, [x.clone().detach()])?;
+                // Calibrate an inference copy and load its ranges, as `experiments qat`
+                // does: calibrating the autodiff model itself would leave a graph of
+                // never-differentiated nodes that burn's graph bookkeeping then walks at
+                // every timed step (half the step time, measured with perf).
+                let mut plain = qmodel.valid();
+                calibrate(&mut plain, [x.clone().inner()])?;
+                qmodel.load_quant_state(&plain.quant_state()?)?;
                 let mut qoptim = AdamWConfig::new().init();
                 let secs = time_it(args.repeats.min(3), || {
                     let logits = qmodel.forward(x.clone()).expect("calibrated above");
