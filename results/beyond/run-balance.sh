@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# QAT of S4D-64h (sFashion float run) with the state balanced per mode (`--balance-state ALPHA`),
+# on the schedule of run-qat.sh (frozen-A, lr 2e-3, first 6,000 training images, first 1,000
+# test images), and the PTQ check. Usage: bash results/beyond/run-balance.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+E=./target/release/experiments
+qat() { # SPEC ALPHA|none EPOCHS NAME
+  local bal=()
+  [ "$2" != none ] && bal=(--balance-state "$2")
+  local out=results/beyond/qat-s4d-64h-$4
+  mkdir -p "$out"
+  echo "== $4 ($(date -u +%FT%TZ))"
+  /usr/bin/time -v $E qat --run results/float/sfashion-s4d-64h --spec "$1" \
+    --parameterization frozen-a --epochs "$3" --lr 2e-3 --batch-size 25 --calib-batches 16 \
+    --train-limit 6000 --test-limit 1000 --seed 0 "${bal[@]}" --out-dir "$out" --resume \
+    > "$out/qat.log" 2>&1
+  grep -E "QAT [0-9.]+%|Elapsed" "$out/qat.log" || true
+}
+qat w4a6-a6x6-logpolar 1 2 w4a6-a6x6-logpolar-balance1
+qat w4a6-a6x6 1 2 w4a6-a6x6-balance1
+qat w4a6-a6x6-logpolar 0.5 2 w4a6-a6x6-logpolar-balance0.5
+qat w4a6-a8x8 1 2 w4a6-a8x8-balance1
+qat w4a6-a6x6-logpolar 1 6 w4a6-a6x6-logpolar-balance1-6ep
+qat w4a6-a6x6 none 6 w4a6-a6x6-6ep
+qat w4a6-a6x6 1 6 w4a6-a6x6-balance1-6ep
+# PTQ: the state alone at 8 / 6 bits and whole specs, without and with balancing
+for a in none 1 0.5; do
+  bal=()
+  [ "$a" != none ] && bal=(--balance-state "$a")
+  $E ptq --run results/float/sfashion-s4d-64h \
+    --spec results/beyond/specs/state8-only.json,results/beyond/specs/state6-only.json,w8a8,w4a6-a8x8,w4a6-a6x6-logpolar \
+    --calib-batches 16 --batch-size 25 --test-limit 1000 "${bal[@]}" \
+    --out results/beyond/ptq-balance-$a.json
+done
