@@ -24,6 +24,18 @@ qat w4a6-a8x8 1 2 w4a6-a8x8-balance1
 qat w4a6-a6x6-logpolar 1 6 w4a6-a6x6-logpolar-balance1-6ep
 qat w4a6-a6x6 none 6 w4a6-a6x6-6ep
 qat w4a6-a6x6 1 6 w4a6-a6x6-balance1-6ep
+# the whole training set, 2 epochs (no --train-limit)
+for job in "w4a6-a6x6-logpolar 1 w4a6-a6x6-logpolar-balance1-60k-2ep" "w4a6-a6x6 none w4a6-a6x6-60k-2ep"; do
+  set -- $job
+  bal=()
+  [ "$2" != none ] && bal=(--balance-state "$2")
+  out=results/beyond/qat-s4d-64h-$3
+  mkdir -p "$out"
+  /usr/bin/time -v $E qat --run results/float/sfashion-s4d-64h --spec "$1" \
+    --parameterization frozen-a --epochs 2 --lr 2e-3 --batch-size 25 --calib-batches 16 \
+    --test-limit 1000 --seed 0 "${bal[@]}" --out-dir "$out" --resume > "$out/qat.log" 2>&1
+  grep -E "QAT [0-9.]+%|Elapsed" "$out/qat.log" || true
+done
 # PTQ: the state alone at 8 / 6 bits and whole specs, without and with balancing
 for a in none 1 0.5; do
   bal=()
