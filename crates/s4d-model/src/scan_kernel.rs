@@ -178,12 +178,16 @@ pub fn round_half_even_small(v: f32) -> f32 {
 /// What turns `p_t` into `x_t`: the identity (float state) or clamp + fake quantization.
 /// A trait rather than an `Option` so each variant compiles to its own branch-free loop.
 trait StateMap: Copy {
-    /// `x = Q(p)`.
-    fn apply(&self, p: f32) -> f32;
     /// `(Q(p), dQ/dp, dQ/ds)`: the value, the clipped-STE mask and the LSQ step-size
     /// derivative, from one evaluation of the grid coordinate (the backward pass's recompute
     /// stores the two derivatives instead of `p`, so its adjoint loop needs no division).
     fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32);
+
+    /// `x = Q(p)`: the value alone. Inlined, the unused derivatives are dead code and vanish.
+    #[inline(always)]
+    fn apply(&self, p: f32) -> f32 {
+        self.apply_with_derivatives(p).0
+    }
 }
 
 /// The float state.
@@ -191,11 +195,6 @@ trait StateMap: Copy {
 struct Identity;
 
 impl StateMap for Identity {
-    #[inline(always)]
-    fn apply(&self, p: f32) -> f32 {
-        p
-    }
-
     #[inline(always)]
     fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
         (p, 1.0, 0.0)
@@ -239,21 +238,7 @@ impl RowQuant {
 }
 
 impl StateMap for RowQuant {
-    #[inline(always)]
-    fn apply(&self, p: f32) -> f32 {
-        let v = self.coordinate(p);
-        let v = if v < self.qmin {
-            self.qmin
-        } else if v > self.qmax {
-            self.qmax
-        } else {
-            v
-        };
-        (round_half_even_small(v) - self.zero) * self.scale
-    }
-
-    /// Written with selects only, so the loop around it vectorizes. The values are those of
-    /// [`StateMap::apply`] bit for bit (same operations in the same order).
+    /// Written with selects only, so the loop around it vectorizes.
     #[inline(always)]
     fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
         let c = self.clamp;
@@ -412,17 +397,14 @@ fn read_out(m: &RowMatrices<'_>, ut: f32, x_re: &[f32], x_im: &[f32]) -> f32 {
     2.0 * total + m.d * ut
 }
 
-/// Forward over row `view` of a batch element's block (`u`, `y`: `H L` values); `ckpt`
+/// Forward over one row (`u`, `y`: that row's contiguous sequence, channel-major); `ckpt`
 /// (`[segments, 2, M]`) receives the state at each segment start. `x` is scratch of `4 M`
-/// floats.
+/// floats. The time-major layout takes [`forward_block`] instead.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn forward_row<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
-    len: usize,
-    view: RowView,
     u: &[f32],
     y: &mut [f32],
     mut ckpt: Option<&mut [f32]>,
@@ -432,17 +414,16 @@ fn forward_row<Q: StateMap>(
     x.fill(0.0);
     let (state, p) = x.split_at_mut(2 * modes);
     let (p_re, p_im) = p.split_at_mut(modes);
-    for t in 0..len {
+    for (t, (&ut, yt)) in u.iter().zip(y.iter_mut()).enumerate() {
         if t % every == 0
             && let Some(c) = ckpt.as_deref_mut()
         {
             let s = t / every;
             c[s * 2 * modes..(s + 1) * 2 * modes].copy_from_slice(state);
         }
-        let ut = u[view.at(t)];
         let (x_re, x_im) = state.split_at_mut(modes);
         advance(m, q, ut, x_re, x_im, p_re, p_im);
-        y[view.at(t)] = read_out(m, ut, x_re, x_im);
+        *yt = read_out(m, ut, x_re, x_im);
     }
 }
 
@@ -654,19 +635,16 @@ fn use_avx2() -> bool {
 /// fuses `a * b + c` implicitly), so both give identical results.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 fn forward_row_avx2<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
-    len: usize,
-    view: RowView,
     u: &[f32],
     y: &mut [f32],
     ckpt: Option<&mut [f32]>,
     x: &mut [f32],
 ) {
-    forward_row(m, q, every, len, view, u, y, ckpt, x)
+    forward_row(m, q, every, u, y, ckpt, x)
 }
 
 /// [`backward_row`] compiled with AVX2 (see [`forward_row_avx2`]).
@@ -774,8 +752,6 @@ fn forward_row_best<Q: StateMap>(
     m: &RowMatrices<'_>,
     q: Q,
     every: usize,
-    len: usize,
-    view: RowView,
     u: &[f32],
     y: &mut [f32],
     ckpt: Option<&mut [f32]>,
@@ -784,11 +760,11 @@ fn forward_row_best<Q: StateMap>(
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: AVX2 support was detected at run time by the caller.
-        unsafe { forward_row_avx2(m, q, every, len, view, u, y, ckpt, x) };
+        unsafe { forward_row_avx2(m, q, every, u, y, ckpt, x) };
         return;
     }
     let _ = avx2;
-    forward_row(m, q, every, len, view, u, y, ckpt, x)
+    forward_row(m, q, every, u, y, ckpt, x)
 }
 
 /// Backward of one row with the best instruction set available.
@@ -870,7 +846,9 @@ pub fn scan_forward(
     u: &[f32],
     keep_checkpoints: bool,
 ) -> ScanOutput {
-    let ScanDims { len, modes, .. } = dims;
+    let ScanDims {
+        heads, len, modes, ..
+    } = dims;
     let every = dims.checkpoint_every();
     let ck_row = dims.segments() * 2 * modes;
     let mut y = vec![0.0f32; u.len()];
@@ -887,39 +865,35 @@ pub fn scan_forward(
     }
     let avx2 = use_avx2();
     let tasks = Tasks::of(dims);
-    let run = |(task, (u_b, y_b)): (usize, (&[f32], &mut [f32])), mut ck: Option<&mut [f32]>| {
+    let run = |(task, (u_b, y_b)): (usize, (&[f32], &mut [f32])), ck: Option<&mut [f32]>| {
         if dims.layout == ScanLayout::TimeMajor {
             let mut x = vec![0.0f32; 4 * modes * tasks.rows];
-            let heads = 0..tasks.rows;
+            let head_ids = 0..tasks.rows;
             let rm = |h| RowMatrices::for_head(m, h, modes);
             match q {
                 Some(q) => {
-                    let rows: Vec<_> = heads.map(|h| (rm(h), RowQuant::for_head(q, h))).collect();
+                    let rows: Vec<_> = head_ids
+                        .map(|h| (rm(h), RowQuant::for_head(q, h)))
+                        .collect();
                     forward_block_best(avx2, &rows, every, len, u_b, y_b, ck, &mut x)
                 }
                 None => {
-                    let rows: Vec<_> = heads.map(|h| (rm(h), Identity)).collect();
+                    let rows: Vec<_> = head_ids.map(|h| (rm(h), Identity)).collect();
                     forward_block_best(avx2, &rows, every, len, u_b, y_b, ck, &mut x)
                 }
             }
             return;
         }
+        // Channel-major: one contiguous row per task.
         let mut x = vec![0.0f32; 4 * modes];
-        for r in 0..tasks.rows {
-            let (h, view) = tasks.row(task, r);
-            let rm = RowMatrices::for_head(m, h, modes);
-            let ck = ck
-                .as_deref_mut()
-                .map(|c| &mut c[r * ck_row..(r + 1) * ck_row]);
-            match q {
-                Some(q) => {
-                    let rq = RowQuant::for_head(q, h);
-                    forward_row_best(avx2, &rm, rq, every, len, view, u_b, y_b, ck, &mut x)
-                }
-                None => {
-                    forward_row_best(avx2, &rm, Identity, every, len, view, u_b, y_b, ck, &mut x)
-                }
+        let h = task % heads;
+        let rm = RowMatrices::for_head(m, h, modes);
+        match q {
+            Some(q) => {
+                let rq = RowQuant::for_head(q, h);
+                forward_row_best(avx2, &rm, rq, every, u_b, y_b, ck, &mut x)
             }
+            None => forward_row_best(avx2, &rm, Identity, every, u_b, y_b, ck, &mut x),
         }
     };
     let blocks = u
