@@ -4,38 +4,22 @@
 # test images), and the PTQ check. Usage: bash results/beyond/run-balance.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-E=./target/release/experiments
-qat() { # SPEC ALPHA|none EPOCHS NAME
-  local bal=()
-  [ "$2" != none ] && bal=(--balance-state "$2")
-  local out=results/beyond/qat-s4d-64h-$4
-  mkdir -p "$out"
-  echo "== $4 ($(date -u +%FT%TZ))"
-  /usr/bin/time -v $E qat --run results/float/sfashion-s4d-64h --spec "$1" \
-    --parameterization frozen-a --epochs "$3" --lr 2e-3 --batch-size 25 --calib-batches 16 \
-    --train-limit 6000 --test-limit 1000 --seed 0 "${bal[@]}" --out-dir "$out" --resume \
-    > "$out/qat.log" 2>&1
-  grep -E "QAT [0-9.]+%|Elapsed" "$out/qat.log" || true
+E=${E:-./target/release/experiments}
+source results/beyond/qat-run.sh
+qat() { # SPEC ALPHA|none EPOCHS NAME: the 6,000-image schedule
+  beyond_qat "$4" "$1" "$2" --epochs "$3" --train-limit 6000 --test-limit 1000
 }
 qat w4a6-a6x6-logpolar 1 2 w4a6-a6x6-logpolar-balance1
 qat w4a6-a6x6 1 2 w4a6-a6x6-balance1
 qat w4a6-a6x6-logpolar 0.5 2 w4a6-a6x6-logpolar-balance0.5
 qat w4a6-a8x8 1 2 w4a6-a8x8-balance1
+qat results/beyond/specs/w4a6-a6x6-logpolar-lsq.json 1 2 w4a6-a6x6-logpolar-lsq-balance1
 qat w4a6-a6x6-logpolar 1 6 w4a6-a6x6-logpolar-balance1-6ep
 qat w4a6-a6x6 none 6 w4a6-a6x6-6ep
 qat w4a6-a6x6 1 6 w4a6-a6x6-balance1-6ep
 # the whole training set, 2 epochs (no --train-limit)
-for job in "w4a6-a6x6-logpolar 1 w4a6-a6x6-logpolar-balance1-60k-2ep" "w4a6-a6x6 none w4a6-a6x6-60k-2ep"; do
-  set -- $job
-  bal=()
-  [ "$2" != none ] && bal=(--balance-state "$2")
-  out=results/beyond/qat-s4d-64h-$3
-  mkdir -p "$out"
-  /usr/bin/time -v $E qat --run results/float/sfashion-s4d-64h --spec "$1" \
-    --parameterization frozen-a --epochs 2 --lr 2e-3 --batch-size 25 --calib-batches 16 \
-    --test-limit 1000 --seed 0 "${bal[@]}" --out-dir "$out" --resume > "$out/qat.log" 2>&1
-  grep -E "QAT [0-9.]+%|Elapsed" "$out/qat.log" || true
-done
+beyond_qat w4a6-a6x6-logpolar-balance1-60k-2ep w4a6-a6x6-logpolar 1 --epochs 2 --test-limit 1000
+beyond_qat w4a6-a6x6-60k-2ep w4a6-a6x6 none --epochs 2 --test-limit 1000
 # PTQ: the state alone at 8 / 6 bits and whole specs, without and with balancing
 for a in none 1 0.5; do
   bal=()
