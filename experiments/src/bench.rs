@@ -61,8 +61,12 @@ pub enum BenchCase {
     ConvTrainStep,
     /// QAT training step in recurrent mode.
     QatTrainStep,
-    /// The fused scan kernel alone, forward and backward.
+    /// The fused scan kernel alone, forward and backward (8-bit state).
     ScanKernelFwdBwd,
+    /// The fused scan kernel alone, forward keeping checkpoints (8-bit state).
+    ScanKernelFwd,
+    /// The fused scan kernel alone, float forward as inference runs it.
+    ScanKernelInfer,
     /// Float inference in recurrent mode.
     RecurrentInference,
     /// Float inference in convolution mode.
@@ -116,60 +120,95 @@ fn peer_value(peer: &serde_json::Value, model: &str, key: &str) -> Option<f64> {
         .as_f64()
 }
 
-/// One forward (keeping checkpoints) and backward pass of the fused scan kernel on host
-/// buffers shaped like `cfg`'s first layer, with an 8-bit clamped state.
-fn scan_kernel_pass(cfg: &S4dClassifierConfig, batch: usize, len: usize) {
-    use s4d_model::StateGrid;
-    use s4d_model::scan_kernel::{
-        ScanDims, ScanLayout, ScanMatrices, StateQuantizer, scan_backward, scan_forward,
-    };
-    let (heads, modes) = (cfg.ssm.d_model, cfg.ssm.d_state / 2);
-    let dims = ScanDims {
-        batch,
-        heads,
-        len,
-        modes,
-        layout: ScanLayout::TimeMajor, // the model's layout, as the layer calls it
-    };
-    let wave = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
-    let hm = heads * modes;
-    let (a_re, a_im) = (
-        wave(hm, 0.37)
-            .iter()
-            .map(|v| 0.5 + 0.4 * v)
-            .collect::<Vec<_>>(),
-        wave(hm, 0.11),
-    );
-    let (b_re, b_im, c_re, c_im, d) = (
-        wave(hm, 0.5),
-        wave(hm, 0.7),
-        wave(hm, 0.3),
-        wave(hm, 0.9),
-        wave(heads, 0.2),
-    );
-    let m = ScanMatrices {
-        a_re: &a_re,
-        a_im: &a_im,
-        b_re: &b_re,
-        b_im: &b_im,
-        c_re: &c_re,
-        c_im: &c_im,
-        d: &d,
-    };
-    let (scale, zero) = (vec![0.02f32; heads], vec![128.0f32; heads]);
-    let q = StateQuantizer {
-        grid: StateGrid {
-            qmin: 0.0,
-            qmax: 255.0,
-            clamp: Some(50.0),
-        },
-        scale: &scale,
-        zero_point: &zero,
-    };
-    let u = wave(batch * heads * len, 0.013);
-    let out = scan_forward(dims, &m, Some(&q), &u, true);
-    let grads = scan_backward(dims, &m, Some(&q), &u, &out.checkpoints, &out.y);
-    std::hint::black_box(grads);
+/// Host buffers shaped like a model's first layer for timing the fused scan kernel alone.
+struct ScanProblem {
+    dims: s4d_model::scan_kernel::ScanDims,
+    mats: [Vec<f32>; 7],
+    scale: Vec<f32>,
+    zero: Vec<f32>,
+    u: Vec<f32>,
+}
+
+/// What one timed call of the scan kernel does.
+#[derive(Clone, Copy)]
+enum ScanPass {
+    /// Float forward without checkpoints: the scan of recurrent inference.
+    FloatForward,
+    /// 8-bit clamped state, forward keeping checkpoints: the scan of a QAT forward.
+    QuantForward,
+    /// The same forward, then the backward pass: the scan of a QAT train step.
+    QuantForwardBackward,
+}
+
+impl ScanProblem {
+    fn new(cfg: &S4dClassifierConfig, batch: usize, len: usize) -> Self {
+        use s4d_model::scan_kernel::{ScanDims, ScanLayout};
+        let (heads, modes) = (cfg.ssm.d_model, cfg.ssm.d_state / 2);
+        let wave =
+            |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
+        let hm = heads * modes;
+        let a_re = wave(hm, 0.37).iter().map(|v| 0.5 + 0.4 * v).collect();
+        Self {
+            dims: ScanDims {
+                batch,
+                heads,
+                len,
+                modes,
+                layout: ScanLayout::TimeMajor, // the model's layout, as the layer calls it
+            },
+            mats: [
+                a_re,
+                wave(hm, 0.11),
+                wave(hm, 0.5),
+                wave(hm, 0.7),
+                wave(hm, 0.3),
+                wave(hm, 0.9),
+                wave(heads, 0.2),
+            ],
+            scale: vec![0.02; heads],
+            zero: vec![128.0; heads],
+            u: wave(batch * heads * len, 0.013),
+        }
+    }
+
+    fn run(&self, pass: ScanPass) {
+        use s4d_model::StateGrid;
+        use s4d_model::scan_kernel::{ScanMatrices, StateQuantizer, scan_backward, scan_forward};
+        let [a_re, a_im, b_re, b_im, c_re, c_im, d] = &self.mats;
+        let m = ScanMatrices {
+            a_re,
+            a_im,
+            b_re,
+            b_im,
+            c_re,
+            c_im,
+            d,
+        };
+        let q = StateQuantizer {
+            grid: StateGrid {
+                qmin: 0.0,
+                qmax: 255.0,
+                clamp: Some(50.0),
+            },
+            scale: &self.scale,
+            zero_point: &self.zero,
+            learn_scale: false, // as in QAT with calibrated ranges
+        };
+        match pass {
+            ScanPass::FloatForward => {
+                std::hint::black_box(scan_forward(self.dims, &m, None, &self.u, false));
+            }
+            ScanPass::QuantForward => {
+                std::hint::black_box(scan_forward(self.dims, &m, Some(&q), &self.u, true));
+            }
+            ScanPass::QuantForwardBackward => {
+                let out = scan_forward(self.dims, &m, Some(&q), &self.u, true);
+                let grads =
+                    scan_backward(self.dims, &m, Some(&q), &self.u, &out.checkpoints, &out.y);
+                std::hint::black_box(grads);
+            }
+        }
+    }
 }
 
 /// Runs the benchmark matrix and prints a Markdown table.
@@ -249,11 +288,31 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
                 push("qat_train_step", "b_qat_rec_train", secs);
             }
 
-            // (e) the fused scan kernel alone (8-bit state, forward with checkpoints +
-            // backward), the part of (b) that issue 4's kernel replaces.
-            if args.wants(BenchCase::ScanKernelFwdBwd) {
-                let secs = time_it(args.repeats, || scan_kernel_pass(&cfg, b, l));
-                push("scan_kernel_fwd_bwd", "-", secs);
+            // (e) the fused scan kernel alone, the part of (b) and (c) that issue 4's kernel
+            // replaces: QAT's forward + backward and forward alone (8-bit state, checkpoints
+            // kept), and inference's float forward.
+            let scan = std::cell::OnceCell::new();
+            for (case, name, pass) in [
+                (
+                    BenchCase::ScanKernelFwdBwd,
+                    "scan_kernel_fwd_bwd",
+                    ScanPass::QuantForwardBackward,
+                ),
+                (
+                    BenchCase::ScanKernelFwd,
+                    "scan_kernel_fwd",
+                    ScanPass::QuantForward,
+                ),
+                (
+                    BenchCase::ScanKernelInfer,
+                    "scan_kernel_infer",
+                    ScanPass::FloatForward,
+                ),
+            ] {
+                if args.wants(case) {
+                    let scan = scan.get_or_init(|| ScanProblem::new(&cfg, b, l));
+                    push(name, "-", time_it(args.repeats, || scan.run(pass)));
+                }
             }
 
             // (c) recurrent inference and (d) convolution inference, no autodiff.

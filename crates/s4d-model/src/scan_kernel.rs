@@ -31,6 +31,8 @@
 
 use rayon::prelude::*;
 
+mod lanes;
+
 /// Memory order of the sequences `u`, `y` (and their gradients) of one scan call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScanLayout {
@@ -131,6 +133,9 @@ pub struct StateQuantizer<'a> {
     pub scale: &'a [f32],
     /// Zero point per head (integer-valued).
     pub zero_point: &'a [f32],
+    /// Whether [`scan_backward`] computes `dL/ds` (LSQ). With a fixed scale, `false` skips
+    /// that work (about a tenth of the backward pass) and leaves the gradient zero.
+    pub learn_scale: bool,
 }
 
 /// Output of [`scan_forward`].
@@ -178,6 +183,11 @@ pub fn round_half_even_small(v: f32) -> f32 {
 /// What turns `p_t` into `x_t`: the identity (float state) or clamp + fake quantization.
 /// A trait rather than an `Option` so each variant compiles to its own branch-free loop.
 trait StateMap: Copy {
+    /// Whether `Q` is the identity, so loops can skip the STE masks and the scale's terms.
+    const IDENTITY: bool;
+    /// Whether the backward pass needs `dQ/ds` (a learned scale).
+    const SCALE_GRAD: bool;
+
     /// `(Q(p), dQ/dp, dQ/ds)`: the value, the clipped-STE mask and the LSQ step-size
     /// derivative, from one evaluation of the grid coordinate (the backward pass's recompute
     /// stores the two derivatives instead of `p`, so its adjoint loop needs no division).
@@ -195,15 +205,18 @@ trait StateMap: Copy {
 struct Identity;
 
 impl StateMap for Identity {
+    const IDENTITY: bool = true;
+    const SCALE_GRAD: bool = false;
+
     #[inline(always)]
     fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
         (p, 1.0, 0.0)
     }
 }
 
-/// One head's quantizer as scalars.
+/// One head's quantizer as scalars; `LSQ`: whether the backward pass computes `dL/ds`.
 #[derive(Debug, Clone, Copy)]
-struct RowQuant {
+struct RowQuant<const LSQ: bool> {
     scale: f32,
     zero: f32,
     qmin: f32,
@@ -211,7 +224,7 @@ struct RowQuant {
     clamp: f32,
 }
 
-impl RowQuant {
+impl<const LSQ: bool> RowQuant<LSQ> {
     fn for_head(q: &StateQuantizer<'_>, head: usize) -> Self {
         Self {
             scale: q.scale[head],
@@ -221,50 +234,44 @@ impl RowQuant {
             clamp: q.grid.clamp.unwrap_or(f32::INFINITY),
         }
     }
-
-    /// The grid coordinate `v = clamp(p) / s + z` before it is clipped to the grid.
-    #[inline(always)]
-    fn coordinate(&self, p: f32) -> f32 {
-        let c = self.clamp;
-        let xc = if p < -c {
-            -c
-        } else if p > c {
-            c
-        } else {
-            p
-        };
-        xc / self.scale + self.zero
-    }
 }
 
-impl StateMap for RowQuant {
-    /// Written with selects only, so the loop around it vectorizes.
+/// `if a > b { a } else { b }`: one `maxps` on x86 (NaN in `b` propagates), where the
+/// three-way `if p < lo { lo } else if p > hi { hi } else { p }` costs two compares and two
+/// blends per clamp.
+#[inline(always)]
+fn max_or_second(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
+/// `if a < b { a } else { b }`: one `minps` (NaN in `b` propagates).
+#[inline(always)]
+fn min_or_second(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
+impl<const LSQ: bool> StateMap for RowQuant<LSQ> {
+    const IDENTITY: bool = false;
+    const SCALE_GRAD: bool = LSQ;
+
+    /// Written with selects only, so the loops around it vectorize. Each clamp is a max then
+    /// a min: for `lo <= hi` it equals the clamp of the composed path on every input, NaN
+    /// (propagated) and signed zeros included.
     #[inline(always)]
     fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
         let c = self.clamp;
-        let v = self.coordinate(p);
-        let vq = if v < self.qmin {
-            self.qmin
-        } else if v > self.qmax {
-            self.qmax
-        } else {
-            v
-        };
+        let xc = min_or_second(c, max_or_second(-c, p));
+        let v = xc / self.scale + self.zero;
+        let vq = min_or_second(self.qmax, max_or_second(self.qmin, v));
         let r = round_half_even_small(vq);
         let x = (r - self.zero) * self.scale;
-        // Inside the grid `vq == v`, so `r - v` is LSQ's `round(v) - v`.
-        let ds = if v < self.qmin {
-            self.qmin - self.zero
-        } else if v > self.qmax {
-            self.qmax - self.zero
-        } else {
-            r - v
-        };
-        // Value selects and products of 0/1 factors only, no control flow: it vectorizes.
-        let mask = (if p >= -c { 1.0 } else { 0.0 })
-            * (if p <= c { 1.0 } else { 0.0 })
-            * (if v >= self.qmin { 1.0 } else { 0.0 })
-            * (if v <= self.qmax { 1.0 } else { 0.0 });
+        // Inside the grid (`vq == v`) the LSQ derivative is `round(v) - v`; clipped, it is
+        // the edge level minus the zero point, and then `vq` is that edge.
+        let inside = vq == v;
+        let ds = if inside { r - v } else { vq - self.zero };
+        // The clipped STE passes the gradient only where neither clamp bit: `xc == p` and
+        // `vq == v` (both false for NaN, as the composed path's comparisons are).
+        let mask = if xc == p && inside { 1.0 } else { 0.0 };
         (x, mask, ds)
     }
 }
@@ -527,7 +534,7 @@ fn backward_row<Q: StateMap>(
         }
     }
     g_tail[0] = gd;
-    g_tail[1] = gs;
+    g_tail[1] = if Q::SCALE_GRAD { gs } else { 0.0 };
 }
 
 // The adjoint step is three loops, each in its own function: slice arguments are known not
@@ -865,7 +872,30 @@ pub fn scan_forward(
     }
     let avx2 = use_avx2();
     let tasks = Tasks::of(dims);
-    let run = |(task, (u_b, y_b)): (usize, (&[f32], &mut [f32])), ck: Option<&mut [f32]>| {
+    let fixed = lanes::chunks_for(modes);
+    let run = |(task, (u_b, y_b)): (usize, (&[f32], &mut [f32])), mut ck: Option<&mut [f32]>| {
+        if let Some(chunks) = fixed {
+            // Row by row, each row's state in registers (see `lanes`).
+            for r in 0..tasks.rows {
+                let (h, view) = tasks.row(task, r);
+                let rm = RowMatrices::for_head(m, h, modes);
+                let ck_r = ck
+                    .as_deref_mut()
+                    .map(|c| &mut c[r * ck_row..(r + 1) * ck_row]);
+                match q {
+                    Some(q) => {
+                        let rq = RowQuant::<false>::for_head(q, h);
+                        lanes::forward_dispatch(
+                            avx2, chunks, &rm, rq, every, len, view, u_b, y_b, ck_r,
+                        )
+                    }
+                    None => lanes::forward_dispatch(
+                        avx2, chunks, &rm, Identity, every, len, view, u_b, y_b, ck_r,
+                    ),
+                }
+            }
+            return;
+        }
         if dims.layout == ScanLayout::TimeMajor {
             let mut x = vec![0.0f32; 4 * modes * tasks.rows];
             let head_ids = 0..tasks.rows;
@@ -873,7 +903,7 @@ pub fn scan_forward(
             match q {
                 Some(q) => {
                     let rows: Vec<_> = head_ids
-                        .map(|h| (rm(h), RowQuant::for_head(q, h)))
+                        .map(|h| (rm(h), RowQuant::<false>::for_head(q, h)))
                         .collect();
                     forward_block_best(avx2, &rows, every, len, u_b, y_b, ck, &mut x)
                 }
@@ -890,7 +920,7 @@ pub fn scan_forward(
         let rm = RowMatrices::for_head(m, h, modes);
         match q {
             Some(q) => {
-                let rq = RowQuant::for_head(q, h);
+                let rq = RowQuant::<false>::for_head(q, h);
                 forward_row_best(avx2, &rm, rq, every, u_b, y_b, ck, &mut x)
             }
             None => forward_row_best(avx2, &rm, Identity, every, u_b, y_b, ck, &mut x),
@@ -908,6 +938,31 @@ pub fn scan_forward(
         blocks.for_each(|b| run(b, None));
     }
     ScanOutput { y, checkpoints }
+}
+
+/// Backward of one row: the fixed-width loops when `fixed` (`M / 8`), else the generic ones.
+#[allow(clippy::too_many_arguments)]
+fn backward_row_any<Q: StateMap>(
+    avx2: bool,
+    fixed: Option<usize>,
+    m: &RowMatrices<'_>,
+    q: Q,
+    every: usize,
+    len: usize,
+    view: RowView,
+    u: &[f32],
+    dy: &[f32],
+    ckpt: &[f32],
+    du: &mut [f32],
+    grads: &mut [f32],
+    work: &mut [f32],
+) {
+    match fixed {
+        Some(c) => lanes::backward_dispatch(
+            avx2, c, m, q, every, len, view, u, dy, ckpt, du, grads, work,
+        ),
+        None => backward_row_best(avx2, m, q, every, len, view, u, dy, ckpt, du, grads, work),
+    }
 }
 
 /// Backward scan: gradients of `sum(dy * y)` for every input of [`scan_forward`], from the
@@ -944,22 +999,36 @@ pub fn scan_backward(
             .zip(row_grads.par_chunks_mut(tasks.rows * glen))
             .enumerate()
             .for_each(|(task, ((((u_b, dy_b), ck_b), du_b), g_b))| {
-                let mut work = vec![0.0f32; backward_work_len(modes, every)];
+                let fixed = lanes::chunks_for(modes);
+                let mut work = vec![
+                    0.0f32;
+                    match fixed {
+                        Some(_) => lanes::work_len(modes, every),
+                        None => backward_work_len(modes, every),
+                    }
+                ];
                 for r in 0..tasks.rows {
                     let (h, view) = tasks.row(task, r);
                     let rm = RowMatrices::for_head(m, h, modes);
                     let ck = &ck_b[r * ck_row..(r + 1) * ck_row];
                     let g = &mut g_b[r * glen..(r + 1) * glen];
                     let w = &mut work;
+                    let (u, dy, du) = (u_b, dy_b, &mut *du_b);
                     match q {
-                        Some(q) => {
-                            let rq = RowQuant::for_head(q, h);
-                            backward_row_best(
-                                avx2, &rm, rq, every, len, view, u_b, dy_b, ck, du_b, g, w,
+                        Some(q) if q.learn_scale => {
+                            let rq = RowQuant::<true>::for_head(q, h);
+                            backward_row_any(
+                                avx2, fixed, &rm, rq, every, len, view, u, dy, ck, du, g, w,
                             )
                         }
-                        None => backward_row_best(
-                            avx2, &rm, Identity, every, len, view, u_b, dy_b, ck, du_b, g, w,
+                        Some(q) => {
+                            let rq = RowQuant::<false>::for_head(q, h);
+                            backward_row_any(
+                                avx2, fixed, &rm, rq, every, len, view, u, dy, ck, du, g, w,
+                            )
+                        }
+                        None => backward_row_any(
+                            avx2, fixed, &rm, Identity, every, len, view, u, dy, ck, du, g, w,
                         ),
                     }
                 }
@@ -993,6 +1062,145 @@ pub fn scan_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The fixed-width loops (`lanes`) and the generic loops compute the same operations in
+    /// the same order, so on one row their outputs, checkpoints, input gradients and matrix
+    /// gradients are equal exactly, for the float and a binding 8-bit quantized state, for
+    /// `M` = 8, 16 and 32 (C = 1, 2, 4), with a learned and a fixed scale, and a length that is not a multiple of the checkpoint
+    /// spacing or of the reduction block.
+    #[test]
+    fn fixed_width_rows_equal_generic_rows_exactly() {
+        for modes in [8, 16, 32] {
+            let len = 203;
+            let every = ScanDims {
+                batch: 1,
+                heads: 1,
+                len,
+                modes,
+                layout: ScanLayout::ChannelMajor,
+            }
+            .checkpoint_every();
+            let radius = values(modes, 1);
+            let angle = values(modes, 2);
+            let a_re: Vec<f32> = (0..modes)
+                .map(|k| (0.8 + 0.15 * radius[k]) * (2.0 * angle[k]).cos())
+                .collect();
+            let a_im: Vec<f32> = (0..modes)
+                .map(|k| (0.8 + 0.15 * radius[k]) * (2.0 * angle[k]).sin())
+                .collect();
+            let (b_re, b_im, c_re, c_im) = (
+                values(modes, 3),
+                values(modes, 4),
+                values(modes, 5),
+                values(modes, 6),
+            );
+            let m = RowMatrices {
+                a_re: &a_re,
+                a_im: &a_im,
+                b_re: &b_re,
+                b_im: &b_im,
+                c_re: &c_re,
+                c_im: &c_im,
+                d: 0.3,
+            };
+            let u = values(len, 7);
+            let dy = values(len, 8);
+            let view = RowView {
+                offset: 0,
+                stride: 1,
+            };
+            let chunks = lanes::chunks_for(modes).expect("a multiple of eight");
+            let quant = RowQuant::<true> {
+                scale: 0.02,
+                zero: 121.0,
+                qmin: 0.0,
+                qmax: 255.0,
+                clamp: 2.0,
+            };
+            let fixed_scale = RowQuant::<false> {
+                scale: quant.scale,
+                zero: quant.zero,
+                qmin: quant.qmin,
+                qmax: quant.qmax,
+                clamp: quant.clamp,
+            };
+            fn compare<Q: StateMap>(
+                q: Q,
+                chunks: usize,
+                m: &RowMatrices<'_>,
+                every: usize,
+                view: RowView,
+                u: &[f32],
+                dy: &[f32],
+            ) {
+                let (modes, len) = (m.a_re.len(), u.len());
+                let ck_len = len.div_ceil(every) * 2 * modes;
+                let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
+                let (mut ck1, mut ck2) = (vec![0.0; ck_len], vec![0.0; ck_len]);
+                let mut x = vec![0.0; 4 * modes];
+                forward_row(m, q, every, u, &mut y1, Some(&mut ck1), &mut x);
+                lanes::forward_dispatch(
+                    use_avx2(),
+                    chunks,
+                    m,
+                    q,
+                    every,
+                    len,
+                    view,
+                    u,
+                    &mut y2,
+                    Some(&mut ck2),
+                );
+                assert_eq!(y1, y2, "outputs, M = {modes}");
+                assert_eq!(ck1, ck2, "checkpoints, M = {modes}");
+                let (mut du1, mut du2) = (vec![0.0; len], vec![0.0; len]);
+                let (mut g1, mut g2) = (
+                    vec![0.0; row_grad_len(modes)],
+                    vec![0.0; row_grad_len(modes)],
+                );
+                let mut w1 = vec![0.0; backward_work_len(modes, every)];
+                let mut w2 = vec![0.0; lanes::work_len(modes, every)];
+                backward_row(
+                    m, q, every, len, view, u, dy, &ck1, &mut du1, &mut g1, &mut w1,
+                );
+                lanes::backward_dispatch(
+                    use_avx2(),
+                    chunks,
+                    m,
+                    q,
+                    every,
+                    len,
+                    view,
+                    u,
+                    dy,
+                    &ck1,
+                    &mut du2,
+                    &mut g2,
+                    &mut w2,
+                );
+                assert_eq!(du1, du2, "du, M = {modes}");
+                assert_eq!(g1, g2, "matrix gradients, M = {modes}");
+                assert!(y1.iter().chain(&g1).all(|v| v.is_finite()));
+                // The scale's gradient is there exactly when asked for.
+                assert_eq!(g1[6 * modes + 1] != 0.0, Q::SCALE_GRAD, "M = {modes}");
+            }
+            compare(Identity, chunks, &m, every, view, &u, &dy);
+            compare(quant, chunks, &m, every, view, &u, &dy);
+            compare(fixed_scale, chunks, &m, every, view, &u, &dy);
+        }
+    }
 
     /// The magic-number rounding equals `round_ties_even` on every quarter step in a 16-bit
     /// grid range (halves included, where the two rules could differ) and on random values.

@@ -142,11 +142,13 @@ impl HostScan {
         }
     }
 
-    fn quantizer(&self) -> Option<StateQuantizer<'_>> {
+    /// The state quantizer; `learn_scale`: whether a backward pass should compute `dL/ds`.
+    fn quantizer(&self, learn_scale: bool) -> Option<StateQuantizer<'_>> {
         self.grid.map(|grid| StateQuantizer {
             grid,
             scale: &self.mats[7],
             zero_point: &self.mats[8],
+            learn_scale,
         })
     }
 
@@ -154,7 +156,7 @@ impl HostScan {
         let out = scan_forward(
             self.dims,
             &self.matrices(),
-            self.quantizer().as_ref(),
+            self.quantizer(false).as_ref(),
             &self.u,
             keep_checkpoints,
         );
@@ -242,10 +244,12 @@ impl<B: Backend> Backward<B, 10> for FusedScanBackward {
         let saved = ops.state;
         let host = &saved.host;
         let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        // The scale's gradient is only worked out when the scale is tracked (LSQ).
+        let learn_scale = ops.parents[8].is_some();
         let g = scan_backward(
             host.dims,
             &host.matrices(),
-            host.quantizer().as_ref(),
+            host.quantizer(learn_scale).as_ref(),
             &host.u,
             &saved.checkpoints,
             &dy,

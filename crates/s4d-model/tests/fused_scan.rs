@@ -153,11 +153,21 @@ fn weights(p: &Problem, device: &Device) -> Tensor<3> {
 
 /// Forward tolerance 1e-5 of the output's scale: states are computed with the same f32
 /// operations in the same order (bit-identical), so only the readout's summation order over
-/// M <= 16 modes differs, a few ulps of the largest term.
+/// M <= 32 modes differs, a few ulps of the largest term.
 const FORWARD_TOL: f64 = 1e-5;
 
+/// Mode counts that take each of the kernel's row loops: 8 and 32 the fixed-width loops
+/// (one and four vectors of eight modes), 12 the generic loop.
+const MODE_CASES: [usize; 3] = [8, 32, 12];
+
 fn check_forward(device: Device, quantized: bool) {
-    let p = Problem::new(3, 4, 200, 8, 11);
+    for modes in MODE_CASES {
+        check_forward_modes(device.clone(), quantized, modes);
+    }
+}
+
+fn check_forward_modes(device: Device, quantized: bool, modes: usize) {
+    let p = Problem::new(3, 4, 200, modes, 11);
     let t = p.untracked(&device);
     let q = quantized.then(|| {
         let (s, z, grid) = state_quant(p.heads, &device);
@@ -168,7 +178,7 @@ fn check_forward(device: Device, quantized: bool) {
     let err = rel_err(&got, &want);
     assert!(
         err < FORWARD_TOL,
-        "forward rel err {err:e} (quantized {quantized})"
+        "forward rel err {err:e} (quantized {quantized}, M = {modes})"
     );
 }
 
@@ -200,7 +210,13 @@ fn forward_matches_composed_under_autodiff() {
 /// are bit-identical); they differ only by f32 summation order across up to L = 120 terms
 /// of the adjoint recurrence, hence 1e-4 of each gradient's scale.
 fn check_gradients(device: Device, quantized: bool) {
-    let p = Problem::new(2, 3, 120, 8, 23);
+    for modes in MODE_CASES {
+        check_gradients_modes(device.clone(), quantized, modes);
+    }
+}
+
+fn check_gradients_modes(device: Device, quantized: bool, modes: usize) {
+    let p = Problem::new(2, 3, 120, modes, 23);
     let w = weights(&p, &device);
     let grads_of = |use_fused: bool| -> Vec<Vec<f64>> {
         let t = p.tensors(&device);
@@ -232,7 +248,7 @@ fn check_gradients(device: Device, quantized: bool) {
         let err = rel_err(g, w);
         assert!(
             err < 1e-4,
-            "d/d{name}: rel err {err:e} (quantized {quantized})"
+            "d/d{name}: rel err {err:e} (quantized {quantized}, M = {modes})"
         );
     }
     assert_eq!(got.len(), if quantized { 9 } else { 8 });
@@ -278,8 +294,15 @@ fn loss_f64(p: &Problem, v: &[Vec<f64>; 8], w: &[f64]) -> f64 {
 /// 1e-4 relative leaves a wide margin while any wrong term (a sign, a conjugate) is O(1).
 #[test]
 fn gradients_match_finite_differences_f64() {
+    // M = 4 takes the kernel's generic loops, M = 16 its fixed-width ones.
+    for modes in [4, 16] {
+        check_finite_differences(modes);
+    }
+}
+
+fn check_finite_differences(modes: usize) {
     let device = Device::flex().autodiff();
-    let p = Problem::new(2, 2, 60, 4, 31);
+    let p = Problem::new(2, 2, 60, modes, 31);
     let w32 = lcg_values(p.batch * p.heads * p.len, 99);
     let w: Vec<f64> = w32.iter().map(|&x| f64::from(x)).collect();
     let t = p.tensors(&device);
@@ -297,8 +320,15 @@ fn gradients_match_finite_differences_f64() {
 /// gradient. Tolerances as above, times 10 for the longer adjoint sums.
 #[test]
 fn long_sequences_stay_finite_and_match() {
+    // M = 4 takes the kernel's generic loops, M = 8 its fixed-width ones.
+    for modes in [4, 8] {
+        check_long_sequence(modes);
+    }
+}
+
+fn check_long_sequence(modes: usize) {
     let device = Device::flex().autodiff();
-    let p = Problem::new(1, 2, 4096, 4, 41);
+    let p = Problem::new(1, 2, 4096, modes, 41);
     let w = weights(&p, &device);
     for quantized in [false, true] {
         let run = |use_fused: bool| {
@@ -320,9 +350,10 @@ fn long_sequences_stay_finite_and_match() {
         for v in [&y1, &ga1, &gu1] {
             assert!(v.iter().all(|x| x.is_finite()));
         }
-        assert!(rel_err(&y1, &y0) < 1e-5, "y (quantized {quantized})");
-        assert!(rel_err(&ga1, &ga0) < 1e-3, "dA (quantized {quantized})");
-        assert!(rel_err(&gu1, &gu0) < 1e-3, "du (quantized {quantized})");
+        let case = format!("quantized {quantized}, M = {modes}");
+        assert!(rel_err(&y1, &y0) < 1e-5, "y ({case})");
+        assert!(rel_err(&ga1, &ga0) < 1e-3, "dA ({case})");
+        assert!(rel_err(&gu1, &gu0) < 1e-3, "du ({case})");
     }
 }
 
