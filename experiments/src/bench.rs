@@ -278,7 +278,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
                 calibrate(&mut plain, [x.clone().inner()])?;
                 qmodel.load_quant_state(&plain.quant_state()?)?;
                 let mut qoptim = AdamWConfig::new().init();
-                let secs = time_it(args.repeats.min(3), || {
+                let secs = time_it(args.repeats, || {
                     let logits = qmodel.forward(x.clone()).expect("calibrated above");
                     let loss = loss_fn.forward(logits, y.clone());
                     let grads = GradientsParams::from_grads(loss.backward(), &qmodel);
@@ -319,7 +319,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             let model = model.valid();
             let x = x.inner();
             if args.wants(BenchCase::RecurrentInference) {
-                let secs = time_it(args.repeats.min(3), || {
+                let secs = time_it(args.repeats, || {
                     let _ = model.forward(x.clone(), SsmMode::Recurrent).into_data();
                 });
                 push("recurrent_inference", "c_rec_infer", secs);

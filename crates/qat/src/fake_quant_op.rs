@@ -70,36 +70,81 @@ fn channel(i: usize, layout: &FakeQuantLayout, channels: usize) -> usize {
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
-/// The forward on host buffers, in parallel chunks. Codes are clamped to the grid before
-/// rounding, so the magic-number rounding (exact half-to-even below 2^22) applies and the
-/// loop vectorizes where `round_ties_even` would be a library call per element.
-fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) -> Vec<f32> {
-    let c = scale.len();
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(chunk, (y, x))| {
-            let base = chunk * CHUNK;
-            for (i, (y, &v)) in y.iter_mut().zip(x).enumerate() {
-                let k = channel(base + i, layout, c);
-                let (s, z) = (scale[k], zero[k]);
-                let q = round_half_even_small((v / s + z).clamp(layout.qmin, layout.qmax));
-                *y = (q - z) * s;
-            }
-        });
-    y
+/// One element of the forward: `(round(clamp(v / s + z, qmin, qmax)) - z) * s`.
+#[inline(always)]
+fn quantize_one(v: f32, s: f32, z: f32, layout: &FakeQuantLayout) -> f32 {
+    let q = round_half_even_small((v / s + z).clamp(layout.qmin, layout.qmax));
+    (q - z) * s
 }
 
-/// `(dx, ds)` on host buffers; `ds` sums per chunk in f64, then over chunks in order.
+/// The forward on host buffers, in parallel chunks. Codes are clamped to the grid before
+/// rounding, so the magic-number rounding (exact half-to-even below 2^22) applies and the
+/// loop vectorizes where `round_ties_even` would be a library call per element. The output
+/// is collected, not zero-filled then overwritten (a memset of every activation otherwise).
+fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) -> Vec<f32> {
+    let c = scale.len();
+    if c == 1 {
+        // Per tensor: one scale, so the loop has no channel lookup and vectorizes.
+        let (s, z) = (scale[0], zero[0]);
+        return x
+            .par_iter()
+            .with_min_len(CHUNK)
+            .map(|&v| quantize_one(v, s, z, layout))
+            .collect();
+    }
+    x.par_iter()
+        .with_min_len(CHUNK)
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = channel(i, layout, c);
+            quantize_one(v, scale[k], zero[k], layout)
+        })
+        .collect()
+}
+
+/// `(dx, ds)` on host buffers; `ds` sums per chunk in f64, then over chunks in order. With
+/// `want_ds` false (a fixed scale, the usual QAT) `ds` is left zero and `dx` is one
+/// vectorizable pass: the per-element f64 sum is a serial chain that would cost more than
+/// the rest of the backward.
 fn backward_host(
     x: &[f32],
     scale: &[f32],
     zero: &[f32],
     layout: &FakeQuantLayout,
     dy: &[f32],
+    want_ds: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let c = scale.len();
+    if !want_ds {
+        // Same test as below: inside unless `w < qmin` or `w > qmax` (NaN counts as inside).
+        let pass = |v: f32, g: f32, s: f32, z: f32| {
+            let w = v / s + z;
+            if w < layout.qmin || w > layout.qmax {
+                0.0
+            } else {
+                g
+            }
+        };
+        let dx = if c == 1 {
+            let (s, z) = (scale[0], zero[0]);
+            x.par_iter()
+                .with_min_len(CHUNK)
+                .zip(dy)
+                .map(|(&v, &g)| pass(v, g, s, z))
+                .collect()
+        } else {
+            x.par_iter()
+                .with_min_len(CHUNK)
+                .zip(dy)
+                .enumerate()
+                .map(|(i, (&v, &g))| {
+                    let k = channel(i, layout, c);
+                    pass(v, g, scale[k], zero[k])
+                })
+                .collect()
+        };
+        return (dx, vec![0.0; c]);
+    }
     let mut dx = vec![0.0f32; x.len()];
     let partial: Vec<Vec<f64>> = dx
         .par_chunks_mut(CHUNK)
@@ -188,7 +233,16 @@ impl<B: Backend> Backward<B, 3> for FakeQuantBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let saved = ops.state;
         let dy = to_host::<B>(grads.consume::<B>(&ops.node));
-        let (dx, ds) = backward_host(&saved.x, &saved.scale, &saved.zero, &saved.layout, &dy);
+        // The scale's (LSQ) gradient is only worked out when the scale is tracked.
+        let want_ds = ops.parents[1].is_some();
+        let (dx, ds) = backward_host(
+            &saved.x,
+            &saved.scale,
+            &saved.zero,
+            &saved.layout,
+            &dy,
+            want_ds,
+        );
         let c = saved.scale.len();
         let parents = ops.parents.map(|p| p.map(|node| node.id));
         // The zero point gets no gradient: it is an integer constant.

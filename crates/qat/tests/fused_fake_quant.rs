@@ -122,6 +122,33 @@ fn gradients_equal_the_composed_op() {
     }
 }
 
+/// With a fixed scale (the usual QAT: calibrated, not learned) the backward takes a shorter
+/// path that skips the scale's gradient; the input's gradient (the clipped STE: `dy` or 0)
+/// must equal the learned-scale path's exactly, per tensor and per channel.
+#[test]
+fn fixed_scale_input_gradient_equals_the_learned_scale_one() {
+    let device = Device::flex().autodiff();
+    for axis in [None, Some(1), Some(2)] {
+        let (x, s, z) = problem(axis, &device);
+        let w = Tensor::<1>::from_floats(uniform_signed(60, 9).as_slice(), &device).reshape(SHAPE);
+        let run = |learn_scale: bool| {
+            let x = x.clone().detach().require_grad();
+            let mut scale = Tensor::<1>::from_floats(s.as_slice(), &device);
+            if learn_scale {
+                scale = scale.require_grad();
+            }
+            let zero = Tensor::<1>::from_floats(z.as_slice(), &device);
+            let y = fused_fake_quant(x.clone(), scale, zero, axis, 0.0, 255.0);
+            let grads = (y * w.clone()).sum().backward();
+            host(x.grad(&grads).expect("x tracked"))
+        };
+        let fixed = run(false);
+        assert_eq!(fixed, run(true), "axis {axis:?}");
+        assert!(fixed.contains(&0.0), "some inputs must be clamped");
+        assert!(fixed.iter().any(|&g| g != 0.0), "some inputs must pass");
+    }
+}
+
 #[test]
 #[should_panic(expected = "scales for axis")]
 fn rejects_a_scale_of_the_wrong_length() {
