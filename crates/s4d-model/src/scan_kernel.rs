@@ -7,6 +7,9 @@
 //! the backward pass is the reverse-time adjoint recurrence written out by hand. Sequences are
 //! read in either layout ([`ScanLayout`]): the model's time-major `[B, L, H]` in place (one
 //! parallel task per batch element, its `H L` block in cache) or channel-major `[B, H, L]`.
+//! For `M` a multiple of eight (every preset) rows run the fixed-width loops of `lanes.rs`,
+//! whose state, adjoint and accumulators stay in vector registers; other `M` take the generic
+//! loops below.
 //!
 //! Math (per row, modes `n`, `x_{-1} = 0`):
 //! - `p_t = Abar x_{t-1} + Bbar u_t` (complex), `x_t = Q(p_t)` where `Q` is the identity or
@@ -879,19 +882,22 @@ pub fn scan_forward(
             for r in 0..tasks.rows {
                 let (h, view) = tasks.row(task, r);
                 let rm = RowMatrices::for_head(m, h, modes);
-                let ck_r = ck
-                    .as_deref_mut()
-                    .map(|c| &mut c[r * ck_row..(r + 1) * ck_row]);
+                let row = lanes::ForwardRow {
+                    every,
+                    len,
+                    view,
+                    u: u_b,
+                    y: &mut *y_b,
+                    ckpt: ck
+                        .as_deref_mut()
+                        .map(|c| &mut c[r * ck_row..(r + 1) * ck_row]),
+                };
                 match q {
                     Some(q) => {
                         let rq = RowQuant::<false>::for_head(q, h);
-                        lanes::forward_dispatch(
-                            avx2, chunks, &rm, rq, every, len, view, u_b, y_b, ck_r,
-                        )
+                        lanes::forward_dispatch(avx2, chunks, &rm, rq, row)
                     }
-                    None => lanes::forward_dispatch(
-                        avx2, chunks, &rm, Identity, every, len, view, u_b, y_b, ck_r,
-                    ),
+                    None => lanes::forward_dispatch(avx2, chunks, &rm, Identity, row),
                 }
             }
             return;
@@ -941,27 +947,29 @@ pub fn scan_forward(
 }
 
 /// Backward of one row: the fixed-width loops when `fixed` (`M / 8`), else the generic ones.
-#[allow(clippy::too_many_arguments)]
 fn backward_row_any<Q: StateMap>(
     avx2: bool,
     fixed: Option<usize>,
     m: &RowMatrices<'_>,
     q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    dy: &[f32],
-    ckpt: &[f32],
-    du: &mut [f32],
-    grads: &mut [f32],
-    work: &mut [f32],
+    row: lanes::BackwardRow<'_>,
 ) {
     match fixed {
-        Some(c) => lanes::backward_dispatch(
-            avx2, c, m, q, every, len, view, u, dy, ckpt, du, grads, work,
-        ),
-        None => backward_row_best(avx2, m, q, every, len, view, u, dy, ckpt, du, grads, work),
+        Some(c) => lanes::backward_dispatch(avx2, c, m, q, row),
+        None => {
+            let lanes::BackwardRow {
+                every,
+                len,
+                view,
+                u,
+                dy,
+                ckpt,
+                du,
+                grads,
+                work,
+            } = row;
+            backward_row_best(avx2, m, q, every, len, view, u, dy, ckpt, du, grads, work)
+        }
     }
 }
 
@@ -1010,26 +1018,27 @@ pub fn scan_backward(
                 for r in 0..tasks.rows {
                     let (h, view) = tasks.row(task, r);
                     let rm = RowMatrices::for_head(m, h, modes);
-                    let ck = &ck_b[r * ck_row..(r + 1) * ck_row];
-                    let g = &mut g_b[r * glen..(r + 1) * glen];
-                    let w = &mut work;
-                    let (u, dy, du) = (u_b, dy_b, &mut *du_b);
+                    let row = lanes::BackwardRow {
+                        every,
+                        len,
+                        view,
+                        u: u_b,
+                        dy: dy_b,
+                        ckpt: &ck_b[r * ck_row..(r + 1) * ck_row],
+                        du: &mut *du_b,
+                        grads: &mut g_b[r * glen..(r + 1) * glen],
+                        work: &mut work,
+                    };
                     match q {
                         Some(q) if q.learn_scale => {
                             let rq = RowQuant::<true>::for_head(q, h);
-                            backward_row_any(
-                                avx2, fixed, &rm, rq, every, len, view, u, dy, ck, du, g, w,
-                            )
+                            backward_row_any(avx2, fixed, &rm, rq, row)
                         }
                         Some(q) => {
                             let rq = RowQuant::<false>::for_head(q, h);
-                            backward_row_any(
-                                avx2, fixed, &rm, rq, every, len, view, u, dy, ck, du, g, w,
-                            )
+                            backward_row_any(avx2, fixed, &rm, rq, row)
                         }
-                        None => backward_row_any(
-                            avx2, fixed, &rm, Identity, every, len, view, u, dy, ck, du, g, w,
-                        ),
+                        None => backward_row_any(avx2, fixed, &rm, Identity, row),
                     }
                 }
             });
@@ -1151,18 +1160,15 @@ mod tests {
                 let (mut ck1, mut ck2) = (vec![0.0; ck_len], vec![0.0; ck_len]);
                 let mut x = vec![0.0; 4 * modes];
                 forward_row(m, q, every, u, &mut y1, Some(&mut ck1), &mut x);
-                lanes::forward_dispatch(
-                    use_avx2(),
-                    chunks,
-                    m,
-                    q,
+                let row = lanes::ForwardRow {
                     every,
                     len,
                     view,
                     u,
-                    &mut y2,
-                    Some(&mut ck2),
-                );
+                    y: &mut y2,
+                    ckpt: Some(&mut ck2),
+                };
+                lanes::forward_dispatch(use_avx2(), chunks, m, q, row);
                 assert_eq!(y1, y2, "outputs, M = {modes}");
                 assert_eq!(ck1, ck2, "checkpoints, M = {modes}");
                 let (mut du1, mut du2) = (vec![0.0; len], vec![0.0; len]);
@@ -1175,21 +1181,18 @@ mod tests {
                 backward_row(
                     m, q, every, len, view, u, dy, &ck1, &mut du1, &mut g1, &mut w1,
                 );
-                lanes::backward_dispatch(
-                    use_avx2(),
-                    chunks,
-                    m,
-                    q,
+                let row = lanes::BackwardRow {
                     every,
                     len,
                     view,
                     u,
                     dy,
-                    &ck1,
-                    &mut du2,
-                    &mut g2,
-                    &mut w2,
-                );
+                    ckpt: &ck1,
+                    du: &mut du2,
+                    grads: &mut g2,
+                    work: &mut w2,
+                };
+                lanes::backward_dispatch(use_avx2(), chunks, m, q, row);
                 assert_eq!(du1, du2, "du, M = {modes}");
                 assert_eq!(g1, g2, "matrix gradients, M = {modes}");
                 assert!(y1.iter().chain(&g1).all(|v| v.is_finite()));

@@ -74,20 +74,44 @@ impl<const C: usize> Mats<C> {
     }
 }
 
-/// Forward over one row (`view` into the task's block `u`, `y`); `ckpt` (`[segments, 2, M]`)
-/// receives the state at each segment start.
+/// What one row's forward reads and writes: its steps at `view` in the task's blocks `u`
+/// and `y`, and, when kept, its checkpoints (`[segments, 2, M]`, the state at each segment
+/// start, one every `every` steps).
+pub(super) struct ForwardRow<'a> {
+    pub every: usize,
+    pub len: usize,
+    pub view: RowView,
+    pub u: &'a [f32],
+    pub y: &'a mut [f32],
+    pub ckpt: Option<&'a mut [f32]>,
+}
+
+/// What one row's backward reads and writes: `u`, `dy` and `du` at `view` in the task's
+/// blocks, the row's checkpoints, its gradients (`[a_re, a_im, b_re, b_im, c_re, c_im] x M,
+/// d, s`) and [`work_len`] floats of scratch.
+pub(super) struct BackwardRow<'a> {
+    pub every: usize,
+    pub len: usize,
+    pub view: RowView,
+    pub u: &'a [f32],
+    pub dy: &'a [f32],
+    pub ckpt: &'a [f32],
+    pub du: &'a mut [f32],
+    pub grads: &'a mut [f32],
+    pub work: &'a mut [f32],
+}
+
+/// Forward over one row.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward<Q: StateMap, const C: usize>(
-    m: &RowMatrices<'_>,
-    q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    y: &mut [f32],
-    mut ckpt: Option<&mut [f32]>,
-) {
+pub(super) fn forward<Q: StateMap, const C: usize>(m: &RowMatrices<'_>, q: Q, row: ForwardRow<'_>) {
+    let ForwardRow {
+        every,
+        len,
+        view,
+        u,
+        y,
+        mut ckpt,
+    } = row;
     let modes = C * LANES;
     let k = Mats::<C>::of(m);
     let mut x_re = [[0.0f32; LANES]; C];
@@ -131,22 +155,24 @@ pub(super) fn work_len(modes: usize, every: usize) -> usize {
 }
 
 /// Backward over one row, as the parent's `backward_row` (same recurrences, same order of
-/// operations per mode), writing `grads` as `[a_re, a_im, b_re, b_im, c_re, c_im] x M, d, s`.
+/// operations per mode).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn backward<Q: StateMap, const C: usize>(
     m: &RowMatrices<'_>,
     q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    dy: &[f32],
-    ckpt: &[f32],
-    du: &mut [f32],
-    grads: &mut [f32],
-    work: &mut [f32],
+    row: BackwardRow<'_>,
 ) {
+    let BackwardRow {
+        every,
+        len,
+        view,
+        u,
+        dy,
+        ckpt,
+        du,
+        grads,
+        work,
+    } = row;
     let modes = C * LANES;
     let k = Mats::<C>::of(m);
     let (states, derivs) = work.split_at_mut(2 * modes * (every + 1));
@@ -294,119 +320,74 @@ mod avx2 {
     use super::*;
 
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward<Q: StateMap, const C: usize>(
         m: &RowMatrices<'_>,
         q: Q,
-        every: usize,
-        len: usize,
-        view: RowView,
-        u: &[f32],
-        y: &mut [f32],
-        ckpt: Option<&mut [f32]>,
+        row: ForwardRow<'_>,
     ) {
-        super::forward::<Q, C>(m, q, every, len, view, u, y, ckpt)
+        super::forward::<Q, C>(m, q, row)
     }
 
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn backward<Q: StateMap, const C: usize>(
         m: &RowMatrices<'_>,
         q: Q,
-        every: usize,
-        len: usize,
-        view: RowView,
-        u: &[f32],
-        dy: &[f32],
-        ckpt: &[f32],
-        du: &mut [f32],
-        grads: &mut [f32],
-        work: &mut [f32],
+        row: BackwardRow<'_>,
     ) {
-        super::backward::<Q, C>(m, q, every, len, view, u, dy, ckpt, du, grads, work)
+        super::backward::<Q, C>(m, q, row)
     }
+}
+
+/// Runs `$f::<Q, C>` (`lanes::forward` or `backward`, or their AVX2 builds when `$avx2`)
+/// with `C = $chunks`, a run-time value from [`chunks_for`].
+macro_rules! with_chunks {
+    ($avx2:expr, $chunks:expr, $f:ident, $q:ty, ($($arg:expr),*)) => {{
+        macro_rules! run {
+            ($c:literal) => {{
+                #[cfg(target_arch = "x86_64")]
+                if $avx2 {
+                    // SAFETY: AVX2 support was detected at run time by the caller.
+                    unsafe { avx2::$f::<$q, $c>($($arg),*) };
+                    return;
+                }
+                $f::<$q, $c>($($arg),*)
+            }};
+        }
+        match $chunks {
+            1 => run!(1),
+            2 => run!(2),
+            3 => run!(3),
+            4 => run!(4),
+            5 => run!(5),
+            6 => run!(6),
+            7 => run!(7),
+            8 => run!(8),
+            _ => unreachable!("chunks_for admits 1..=MAX_CHUNKS"),
+        }
+    }};
 }
 
 /// Forward of one row with `C` chosen at run time (`chunks`, from [`chunks_for`]) and the
 /// best instruction set available.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn forward_dispatch<Q: StateMap>(
     avx2: bool,
     chunks: usize,
     m: &RowMatrices<'_>,
     q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    y: &mut [f32],
-    ckpt: Option<&mut [f32]>,
+    row: ForwardRow<'_>,
 ) {
-    macro_rules! run {
-        ($c:literal) => {{
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: AVX2 support was detected at run time by the caller.
-                unsafe { avx2::forward::<Q, $c>(m, q, every, len, view, u, y, ckpt) };
-                return;
-            }
-            let _ = avx2;
-            forward::<Q, $c>(m, q, every, len, view, u, y, ckpt)
-        }};
-    }
-    match chunks {
-        1 => run!(1),
-        2 => run!(2),
-        3 => run!(3),
-        4 => run!(4),
-        5 => run!(5),
-        6 => run!(6),
-        7 => run!(7),
-        8 => run!(8),
-        _ => unreachable!("chunks_for admits 1..=MAX_CHUNKS"),
-    }
+    let _ = avx2;
+    with_chunks!(avx2, chunks, forward, Q, (m, q, row))
 }
 
 /// Backward of one row with `C` chosen at run time (see [`forward_dispatch`]).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn backward_dispatch<Q: StateMap>(
     avx2: bool,
     chunks: usize,
     m: &RowMatrices<'_>,
     q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    dy: &[f32],
-    ckpt: &[f32],
-    du: &mut [f32],
-    grads: &mut [f32],
-    work: &mut [f32],
+    row: BackwardRow<'_>,
 ) {
-    macro_rules! run {
-        ($c:literal) => {{
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: AVX2 support was detected at run time by the caller.
-                unsafe {
-                    avx2::backward::<Q, $c>(m, q, every, len, view, u, dy, ckpt, du, grads, work)
-                };
-                return;
-            }
-            let _ = avx2;
-            backward::<Q, $c>(m, q, every, len, view, u, dy, ckpt, du, grads, work)
-        }};
-    }
-    match chunks {
-        1 => run!(1),
-        2 => run!(2),
-        3 => run!(3),
-        4 => run!(4),
-        5 => run!(5),
-        6 => run!(6),
-        7 => run!(7),
-        8 => run!(8),
-        _ => unreachable!("chunks_for admits 1..=MAX_CHUNKS"),
-    }
+    let _ = avx2;
+    with_chunks!(avx2, chunks, backward, Q, (m, q, row))
 }
