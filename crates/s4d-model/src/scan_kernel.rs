@@ -137,7 +137,8 @@ pub struct StateQuantizer<'a> {
     /// Zero point per head (integer-valued).
     pub zero_point: &'a [f32],
     /// Whether [`scan_backward`] computes `dL/ds` (LSQ). With a fixed scale, `false` skips
-    /// that work (about a tenth of the backward pass) and leaves the gradient zero.
+    /// that work (an eighth of a QAT forward + backward in `experiments bench`) and leaves
+    /// the gradient zero.
     pub learn_scale: bool,
 }
 
