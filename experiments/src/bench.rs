@@ -174,16 +174,7 @@ impl ScanProblem {
     fn run(&self, pass: ScanPass) {
         use s4d_model::StateGrid;
         use s4d_model::scan_kernel::{ScanMatrices, StateQuantizer, scan_backward, scan_forward};
-        let [a_re, a_im, b_re, b_im, c_re, c_im, d] = &self.mats;
-        let m = ScanMatrices {
-            a_re,
-            a_im,
-            b_re,
-            b_im,
-            c_re,
-            c_im,
-            d,
-        };
+        let m = ScanMatrices::from_vecs(&self.mats);
         let q = StateQuantizer {
             grid: StateGrid {
                 qmin: 0.0,

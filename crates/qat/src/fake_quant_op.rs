@@ -102,6 +102,13 @@ fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout
         .collect()
 }
 
+/// Whether the clipped STE passes the gradient at grid coordinate `w = x / s + z`: unless
+/// `w < qmin` or `w > qmax` (NaN passes, as in the composed op).
+#[inline(always)]
+fn ste_passes(w: f32, layout: &FakeQuantLayout) -> bool {
+    !(w < layout.qmin || w > layout.qmax)
+}
+
 /// `(dx, ds)` on host buffers; `ds` sums per chunk in f64, then over chunks in order. With
 /// `want_ds` false (a fixed scale, the usual QAT) `ds` is left zero and `dx` is one
 /// vectorizable pass: the per-element f64 sum is a serial chain that would cost more than
@@ -116,13 +123,11 @@ fn backward_host(
 ) -> (Vec<f32>, Vec<f32>) {
     let c = scale.len();
     if !want_ds {
-        // Same test as below: inside unless `w < qmin` or `w > qmax` (NaN counts as inside).
         let pass = |v: f32, g: f32, s: f32, z: f32| {
-            let w = v / s + z;
-            if w < layout.qmin || w > layout.qmax {
-                0.0
-            } else {
+            if ste_passes(v / s + z, layout) {
                 g
+            } else {
+                0.0
             }
         };
         let dx = if c == 1 {
@@ -157,12 +162,13 @@ fn backward_host(
                 let k = channel(base + i, layout, c);
                 let (s, z) = (scale[k], zero[k]);
                 let w = v / s + z;
-                let (inside, dq) = if w < layout.qmin {
-                    (false, layout.qmin - z)
-                } else if w > layout.qmax {
-                    (false, layout.qmax - z)
+                let inside = ste_passes(w, layout);
+                let dq = if inside {
+                    round_half_even_small(w) - w
+                } else if w < layout.qmin {
+                    layout.qmin - z
                 } else {
-                    (true, round_half_even_small(w) - w)
+                    layout.qmax - z
                 };
                 ds[k] += (g * dq) as f64;
                 *d = if inside { g } else { 0.0 };

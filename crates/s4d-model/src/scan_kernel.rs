@@ -78,6 +78,33 @@ impl RowView {
     }
 }
 
+/// What one row's forward reads and writes: its steps at `view` in the task's blocks `u`
+/// and `y`, and, when kept, its checkpoints (`[segments, 2, M]`, the state at each segment
+/// start, one every `every` steps).
+struct ForwardRow<'a> {
+    every: usize,
+    len: usize,
+    view: RowView,
+    u: &'a [f32],
+    y: &'a mut [f32],
+    ckpt: Option<&'a mut [f32]>,
+}
+
+/// What one row's backward reads and writes: `u`, `dy` and `du` at `view` in the task's
+/// blocks, the row's checkpoints, its gradients (`[a_re, a_im, b_re, b_im, c_re, c_im] x M,
+/// d, s`) and the scratch its loops ask for (`backward_work_len`, `lanes::work_len`).
+struct BackwardRow<'a> {
+    every: usize,
+    len: usize,
+    view: RowView,
+    u: &'a [f32],
+    dy: &'a [f32],
+    ckpt: &'a [f32],
+    du: &'a mut [f32],
+    grads: &'a mut [f32],
+    work: &'a mut [f32],
+}
+
 impl ScanDims {
     /// Steps between two stored states: about `sqrt(L)`, at least 16, so checkpoints and the
     /// recomputed segment cost about the same memory.
@@ -113,6 +140,25 @@ pub struct ScanMatrices<'a> {
     pub c_im: &'a [f32],
     /// `D`.
     pub d: &'a [f32],
+}
+
+impl<'a> ScanMatrices<'a> {
+    /// The matrices from vectors in field order (`a_re, a_im, b_re, b_im, c_re, c_im, d`);
+    /// vectors after the seventh are ignored. Panics with fewer than seven.
+    pub fn from_vecs(v: &'a [Vec<f32>]) -> Self {
+        let [a_re, a_im, b_re, b_im, c_re, c_im, d, ..] = v else {
+            panic!("ScanMatrices::from_vecs: 7 vectors needed, got {}", v.len());
+        };
+        Self {
+            a_re,
+            a_im,
+            b_re,
+            b_im,
+            c_re,
+            c_im,
+            d,
+        }
+    }
 }
 
 /// Clamp and integer grid of the state quantizer: `x -> (round(clamp(clamp(x, -c, c) / s + z,
@@ -450,23 +496,21 @@ fn backward_work_len(modes: usize, every: usize) -> usize {
     2 * modes * (every + 1) + 4 * modes * every + 4 * modes
 }
 
-/// Backward over row `view` of a batch element's block (`u`, `dy`, `du`: `H L` values).
-/// `work` is scratch of [`backward_work_len`] floats.
+/// Backward over one row (`row.view` into a batch element's block: `u`, `dy`, `du` hold
+/// `H L` values); `row.work` is scratch of [`backward_work_len`] floats.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_row<Q: StateMap>(
-    m: &RowMatrices<'_>,
-    q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    dy: &[f32],
-    ckpt: &[f32],
-    du: &mut [f32],
-    grads: &mut [f32],
-    work: &mut [f32],
-) {
+fn backward_row<Q: StateMap>(m: &RowMatrices<'_>, q: Q, row: BackwardRow<'_>) {
+    let BackwardRow {
+        every,
+        len,
+        view,
+        u,
+        dy,
+        ckpt,
+        du,
+        grads,
+        work,
+    } = row;
     let modes = m.a_re.len();
     let (states, rest) = work.split_at_mut(2 * modes * (every + 1));
     let (derivs, rest) = rest.split_at_mut(4 * modes * every);
@@ -661,21 +705,8 @@ fn forward_row_avx2<Q: StateMap>(
 /// [`backward_row`] compiled with AVX2 (see [`forward_row_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn backward_row_avx2<Q: StateMap>(
-    m: &RowMatrices<'_>,
-    q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    dy: &[f32],
-    ckpt: &[f32],
-    du: &mut [f32],
-    grads: &mut [f32],
-    work: &mut [f32],
-) {
-    backward_row(m, q, every, len, view, u, dy, ckpt, du, grads, work)
+fn backward_row_avx2<Q: StateMap>(m: &RowMatrices<'_>, q: Q, row: BackwardRow<'_>) {
+    backward_row(m, q, row)
 }
 
 /// Forward over one batch element's time-major block (`u`, `y`: `[L, H]`), all heads in
@@ -779,29 +810,15 @@ fn forward_row_best<Q: StateMap>(
 }
 
 /// Backward of one row with the best instruction set available.
-#[allow(clippy::too_many_arguments)]
-fn backward_row_best<Q: StateMap>(
-    avx2: bool,
-    m: &RowMatrices<'_>,
-    q: Q,
-    every: usize,
-    len: usize,
-    view: RowView,
-    u: &[f32],
-    dy: &[f32],
-    ckpt: &[f32],
-    du: &mut [f32],
-    grads: &mut [f32],
-    work: &mut [f32],
-) {
+fn backward_row_best<Q: StateMap>(avx2: bool, m: &RowMatrices<'_>, q: Q, row: BackwardRow<'_>) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: AVX2 support was detected at run time by the caller.
-        unsafe { backward_row_avx2(m, q, every, len, view, u, dy, ckpt, du, grads, work) };
+        unsafe { backward_row_avx2(m, q, row) };
         return;
     }
     let _ = avx2;
-    backward_row(m, q, every, len, view, u, dy, ckpt, du, grads, work)
+    backward_row(m, q, row)
 }
 
 /// How the rows of a call are split into parallel tasks: `rows` consecutive rows per task,
@@ -883,7 +900,7 @@ pub fn scan_forward(
             for r in 0..tasks.rows {
                 let (h, view) = tasks.row(task, r);
                 let rm = RowMatrices::for_head(m, h, modes);
-                let row = lanes::ForwardRow {
+                let row = ForwardRow {
                     every,
                     len,
                     view,
@@ -953,24 +970,11 @@ fn backward_row_any<Q: StateMap>(
     fixed: Option<usize>,
     m: &RowMatrices<'_>,
     q: Q,
-    row: lanes::BackwardRow<'_>,
+    row: BackwardRow<'_>,
 ) {
     match fixed {
         Some(c) => lanes::backward_dispatch(avx2, c, m, q, row),
-        None => {
-            let lanes::BackwardRow {
-                every,
-                len,
-                view,
-                u,
-                dy,
-                ckpt,
-                du,
-                grads,
-                work,
-            } = row;
-            backward_row_best(avx2, m, q, every, len, view, u, dy, ckpt, du, grads, work)
-        }
+        None => backward_row_best(avx2, m, q, row),
     }
 }
 
@@ -1000,6 +1004,7 @@ pub fn scan_backward(
     let mut row_grads = vec![0.0f32; batch * heads * glen];
     let avx2 = use_avx2();
     let tasks = Tasks::of(dims);
+    let fixed = lanes::chunks_for(modes);
     if len > 0 && modes > 0 {
         u.par_chunks(tasks.block)
             .zip(dy.par_chunks(tasks.block))
@@ -1008,7 +1013,6 @@ pub fn scan_backward(
             .zip(row_grads.par_chunks_mut(tasks.rows * glen))
             .enumerate()
             .for_each(|(task, ((((u_b, dy_b), ck_b), du_b), g_b))| {
-                let fixed = lanes::chunks_for(modes);
                 let mut work = vec![
                     0.0f32;
                     match fixed {
@@ -1019,7 +1023,7 @@ pub fn scan_backward(
                 for r in 0..tasks.rows {
                     let (h, view) = tasks.row(task, r);
                     let rm = RowMatrices::for_head(m, h, modes);
-                    let row = lanes::BackwardRow {
+                    let row = BackwardRow {
                         every,
                         len,
                         view,
@@ -1073,6 +1077,7 @@ pub fn scan_backward(
 mod tests {
     use super::*;
 
+    /// `n` pseudo-random values in [-1, 1) from a 64-bit LCG.
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
@@ -1087,9 +1092,9 @@ mod tests {
 
     /// The fixed-width loops (`lanes`) and the generic loops compute the same operations in
     /// the same order, so on one row their outputs, checkpoints, input gradients and matrix
-    /// gradients are equal exactly, for the float and a binding 8-bit quantized state, for
-    /// `M` = 8, 16 and 32 (C = 1, 2, 4), with a learned and a fixed scale, and a length that is not a multiple of the checkpoint
-    /// spacing or of the reduction block.
+    /// gradients are equal exactly: for the float state and a binding 8-bit quantized one
+    /// with a learned and with a fixed scale, for `M` = 8, 16 and 32 (C = 1, 2, 4), and a
+    /// length that is not a multiple of the checkpoint spacing or of the reduction block.
     #[test]
     fn fixed_width_rows_equal_generic_rows_exactly() {
         for modes in [8, 16, 32] {
@@ -1161,7 +1166,7 @@ mod tests {
                 let (mut ck1, mut ck2) = (vec![0.0; ck_len], vec![0.0; ck_len]);
                 let mut x = vec![0.0; 4 * modes];
                 forward_row(m, q, every, u, &mut y1, Some(&mut ck1), &mut x);
-                let row = lanes::ForwardRow {
+                let row = ForwardRow {
                     every,
                     len,
                     view,
@@ -1179,10 +1184,19 @@ mod tests {
                 );
                 let mut w1 = vec![0.0; backward_work_len(modes, every)];
                 let mut w2 = vec![0.0; lanes::work_len(modes, every)];
-                backward_row(
-                    m, q, every, len, view, u, dy, &ck1, &mut du1, &mut g1, &mut w1,
-                );
-                let row = lanes::BackwardRow {
+                let row = BackwardRow {
+                    every,
+                    len,
+                    view,
+                    u,
+                    dy,
+                    ckpt: &ck1,
+                    du: &mut du1,
+                    grads: &mut g1,
+                    work: &mut w1,
+                };
+                backward_row(m, q, row);
+                let row = BackwardRow {
                     every,
                     len,
                     view,
@@ -1214,12 +1228,7 @@ mod tests {
             let v = i as f32 * 0.25;
             assert_eq!(round_half_even_small(v), v.round_ties_even(), "{v}");
         }
-        let mut s = 12345u64;
-        for _ in 0..100_000 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let v = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 140_000.0;
+        for v in values(100_000, 12345).iter().map(|x| x * 70_000.0) {
             assert_eq!(round_half_even_small(v), v.round_ties_even(), "{v}");
         }
     }

@@ -130,16 +130,7 @@ impl HostScan {
     }
 
     fn matrices(&self) -> ScanMatrices<'_> {
-        let [a_re, a_im, b_re, b_im, c_re, c_im, d, ..] = &self.mats;
-        ScanMatrices {
-            a_re,
-            a_im,
-            b_re,
-            b_im,
-            c_re,
-            c_im,
-            d,
-        }
+        ScanMatrices::from_vecs(&self.mats)
     }
 
     /// The state quantizer; `learn_scale`: whether a backward pass should compute `dL/ds`.

@@ -10,7 +10,7 @@
 //! same numbers; only the reduction of `du` over modes is shared with the readout's order
 //! (eight partial sums, lane `l` summing chunks in order).
 
-use super::{LANES, RowMatrices, RowView, StateMap};
+use super::{BackwardRow, ForwardRow, LANES, RowMatrices, StateMap};
 
 /// Eight consecutive modes.
 type Lane = [f32; LANES];
@@ -72,33 +72,6 @@ impl<const C: usize> Mats<C> {
             c_im: load(m.c_im),
         }
     }
-}
-
-/// What one row's forward reads and writes: its steps at `view` in the task's blocks `u`
-/// and `y`, and, when kept, its checkpoints (`[segments, 2, M]`, the state at each segment
-/// start, one every `every` steps).
-pub(super) struct ForwardRow<'a> {
-    pub every: usize,
-    pub len: usize,
-    pub view: RowView,
-    pub u: &'a [f32],
-    pub y: &'a mut [f32],
-    pub ckpt: Option<&'a mut [f32]>,
-}
-
-/// What one row's backward reads and writes: `u`, `dy` and `du` at `view` in the task's
-/// blocks, the row's checkpoints, its gradients (`[a_re, a_im, b_re, b_im, c_re, c_im] x M,
-/// d, s`) and [`work_len`] floats of scratch.
-pub(super) struct BackwardRow<'a> {
-    pub every: usize,
-    pub len: usize,
-    pub view: RowView,
-    pub u: &'a [f32],
-    pub dy: &'a [f32],
-    pub ckpt: &'a [f32],
-    pub du: &'a mut [f32],
-    pub grads: &'a mut [f32],
-    pub work: &'a mut [f32],
 }
 
 /// Forward over one row.
