@@ -27,7 +27,9 @@ use burn::backend::{
 };
 use burn::prelude::*;
 use rayon::prelude::*;
-use s4d_model::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
+use s4d_model::host::{
+    HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
+};
 use s4d_model::scan_kernel::round_half_even_small;
 use s4d_model::{BackendKind, backend_kind};
 
@@ -187,11 +189,11 @@ fn read_all<B: Backend>(
     x: FloatTensor<B>,
     scale: FloatTensor<B>,
     zero_point: FloatTensor<B>,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (HostValues, HostValues, HostValues) {
     let (x, s, z) = (
-        to_host::<B>(x),
-        to_host::<B>(scale),
-        to_host::<B>(zero_point),
+        host_values::<B>(x),
+        host_values::<B>(scale),
+        host_values::<B>(zero_point),
     );
     assert!(
         !s.is_empty() && s.len() == z.len(),
@@ -222,9 +224,9 @@ host_fake_quant_backend!(Flex, NdArray);
 /// What the backward keeps: the input and the quantizer's parameters, on the host.
 #[derive(Debug, Clone)]
 struct SavedFakeQuant<D> {
-    x: Vec<f32>,
-    scale: Vec<f32>,
-    zero: Vec<f32>,
+    x: HostValues,
+    scale: HostValues,
+    zero: HostValues,
     layout: FakeQuantLayout,
     shape: Vec<usize>,
     target: HostTarget<D>,
@@ -238,7 +240,7 @@ impl<B: Backend> Backward<B, 3> for FakeQuantBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let saved = ops.state;
-        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let dy = host_values::<B>(grads.consume::<B>(&ops.node));
         // The scale's (LSQ) gradient is only worked out when the scale is tracked.
         let want_ds = ops.parents[1].is_some();
         let (dx, ds) = backward_host(

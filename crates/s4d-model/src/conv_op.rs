@@ -24,7 +24,9 @@ use burn::prelude::*;
 use crate::backend::{BackendKind, backend_kind};
 use crate::complex::ComplexTensor;
 use crate::conv_kernel::{ConvDims, ConvForward, ConvParams, conv_backward, conv_forward};
-use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
+use crate::host::{
+    HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
+};
 
 /// The fused convolution as a backend operation. `u: [B, L, H]`; `a_*` (`Abar`) and `w_*`
 /// (`C * Bbar`): `[H, M]`; `d: [H]`. Returns `y: [B, L, H]`.
@@ -45,9 +47,9 @@ pub trait FusedConvBackend: Backend {
 #[derive(Debug)]
 struct HostConv {
     dims: ConvDims,
-    u: Vec<f32>,
+    u: HostValues,
     /// `a_re, a_im, w_re, w_im, d`.
-    mats: [Vec<f32>; 5],
+    mats: [HostValues; 5],
 }
 
 impl HostConv {
@@ -72,13 +74,13 @@ impl HostConv {
         };
         Self {
             dims,
-            u: to_host::<B>(u),
+            u: host_values::<B>(u),
             mats: [
-                to_host::<B>(a_re),
-                to_host::<B>(a_im),
-                to_host::<B>(w_re),
-                to_host::<B>(w_im),
-                to_host::<B>(d),
+                host_values::<B>(a_re),
+                host_values::<B>(a_im),
+                host_values::<B>(w_re),
+                host_values::<B>(w_im),
+                host_values::<B>(d),
             ],
         }
     }
@@ -143,7 +145,7 @@ impl<B: Backend> Backward<B, 6> for FusedConvBackward {
     fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
         let saved = ops.state;
         let host = &saved.host;
-        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let dy = host_values::<B>(grads.consume::<B>(&ops.node));
         let g = conv_backward(host.dims, &host.params(), &host.u, &saved.forward, &dy);
         let (h, m) = (host.dims.heads, host.dims.modes);
         let parents = ops.parents.map(|p| p.map(|node| node.id));

@@ -25,7 +25,9 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::backend::{BackendKind, backend_kind};
-use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
+use crate::host::{
+    HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
+};
 
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 1 << 14;
@@ -183,14 +185,14 @@ macro_rules! host_pointwise_backend {
         impl FusedPointwiseBackend for $backend {
             fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 let (device, dtype, shape) = (x.device(), x.dtype(), x.shape().to_vec());
-                let y = gelu_host(&to_host::<Self>(x));
+                let y = gelu_host(&host_values::<Self>(x));
                 from_host::<Self>(y, shape, dtype, &device)
             }
 
             fn fused_glu(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 let (device, dtype) = (x.device(), x.dtype());
                 let (shape, half) = glu_shape(&x.shape().to_vec());
-                let y = glu_host(&to_host::<Self>(x), half);
+                let y = glu_host(&host_values::<Self>(x), half);
                 from_host::<Self>(y, shape, dtype, &device)
             }
         }
@@ -202,7 +204,7 @@ host_pointwise_backend!(Flex, NdArray);
 /// What a pointwise backward keeps: the input on the host.
 #[derive(Debug, Clone)]
 struct SavedInput<D> {
-    x: Vec<f32>,
+    x: HostValues,
     shape: Vec<usize>,
     target: HostTarget<D>,
 }
@@ -210,7 +212,7 @@ struct SavedInput<D> {
 /// Registers `dx(x, dy)` on a one-input op's parent, when it wants a gradient.
 fn pointwise_backward<B: Backend>(
     saved: SavedInput<B::Device>,
-    dy: Vec<f32>,
+    dy: HostValues,
     parent: Option<NodeId>,
     grads: &mut Gradients,
     dx: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
@@ -226,7 +228,7 @@ impl<B: Backend> Backward<B, 1> for GeluBackward {
     type State = SavedInput<B::Device>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let dy = host_values::<B>(grads.consume::<B>(&ops.node));
         let [parent] = ops.parents.map(|p| p.map(|n| n.id));
         pointwise_backward::<B>(ops.state, dy, parent, grads, gelu_backward_host);
     }
@@ -239,7 +241,7 @@ impl<B: Backend> Backward<B, 1> for GluBackward {
     type State = SavedInput<B::Device>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let dy = host_values::<B>(grads.consume::<B>(&ops.node));
         let [parent] = ops.parents.map(|p| p.map(|n| n.id));
         let half = ops.state.shape.last().copied().unwrap_or(0) / 2;
         pointwise_backward::<B>(ops.state, dy, parent, grads, |x, dy| {
@@ -262,7 +264,7 @@ fn record_pointwise<
     let guards = [x.node()];
     let target = HostTarget::of::<B>(x.primitive());
     let shape = x.primitive().shape().to_vec();
-    let xv = to_host::<B>(x.into_primitive());
+    let xv = host_values::<B>(x.into_primitive());
     let out = target.tensor::<B>(f(&xv), out_shape(&shape));
     record_host_op::<B, C, T, 1>(backward, guards, |_| {
         (

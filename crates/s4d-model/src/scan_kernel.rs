@@ -145,7 +145,7 @@ pub struct ScanMatrices<'a> {
 impl<'a> ScanMatrices<'a> {
     /// The matrices from vectors in field order (`a_re, a_im, b_re, b_im, c_re, c_im, d`);
     /// vectors after the seventh are ignored. Panics with fewer than seven.
-    pub fn from_vecs(v: &'a [Vec<f32>]) -> Self {
+    pub fn from_vecs<V: std::ops::Deref<Target = [f32]>>(v: &'a [V]) -> Self {
         let [a_re, a_im, b_re, b_im, c_re, c_im, d, ..] = v else {
             panic!("ScanMatrices::from_vecs: 7 vectors needed, got {}", v.len());
         };

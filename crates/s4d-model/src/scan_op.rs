@@ -25,7 +25,9 @@ use burn::prelude::*;
 
 use crate::backend::{BackendKind, backend_kind};
 use crate::complex::ComplexTensor;
-use crate::host::{HostTarget, from_host, record_host_op, register_host_grads, to_host};
+use crate::host::{
+    HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
+};
 use crate::scan_kernel::{
     ScanDims, ScanLayout, ScanMatrices, StateGrid, StateQuantizer, scan_backward, scan_forward,
 };
@@ -57,9 +59,9 @@ pub trait FusedScanBackend: Backend {
 #[derive(Debug)]
 struct HostScan {
     dims: ScanDims,
-    u: Vec<f32>,
+    u: HostValues,
     /// `a_re, a_im, b_re, b_im, c_re, c_im, d, scale, zero_point`.
-    mats: [Vec<f32>; 9],
+    mats: [HostValues; 9],
     grid: Option<StateGrid>,
 }
 
@@ -102,15 +104,15 @@ impl HostScan {
             layout,
         };
         let mats = [
-            to_host::<B>(a_re),
-            to_host::<B>(a_im),
-            to_host::<B>(b_re),
-            to_host::<B>(b_im),
-            to_host::<B>(c_re),
-            to_host::<B>(c_im),
-            to_host::<B>(d),
-            to_host::<B>(scale),
-            to_host::<B>(zero_point),
+            host_values::<B>(a_re),
+            host_values::<B>(a_im),
+            host_values::<B>(b_re),
+            host_values::<B>(b_im),
+            host_values::<B>(c_re),
+            host_values::<B>(c_im),
+            host_values::<B>(d),
+            host_values::<B>(scale),
+            host_values::<B>(zero_point),
         ];
         let hm = dims.heads * dims.modes;
         let expected = [hm, hm, hm, hm, hm, hm, dims.heads, dims.heads, dims.heads];
@@ -123,7 +125,7 @@ impl HostScan {
         }
         Self {
             dims,
-            u: to_host::<B>(u),
+            u: host_values::<B>(u),
             mats,
             grid,
         }
@@ -234,7 +236,7 @@ impl<B: Backend> Backward<B, 10> for FusedScanBackward {
     fn backward(self, ops: Ops<Self::State, 10>, grads: &mut Gradients, _: &mut Checkpointer) {
         let saved = ops.state;
         let host = &saved.host;
-        let dy = to_host::<B>(grads.consume::<B>(&ops.node));
+        let dy = host_values::<B>(grads.consume::<B>(&ops.node));
         // The scale's gradient is only worked out when the scale is tracked (LSQ).
         let learn_scale = ops.parents[8].is_some();
         let g = scan_backward(
