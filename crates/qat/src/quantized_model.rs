@@ -1,6 +1,7 @@
 //! [`QuantizedClassifier`]: the float S4D classifier plus a fake quantizer per component,
 //! run in recurrent mode (the only mode where the state can be quantized).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{QatError, Result};
 use crate::observer::Observer;
 use crate::polar::{AbarGrid, calibrate_abar, fake_quant_abar};
-use crate::quantizer::{Calibration, Quantizer, QuantizerState, stack_complex, to_host};
+use crate::quantizer::{Calibration, Quantizer, QuantizerState, to_host};
 use crate::scan::{StateQuant, scan_recording};
 use crate::spec::{Component, QuantSpec};
 
@@ -470,10 +471,7 @@ impl QuantizedClassifier {
                     if let Some(o) = obs.get_mut(&k) {
                         let mut rec = Vec::new();
                         let y = scan_recording(&a, &b, &c, &d, u, float, Some(&mut rec));
-                        let re = Tensor::cat(rec.iter().map(|z| z.re.clone()).collect(), 0);
-                        let im = Tensor::cat(rec.into_iter().map(|z| z.im).collect(), 0);
-                        let axis = qs.get(Component::State).and_then(|q| q.state.axis);
-                        observe(o, stack_complex(&ComplexTensor::new(re, im), axis));
+                        observe_trajectory(o, rec);
                         y
                     } else {
                         scan_recording(&a, &b, &c, &d, u, float, None)
@@ -591,6 +589,29 @@ impl QuantizedClassifier {
         })?;
         self.load_quant_state(&file)
     }
+}
+
+/// Observes the recorded states `[B, H, M]` of every step as one observation of the state
+/// quantizer (see [`Observer::observe_trajectory`]), reading each step in place.
+fn observe_trajectory(o: &mut Observer, rec: Vec<ComplexTensor<3>>) {
+    let Some(first) = rec.first() else { return };
+    let dims = first.re.dims();
+    let f32_data = |t: Tensor<3>| t.into_data().convert::<f32>();
+    let data: Vec<(TensorData, TensorData)> = rec
+        .into_iter()
+        .map(|z| (f32_data(z.re), f32_data(z.im)))
+        .collect();
+    // `as_slice` fails only for a misaligned buffer, which is then read through a copy.
+    fn host(d: &TensorData) -> Cow<'_, [f32]> {
+        match d.as_slice::<f32>() {
+            Ok(v) => Cow::Borrowed(v),
+            Err(_) => Cow::Owned(d.iter::<f32>().collect()),
+        }
+    }
+    let parts: Vec<(Cow<'_, [f32]>, Cow<'_, [f32]>)> =
+        data.iter().map(|(re, im)| (host(re), host(im))).collect();
+    let steps: Vec<(&[f32], &[f32])> = parts.iter().map(|(re, im)| (&**re, &**im)).collect();
+    o.observe_trajectory(&steps, dims);
 }
 
 fn observe<const D: usize>(o: &mut Observer, t: Tensor<D>) {
