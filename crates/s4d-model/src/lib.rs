@@ -38,6 +38,7 @@ mod config;
 mod conv;
 pub mod conv_kernel;
 mod conv_op;
+pub mod cpu;
 mod discretize;
 mod error;
 pub mod host;

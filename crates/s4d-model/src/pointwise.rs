@@ -37,16 +37,22 @@ const CHUNK: usize = 1 << 14;
 #[inline(always)]
 pub fn exp_approx(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting rounds to integer
+    const MAGIC_BITS: i32 = 0x4B40_0000; // MAGIC's bit pattern
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let k = shifted - MAGIC;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    // `shifted` lies in [2^23, 2^24), where floats step by one, so its bit pattern is
+    // MAGIC's plus the integer `k` (in -126..=127): integer ops that vectorize, where
+    // `k as i32` (saturating, NaN to 0) compiles to scalar compares.
+    let k_int = (shifted.to_bits() as i32).wrapping_sub(MAGIC_BITS);
+    p * f32::from_bits(((k_int + 127) << 23) as u32)
 }
 
 /// `(Phi(x), phi(x))`: the standard normal CDF and density. The tail `1 - Phi(|x|)` is
@@ -89,11 +95,60 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_approx(-x))
 }
 
+crate::avx2_dispatch! {
+    /// `y = GELU(x)` over one chunk.
+    fn gelu_chunk(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = gelu_scalar(x);
+        }
+    }
+}
+
+crate::avx2_dispatch! {
+    /// `dx = dy GELU'(x)` over one chunk.
+    fn gelu_backward_chunk(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+            *d = g * gelu_grad_scalar(x);
+        }
+    }
+}
+
+crate::avx2_dispatch! {
+    /// GLU over whole rows: `y` rows of `half`, `x` rows `[a | b]` of `2 * half`.
+    fn glu_chunk(y: &mut [f32], x: &[f32], half: usize) {
+        for (yr, xr) in y.chunks_exact_mut(half).zip(x.chunks_exact(2 * half)) {
+            let (a, b) = xr.split_at(half);
+            for ((y, &a), &b) in yr.iter_mut().zip(a).zip(b) {
+                *y = a * sigmoid(b);
+            }
+        }
+    }
+}
+
+crate::avx2_dispatch! {
+    /// GLU's backward over whole rows (layouts as [`glu_chunk`], `dy` as its `y`).
+    fn glu_backward_chunk(dx: &mut [f32], x: &[f32], dy: &[f32], half: usize) {
+        for ((dr, xr), gr) in dx
+            .chunks_exact_mut(2 * half)
+            .zip(x.chunks_exact(2 * half))
+            .zip(dy.chunks_exact(half))
+        {
+            let (a, b) = xr.split_at(half);
+            let (da, db) = dr.split_at_mut(half);
+            for k in 0..half {
+                let s = sigmoid(b[k]);
+                da[k] = gr[k] * s;
+                db[k] = gr[k] * a[k] * s * (1.0 - s);
+            }
+        }
+    }
+}
+
 fn gelu_host(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = gelu_scalar(x)));
+        .for_each(|(y, x)| gelu_chunk(y, x));
     y
 }
 
@@ -101,11 +156,7 @@ fn gelu_backward_host(x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| {
-            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                *d = g * gelu_grad_scalar(x);
-            }
-        });
+        .for_each(|(dx, (x, dy))| gelu_backward_chunk(dx, x, dy));
     dx
 }
 
@@ -121,14 +172,7 @@ fn glu_host(x: &[f32], half: usize) -> Vec<f32> {
     let per = glu_rows(half);
     y.par_chunks_mut(per * half)
         .zip(x.par_chunks(per * 2 * half))
-        .for_each(|(y, x)| {
-            for (yr, xr) in y.chunks_exact_mut(half).zip(x.chunks_exact(2 * half)) {
-                let (a, b) = xr.split_at(half);
-                for ((y, &a), &b) in yr.iter_mut().zip(a).zip(b) {
-                    *y = a * sigmoid(b);
-                }
-            }
-        });
+        .for_each(|(y, x)| glu_chunk(y, x, half));
     y
 }
 
@@ -138,21 +182,7 @@ fn glu_backward_host(x: &[f32], half: usize, dy: &[f32]) -> Vec<f32> {
     let per = glu_rows(half);
     dx.par_chunks_mut(per * 2 * half)
         .zip(x.par_chunks(per * 2 * half).zip(dy.par_chunks(per * half)))
-        .for_each(|(dx, (x, dy))| {
-            for ((dr, xr), gr) in dx
-                .chunks_exact_mut(2 * half)
-                .zip(x.chunks_exact(2 * half))
-                .zip(dy.chunks_exact(half))
-            {
-                let (a, b) = xr.split_at(half);
-                let (da, db) = dr.split_at_mut(half);
-                for k in 0..half {
-                    let s = sigmoid(b[k]);
-                    da[k] = gr[k] * s;
-                    db[k] = gr[k] * a[k] * s * (1.0 - s);
-                }
-            }
-        });
+        .for_each(|(dx, (x, dy))| glu_backward_chunk(dx, x, dy, half));
     dx
 }
 
@@ -390,5 +420,93 @@ mod tests {
             );
             x += 0.0371;
         }
+    }
+
+    /// Inputs for the bit-for-bit checks: a dense sweep plus the clamp edges, zeros, huge
+    /// values and infinities.
+    fn sweep() -> Vec<f32> {
+        let mut v: Vec<f32> = (0..40_000).map(|i| -100.0 + i as f32 * 0.005).collect();
+        v.extend([
+            -87.0,
+            88.0,
+            -0.0,
+            0.0,
+            1e-30,
+            -1e-30,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        v
+    }
+
+    /// The exponent taken from the bits of the rounded sum is the integer `k as i32` gave.
+    #[test]
+    fn exp_exponent_from_bits_equals_the_cast() {
+        for x in sweep() {
+            let c = x.clamp(-87.0, 88.0);
+            let k = (c * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+            let r = (c - k * 0.693_145_75) - k * 1.428_606_8e-6;
+            let p = 1.0
+                + r * (1.0
+                    + r * (0.5
+                        + r * (1.0 / 6.0
+                            + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+            let cast = p * f32::from_bits(((k as i32 + 127) << 23) as u32);
+            assert_eq!(exp_approx(x).to_bits(), cast.to_bits(), "x = {x}");
+        }
+    }
+
+    /// The chunk loops (AVX2 builds on a CPU that has it) return exactly the scalar
+    /// functions' values, which this test computes in a baseline build.
+    #[test]
+    fn chunk_loops_equal_the_scalar_functions_bit_for_bit() {
+        let x = sweep();
+        let dy: Vec<f32> = x.iter().map(|v| (v * 0.37).sin()).collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+
+        let mut y = vec![0.0; x.len()];
+        gelu_chunk(&mut y, &x);
+        let want: Vec<f32> = x.iter().map(|&v| gelu_scalar(v)).collect();
+        assert_eq!(bits(&y), bits(&want), "gelu");
+
+        gelu_backward_chunk(&mut y, &x, &dy);
+        let want: Vec<f32> = x
+            .iter()
+            .zip(&dy)
+            .map(|(&v, &g)| g * gelu_grad_scalar(v))
+            .collect();
+        assert_eq!(bits(&y), bits(&want), "gelu backward");
+
+        let half = 8; // rows [a | b] of 16
+        let rows = x.len() / (2 * half);
+        let x = &x[..rows * 2 * half];
+        let mut y = vec![0.0; rows * half];
+        glu_chunk(&mut y, x, half);
+        let want: Vec<f32> = x
+            .chunks_exact(2 * half)
+            .flat_map(|r| (0..half).map(move |k| r[k] * sigmoid(r[half + k])))
+            .collect();
+        assert_eq!(bits(&y), bits(&want), "glu");
+
+        let dy = &dy[..rows * half];
+        let mut dx = vec![0.0; x.len()];
+        glu_backward_chunk(&mut dx, x, dy, half);
+        let want: Vec<f32> = x
+            .chunks_exact(2 * half)
+            .zip(dy.chunks_exact(half))
+            .flat_map(|(r, g)| {
+                let s: Vec<f32> = (0..half).map(|k| sigmoid(r[half + k])).collect();
+                let da: Vec<f32> = (0..half).map(|k| g[k] * s[k]).collect();
+                let db: Vec<f32> = (0..half)
+                    .map(|k| g[k] * r[k] * s[k] * (1.0 - s[k]))
+                    .collect();
+                da.into_iter().chain(db)
+            })
+            .collect();
+        assert_eq!(bits(&dx), bits(&want), "glu backward");
     }
 }

@@ -672,19 +672,6 @@ fn adjoint_accumulate(
     }
 }
 
-/// Whether to run the AVX2 builds of the row loops.
-#[inline(always)]
-fn use_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// [`forward_row`] compiled with AVX2, so its loops vectorize eight lanes wide without
 /// requiring AVX2 of every machine. No FMA contraction happens in either build (Rust never
 /// fuses `a * b + c` implicitly), so both give identical results.
@@ -891,7 +878,7 @@ pub fn scan_forward(
     if len == 0 || modes == 0 {
         return ScanOutput { y, checkpoints };
     }
-    let avx2 = use_avx2();
+    let avx2 = crate::cpu::has_avx2();
     let tasks = Tasks::of(dims);
     let fixed = lanes::chunks_for(modes);
     let run = |(task, (u_b, y_b)): (usize, (&[f32], &mut [f32])), mut ck: Option<&mut [f32]>| {
@@ -1002,7 +989,7 @@ pub fn scan_backward(
     let glen = row_grad_len(modes);
     let mut du = vec![0.0f32; u.len()];
     let mut row_grads = vec![0.0f32; batch * heads * glen];
-    let avx2 = use_avx2();
+    let avx2 = crate::cpu::has_avx2();
     let tasks = Tasks::of(dims);
     let fixed = lanes::chunks_for(modes);
     if len > 0 && modes > 0 {
@@ -1174,7 +1161,7 @@ mod tests {
                     y: &mut y2,
                     ckpt: Some(&mut ck2),
                 };
-                lanes::forward_dispatch(use_avx2(), chunks, m, q, row);
+                lanes::forward_dispatch(crate::cpu::has_avx2(), chunks, m, q, row);
                 assert_eq!(y1, y2, "outputs, M = {modes}");
                 assert_eq!(ck1, ck2, "checkpoints, M = {modes}");
                 let (mut du1, mut du2) = (vec![0.0; len], vec![0.0; len]);
@@ -1207,7 +1194,7 @@ mod tests {
                     grads: &mut g2,
                     work: &mut w2,
                 };
-                lanes::backward_dispatch(use_avx2(), chunks, m, q, row);
+                lanes::backward_dispatch(crate::cpu::has_avx2(), chunks, m, q, row);
                 assert_eq!(du1, du2, "du, M = {modes}");
                 assert_eq!(g1, g2, "matrix gradients, M = {modes}");
                 assert!(y1.iter().chain(&g1).all(|v| v.is_finite()));
