@@ -608,9 +608,9 @@ fn observe_trajectory(o: &mut Observer, rec: Vec<ComplexTensor<3>>) {
             Err(_) => Cow::Owned(d.iter::<f32>().collect()),
         }
     }
-    let parts: Vec<(Cow<'_, [f32]>, Cow<'_, [f32]>)> =
-        data.iter().map(|(re, im)| (host(re), host(im))).collect();
-    let steps: Vec<(&[f32], &[f32])> = parts.iter().map(|(re, im)| (&**re, &**im)).collect();
+    let parts: Vec<[Cow<'_, [f32]>; 2]> =
+        data.iter().map(|(re, im)| [host(re), host(im)]).collect();
+    let steps: Vec<(&[f32], &[f32])> = parts.iter().map(|[re, im]| (&**re, &**im)).collect();
     o.observe_trajectory(&steps, dims);
 }
 
