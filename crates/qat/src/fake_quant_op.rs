@@ -79,20 +79,52 @@ fn quantize_one(v: f32, s: f32, z: f32, layout: &FakeQuantLayout) -> f32 {
     (q - z) * s
 }
 
+s4d_model::avx2_dispatch! {
+    /// The forward over a chunk with one scale.
+    fn forward_chunk(y: &mut [f32], x: &[f32], s: f32, z: f32, layout: &FakeQuantLayout) {
+        for (y, &v) in y.iter_mut().zip(x) {
+            *y = quantize_one(v, s, z, layout);
+        }
+    }
+}
+
+s4d_model::avx2_dispatch! {
+    /// The forward over whole rows with one scale per column (channels on the last axis).
+    fn forward_rows(y: &mut [f32], x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) {
+        let c = scale.len();
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for k in 0..c {
+                yr[k] = quantize_one(xr[k], scale[k], zero[k], layout);
+            }
+        }
+    }
+}
+
+/// Rows of `c` values per parallel task: about [`CHUNK`] values.
+fn rows_per_task(c: usize) -> usize {
+    c * (CHUNK / c.max(1)).max(1)
+}
+
 /// The forward on host buffers, in parallel chunks. Codes are clamped to the grid before
 /// rounding, so the magic-number rounding (exact half-to-even below 2^22) applies and the
-/// loop vectorizes where `round_ties_even` would be a library call per element. The output
-/// is collected, not zero-filled then overwritten (a memset of every activation otherwise).
+/// loops vectorize (eight lanes with AVX2) where `round_ties_even` would be a library call
+/// per element. A per-tensor scale and channels on the last axis take loops without index
+/// arithmetic; other channel axes look the channel up per element.
 fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) -> Vec<f32> {
     let c = scale.len();
-    if c == 1 {
-        // Per tensor: one scale, so the loop has no channel lookup and vectorizes.
-        let (s, z) = (scale[0], zero[0]);
-        return x
-            .par_iter()
-            .with_min_len(CHUNK)
-            .map(|&v| quantize_one(v, s, z, layout))
-            .collect();
+    if c == 1 || (layout.inner == 1 && x.len().is_multiple_of(c)) {
+        let mut y = vec![0.0f32; x.len()];
+        let per = rows_per_task(c);
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .for_each(|(y, x)| {
+                if c == 1 {
+                    forward_chunk(y, x, scale[0], zero[0], layout)
+                } else {
+                    forward_rows(y, x, scale, zero, layout)
+                }
+            });
+        return y;
     }
     x.par_iter()
         .with_min_len(CHUNK)
@@ -111,6 +143,44 @@ fn ste_passes(w: f32, layout: &FakeQuantLayout) -> bool {
     !(w < layout.qmin || w > layout.qmax)
 }
 
+/// The clipped STE for one element: `g` where the code is inside the grid, else 0.
+#[inline(always)]
+fn ste_one(v: f32, g: f32, s: f32, z: f32, layout: &FakeQuantLayout) -> f32 {
+    if ste_passes(v / s + z, layout) {
+        g
+    } else {
+        0.0
+    }
+}
+
+s4d_model::avx2_dispatch! {
+    /// The input gradient over a chunk with one scale.
+    fn ste_chunk(dx: &mut [f32], x: &[f32], dy: &[f32], s: f32, z: f32, layout: &FakeQuantLayout) {
+        for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+            *d = ste_one(v, g, s, z, layout);
+        }
+    }
+}
+
+s4d_model::avx2_dispatch! {
+    /// The input gradient over whole rows with one scale per column.
+    fn ste_rows(
+        dx: &mut [f32],
+        x: &[f32],
+        dy: &[f32],
+        scale: &[f32],
+        zero: &[f32],
+        layout: &FakeQuantLayout,
+    ) {
+        let c = scale.len();
+        for ((dr, xr), gr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+            for k in 0..c {
+                dr[k] = ste_one(xr[k], gr[k], scale[k], zero[k], layout);
+            }
+        }
+    }
+}
+
 /// `(dx, ds)` on host buffers; `ds` sums per chunk in f64, then over chunks in order. With
 /// `want_ds` false (a fixed scale, the usual QAT) `ds` is left zero and `dx` is one
 /// vectorizable pass: the per-element f64 sum is a serial chain that would cost more than
@@ -125,20 +195,19 @@ fn backward_host(
 ) -> (Vec<f32>, Vec<f32>) {
     let c = scale.len();
     if !want_ds {
-        let pass = |v: f32, g: f32, s: f32, z: f32| {
-            if ste_passes(v / s + z, layout) {
-                g
-            } else {
-                0.0
-            }
-        };
-        let dx = if c == 1 {
-            let (s, z) = (scale[0], zero[0]);
-            x.par_iter()
-                .with_min_len(CHUNK)
-                .zip(dy)
-                .map(|(&v, &g)| pass(v, g, s, z))
-                .collect()
+        let dx = if c == 1 || (layout.inner == 1 && x.len().is_multiple_of(c)) {
+            let mut dx = vec![0.0f32; x.len()];
+            let per = rows_per_task(c);
+            dx.par_chunks_mut(per)
+                .zip(x.par_chunks(per).zip(dy.par_chunks(per)))
+                .for_each(|(d, (x, g))| {
+                    if c == 1 {
+                        ste_chunk(d, x, g, scale[0], zero[0], layout)
+                    } else {
+                        ste_rows(d, x, g, scale, zero, layout)
+                    }
+                });
+            dx
         } else {
             x.par_iter()
                 .with_min_len(CHUNK)
@@ -146,7 +215,7 @@ fn backward_host(
                 .enumerate()
                 .map(|(i, (&v, &g))| {
                     let k = channel(i, layout, c);
-                    pass(v, g, scale[k], zero[k])
+                    ste_one(v, g, scale[k], zero[k], layout)
                 })
                 .collect()
         };
