@@ -22,6 +22,14 @@ fn steps() -> Vec<(Vec<f32>, Vec<f32>)> {
         .collect()
 }
 
+/// The steps as the borrowed parts `observe_trajectory` takes.
+fn views(steps: &[(Vec<f32>, Vec<f32>)]) -> Vec<(&[f32], &[f32])> {
+    steps
+        .iter()
+        .map(|(re, im)| (re.as_slice(), im.as_slice()))
+        .collect()
+}
+
 /// What calibration built before: the steps concatenated along the batch axis, real and
 /// imaginary parts stacked by `stack_complex`, read back to the host.
 fn stacked(steps: &[(Vec<f32>, Vec<f32>)], axis: Option<usize>) -> (Vec<f32>, Vec<usize>) {
@@ -39,10 +47,7 @@ fn stacked(steps: &[(Vec<f32>, Vec<f32>)], axis: Option<usize>) -> (Vec<f32>, Ve
 #[test]
 fn trajectory_channels_list_the_stacked_tensor_in_order() {
     let steps = steps();
-    let views: Vec<(&[f32], &[f32])> = steps
-        .iter()
-        .map(|(re, im)| (re.as_slice(), im.as_slice()))
-        .collect();
+    let views = views(&steps);
     for axis in [None, Some(0), Some(1), Some(2)] {
         let (data, dims) = stacked(&steps, axis);
         assert_eq!(
@@ -57,10 +62,7 @@ fn trajectory_channels_list_the_stacked_tensor_in_order() {
 #[test]
 fn observe_trajectory_equals_observe_of_the_stacked_tensor() {
     let steps = steps();
-    let views: Vec<(&[f32], &[f32])> = steps
-        .iter()
-        .map(|(re, im)| (re.as_slice(), im.as_slice()))
-        .collect();
+    let views = views(&steps);
     for (range, symmetric) in [
         (RangeMethod::MinMax, false),
         (RangeMethod::Percentile, true),
