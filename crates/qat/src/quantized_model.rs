@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
-use s4d_model::{ComplexTensor, S4d, S4dClassifier, glu_last};
+use s4d_model::{ComplexTensor, S4d, S4dClassifier, linear_glu};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
@@ -487,7 +487,7 @@ impl QuantizedClassifier {
                 .bias
                 .as_ref()
                 .map(|b| weight(qs, Component::ConvBias, b.val(), pass));
-            let y = glu_last(linear(y, w, bias));
+            let y = linear_glu(y, w, bias);
             let y = apply(qs, Some(i), Component::GluOutput, y, pass);
             // Dropout, residual and norm are outside the paper's model and stay float.
             let y = block.dropout.forward(y);

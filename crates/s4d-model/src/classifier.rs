@@ -6,7 +6,7 @@ use crate::activation::Activation;
 use crate::config::{S4dConfig, SsmMode};
 use crate::error::ModelError;
 use crate::layer::S4d;
-use crate::pointwise::glu_last;
+use crate::linear_glu::linear_glu;
 
 /// Configuration of the paper's sequence classifier (Algorithm 1), optionally deepened.
 ///
@@ -136,7 +136,8 @@ impl S4dBlock {
     pub fn forward(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<3> {
         let y = self.s4d.forward(x.clone(), mode);
         let y = self.activation.forward(y);
-        let y = glu_last(self.conv.forward(y)); // first half * sigmoid(second half)
+        let bias = self.conv.bias.as_ref().map(|b| b.val());
+        let y = linear_glu(y, self.conv.weight.val(), bias); // first half * sigmoid(second half)
         let y = self.dropout.forward(y);
         let y = if self.residual { y + x } else { y };
         match &self.norm {

@@ -44,6 +44,7 @@ mod error;
 pub mod host;
 mod kernel;
 mod layer;
+mod linear_glu;
 mod pointwise;
 mod scan;
 pub mod scan_kernel;
@@ -60,6 +61,7 @@ pub use discretize::Discretized;
 pub use error::ModelError;
 pub use kernel::vandermonde_kernel;
 pub use layer::S4d;
+pub use linear_glu::{FusedLinearGluBackend, linear_glu};
 pub use pointwise::{
     FusedPointwiseBackend, exp_approx, fused_pointwise_supported, gelu, gelu_grad_scalar,
     gelu_scalar, glu_last,

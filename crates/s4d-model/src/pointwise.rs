@@ -115,7 +115,7 @@ crate::avx2_dispatch! {
 
 crate::avx2_dispatch! {
     /// GLU over whole rows: `y` rows of `half`, `x` rows `[a | b]` of `2 * half`.
-    fn glu_chunk(y: &mut [f32], x: &[f32], half: usize) {
+    pub(crate) fn glu_chunk(y: &mut [f32], x: &[f32], half: usize) {
         for (yr, xr) in y.chunks_exact_mut(half).zip(x.chunks_exact(2 * half)) {
             let (a, b) = xr.split_at(half);
             for ((y, &a), &b) in yr.iter_mut().zip(a).zip(b) {
@@ -127,7 +127,7 @@ crate::avx2_dispatch! {
 
 crate::avx2_dispatch! {
     /// GLU's backward over whole rows (layouts as [`glu_chunk`], `dy` as its `y`).
-    fn glu_backward_chunk(dx: &mut [f32], x: &[f32], dy: &[f32], half: usize) {
+    pub(crate) fn glu_backward_chunk(dx: &mut [f32], x: &[f32], dy: &[f32], half: usize) {
         for ((dr, xr), gr) in dx
             .chunks_exact_mut(2 * half)
             .zip(x.chunks_exact(2 * half))
