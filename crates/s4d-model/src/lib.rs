@@ -11,10 +11,9 @@
 //! loops in [`scan_kernel`], reverse-time adjoint, optional in-loop state quantizer), the
 //! convolution view is [`fused_s4d_conv`] (host loops in [`conv_kernel`]: kernel, realfft
 //! convolution and skip), and GELU, GLU and the block's mixing are fused too ([`gelu`],
-//! [`glu_last`], [`linear_glu`]). Elsewhere
-//! (GPUs) composed tensor ops compute the same functions. The crate knows nothing about
-//! quantization: the `qat` crate reads [`Discretized`] matrices from here and decides how to
-//! quantize them. Data loading lives in `datasets`, training loops in `experiments`.
+//! [`glu_last`], [`linear_glu`]). Elsewhere (GPUs) composed tensor ops compute the same
+//! functions. The crate knows nothing about quantization: the `qat` crate reads
+//! [`Discretized`] matrices from here and decides how to quantize them. Data loading lives in `datasets`, training loops in `experiments`.
 //!
 //! Shapes are written next to every tensor: `B` batch, `L` sequence length, `H` heads (the model
 //! width, one independent SSM per head), `M = N / 2` complex modes per head.
