@@ -105,6 +105,12 @@ fn rows_per_task(c: usize) -> usize {
     c * (CHUNK / c.max(1)).max(1)
 }
 
+/// Whether `len` values with `c` scales take the loops over whole rows (a per-tensor scale,
+/// or channels on the last axis), which need no per-element channel lookup.
+fn by_rows(len: usize, c: usize, layout: &FakeQuantLayout) -> bool {
+    c == 1 || (layout.inner == 1 && len.is_multiple_of(c))
+}
+
 /// The forward on host buffers, in parallel chunks. Codes are clamped to the grid before
 /// rounding, so the magic-number rounding (exact half-to-even below 2^22) applies and the
 /// loops vectorize (eight lanes with AVX2) where `round_ties_even` would be a library call
@@ -112,7 +118,7 @@ fn rows_per_task(c: usize) -> usize {
 /// arithmetic; other channel axes look the channel up per element.
 fn forward_host(x: &[f32], scale: &[f32], zero: &[f32], layout: &FakeQuantLayout) -> Vec<f32> {
     let c = scale.len();
-    if c == 1 || (layout.inner == 1 && x.len().is_multiple_of(c)) {
+    if by_rows(x.len(), c, layout) {
         let mut y = vec![0.0f32; x.len()];
         let per = rows_per_task(c);
         y.par_chunks_mut(per)
@@ -195,7 +201,7 @@ fn backward_host(
 ) -> (Vec<f32>, Vec<f32>) {
     let c = scale.len();
     if !want_ds {
-        let dx = if c == 1 || (layout.inner == 1 && x.len().is_multiple_of(c)) {
+        let dx = if by_rows(x.len(), c, layout) {
             let mut dx = vec![0.0f32; x.len()];
             let per = rows_per_task(c);
             dx.par_chunks_mut(per)

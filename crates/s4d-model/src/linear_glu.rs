@@ -24,9 +24,8 @@ use burn::backend::{
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::backend::{BackendKind, backend_kind};
 use crate::host::{HostTarget, HostValues, host_values, record_host_op, register_host_grads};
-use crate::pointwise::{glu_backward_chunk, glu_chunk, glu_last};
+use crate::pointwise::{fused_pointwise_supported, glu_backward_chunk, glu_chunk, glu_last};
 
 /// Rows per block: large enough for `gemm` to pay off, small enough to stay in L2.
 const ROWS: usize = 256;
@@ -78,28 +77,37 @@ fn matmul(out: &mut [f32], (m, k, n): (usize, usize, usize), a: Operand<'_>, b: 
     }
 }
 
-/// Forward on the host: `x: [R, K]`, `w: [K, N]`, `b: [N]` -> `(y: [R, N/2], z: [R, N])`.
-fn forward_host(x: &[f32], w: &[f32], b: &[f32]) -> (Vec<f32>, Vec<f32>) {
+/// Forward on the host: `x: [R, K]`, `w: [K, N]`, `b: [N]` -> `y: [R, N/2]`, and the
+/// pre-GLU `z: [R, N]` when `keep` (the backward reads it); otherwise each block's `z` lives
+/// in a per-thread scratch buffer and is never gathered.
+fn forward_host(x: &[f32], w: &[f32], b: &[f32], keep: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let n = b.len();
     let (k, half) = (w.len() / n.max(1), n / 2);
     let rows = x.len() / k.max(1);
-    let mut z = vec![0.0f32; rows * n];
+    let block = |z: &mut [f32], y: &mut [f32], x: &[f32]| {
+        let m = x.len() / k;
+        let z = &mut z[..m * n];
+        matmul(z, (m, k, n), (x, 1, k), (w, 1, n));
+        for row in z.chunks_exact_mut(n) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+        glu_chunk(y, z, half);
+    };
     let mut y = vec![0.0f32; rows * half];
-    z.par_chunks_mut(ROWS * n)
-        .zip(y.par_chunks_mut(ROWS * half))
-        .zip(x.par_chunks(ROWS * k))
-        .for_each(|((z, y), x)| {
-            let m = x.len() / k;
-            matmul(z, (m, k, n), (x, 1, k), (w, 1, n));
-            for row in z.chunks_exact_mut(n) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
-            glu_chunk(y, z, half);
-        });
-    (y, z)
+    let blocks = y.par_chunks_mut(ROWS * half).zip(x.par_chunks(ROWS * k));
+    if keep {
+        let mut z = vec![0.0f32; rows * n];
+        z.par_chunks_mut(ROWS * n)
+            .zip(blocks)
+            .for_each(|(z, (y, x))| block(z, y, x));
+        (y, Some(z))
+    } else {
+        blocks.for_each_init(|| vec![0.0f32; ROWS * n], |z, (y, x)| block(z, y, x));
+        (y, None)
+    }
 }
 
-/// Backward on the host from `dy: [R, N/2]`: `(dx, dw, db)`.
+/// Backward on the host from `dy: [R, N/2]`, with the forward's `z: [R, N]`: `(dx, dw, db)`.
 fn backward_host(
     x: &[f32],
     w: &[f32],
@@ -150,8 +158,8 @@ pub trait FusedLinearGluBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The output shape and `N` for input shape `shape` and weight shape `ws`.
-fn out_shape(shape: &[usize], ws: &[usize]) -> (Vec<usize>, usize) {
+/// The output shape for input shape `shape` and weight shape `ws`.
+fn out_shape(shape: &[usize], ws: &[usize]) -> Vec<usize> {
     let k = *shape.last().unwrap_or(&0);
     assert!(
         ws.len() == 2 && ws[0] == k && ws[1].is_multiple_of(2),
@@ -161,7 +169,7 @@ fn out_shape(shape: &[usize], ws: &[usize]) -> (Vec<usize>, usize) {
     if let Some(last) = out.last_mut() {
         *last = ws[1] / 2;
     }
-    (out, ws[1])
+    out
 }
 
 macro_rules! host_linear_glu_backend {
@@ -173,9 +181,9 @@ macro_rules! host_linear_glu_backend {
                 b: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 let target = HostTarget::of::<Self>(&x);
-                let (shape, _) = out_shape(&x.shape().to_vec(), &w.shape().to_vec());
+                let shape = out_shape(&x.shape().to_vec(), &w.shape().to_vec());
                 let (x, w, b) = (host_values::<Self>(x), host_values::<Self>(w), host_values::<Self>(b));
-                target.tensor::<Self>(forward_host(&x, &w, &b).0, shape)
+                target.tensor::<Self>(forward_host(&x, &w, &b, false).0, shape)
             }
         }
     )*};
@@ -189,7 +197,7 @@ struct SavedLinearGlu<D> {
     x: HostValues,
     w: HostValues,
     z: Vec<f32>,
-    n: usize,
+    /// Shapes of `x`, `w` (`[K, N]`) and `b`.
     shapes: [Vec<usize>; 3],
     target: HostTarget<D>,
 }
@@ -203,7 +211,7 @@ impl<B: Backend> Backward<B, 3> for LinearGluBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let s = ops.state;
         let dy = host_values::<B>(grads.consume::<B>(&ops.node));
-        let (dx, dw, db) = backward_host(&s.x, &s.w, &s.z, &dy, s.n);
+        let (dx, dw, db) = backward_host(&s.x, &s.w, &s.z, &dy, s.shapes[1][1]);
         let parents = ops.parents.map(|p| p.map(|node| node.id));
         let [xs, ws, bs] = s.shapes;
         let outputs = [Some((dx, xs)), Some((dw, ws)), Some((db, bs))];
@@ -226,22 +234,21 @@ impl<B: Backend + FusedLinearGluBackend, C: CheckpointStrategy> FusedLinearGluBa
             w.primitive().shape().to_vec(),
             b.primitive().shape().to_vec(),
         ];
-        let (out, n) = out_shape(&shapes[0], &shapes[1]);
+        let out = out_shape(&shapes[0], &shapes[1]);
         let xv = host_values::<B>(x.into_primitive());
         let wv = host_values::<B>(w.into_primitive());
         let bv = host_values::<B>(b.into_primitive());
-        let (y, z) = forward_host(&xv, &wv, &bv);
-        let y = target.tensor::<B>(y, out);
-        record_host_op::<B, C, _, 3>(LinearGluBackward, guards, |_| {
+        record_host_op::<B, C, _, 3>(LinearGluBackward, guards, |keep| {
+            let (y, z) = forward_host(&xv, &wv, &bv, keep);
             let saved = SavedLinearGlu {
                 x: xv,
                 w: wv,
-                z,
-                n,
+                // Empty when no input is tracked: the state is then dropped unread.
+                z: z.unwrap_or_default(),
                 shapes,
-                target,
+                target: target.clone(),
             };
-            (y, saved)
+            (target.tensor::<B>(y, out), saved)
         })
     }
 }
@@ -250,12 +257,8 @@ impl<B: Backend + FusedLinearGluBackend, C: CheckpointStrategy> FusedLinearGluBa
 /// the fused op on CPU backends when there is a bias, burn's `linear` and [`glu_last`]
 /// otherwise.
 pub fn linear_glu(x: Tensor<3>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<3> {
-    let fused = matches!(
-        backend_kind(&x.device()),
-        BackendKind::Flex | BackendKind::NdArray
-    );
     match b {
-        Some(b) if fused => {
+        Some(b) if fused_pointwise_supported(&x.device()) => {
             Tensor::from_dispatch(<Dispatch as FusedLinearGluBackend>::fused_linear_glu(
                 x.into_dispatch(),
                 w.into_dispatch(),
