@@ -106,7 +106,7 @@ fn killed_reproduce_resumes_without_redoing_finished_runs() {
     for (id, mtime) in &before {
         assert_eq!(after[id], *mtime, "{id} was recomputed");
     }
-    // The event log: every run computed ("done") exactly once over both attempts, and the
+    // The event log: no run computed ("done") twice over both attempts, and the
     // second attempt skipped what the first had finished.
     let log = events(&sweep.join("sweep.jsonl"));
     let mut done: BTreeMap<String, usize> = BTreeMap::new();
@@ -115,8 +115,19 @@ fn killed_reproduce_resumes_without_redoing_finished_runs() {
             .entry(e["run"].as_str().unwrap().to_string())
             .or_default() += 1;
     }
-    assert_eq!(done.len(), planned);
-    assert!(done.values().all(|&n| n == 1), "{done:?}");
+    assert!(
+        done.values().all(|&n| n == 1),
+        "a run was computed twice: {done:?}"
+    );
+    for id in after.keys() {
+        // A run with no `done` line is one whose `result.json` landed just before the kill,
+        // ahead of its log line (the window the module docs of `sweep` describe); it must
+        // then be among the runs the first attempt finished. CI once hit that window.
+        assert!(
+            done.contains_key(id) || before.contains_key(id),
+            "{id} finished without a `done` event"
+        );
+    }
     let second_pid = log
         .iter()
         .rev()

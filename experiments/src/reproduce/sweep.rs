@@ -5,6 +5,10 @@
 //! A run directory `runs/<id>/` holds `run.json` (the [`RunSpec`]), whatever the job writes
 //! (`metrics.jsonl`, `checkpoints/`, model files) and, last, `result.json`: a run is finished
 //! exactly when `result.json` exists. `.lock` names the live process working on it.
+//!
+//! The event log is a record, not the source of truth: a process killed after a run's
+//! `result.json` lands but before its `done` line is appended leaves a finished run with no
+//! `done` event; the next attempt logs `skip` for it and does not recompute it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
