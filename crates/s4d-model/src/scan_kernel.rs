@@ -30,7 +30,9 @@
 //!
 //! Numerics: the state update uses the same operations in the same order as the composed
 //! tensor path (`crate::scan`), so states agree bit for bit, quantized or not; only the
-//! readout's sum over modes is ordered differently (eight partial sums).
+//! readout's sum over modes is ordered differently (eight partial sums). The fixed-width
+//! loops leave out a clip that cannot bind for a head and subtract `MAGIC + z` in one step
+//! (`RowQuant::clip`), which removes operations but changes no value.
 
 use rayon::prelude::*;
 
@@ -226,7 +228,6 @@ pub struct ScanGrads {
 /// levels before rounding, far inside the valid range.
 #[inline(always)]
 pub fn round_half_even_small(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
     (v + MAGIC) - MAGIC
 }
 
@@ -264,26 +265,100 @@ impl StateMap for Identity {
     }
 }
 
-/// One head's quantizer as scalars; `LSQ`: whether the backward pass computes `dL/ds`.
+/// [`RowQuant`]'s `CLIP` for a head where both the clamp and the grid's range can bind:
+/// every operation as written.
+const CLIP_BOTH: u8 = 0;
+/// `CLIP` for a head whose grid range lies strictly inside `[-c, c]`: the clamp never
+/// changes the value, the mask or `dQ/ds`, so it is skipped.
+const CLIP_GRID: u8 = 1;
+/// `CLIP` for a head whose clamped values all land inside the grid range: clipping to
+/// `[qmin, qmax]` never binds, so it is skipped.
+const CLIP_CLAMP: u8 = 2;
+
+/// `1.5 * 2^23`: adding it rounds a float of magnitude below `2^22` to an integer (see
+/// [`round_half_even_small`]).
+const MAGIC: f32 = 12_582_912.0;
+
+/// One head's quantizer as scalars; `LSQ`: whether the backward pass computes `dL/ds`;
+/// `CLIP`: which clips can bind ([`CLIP_BOTH`], [`CLIP_GRID`], [`CLIP_CLAMP`]).
 #[derive(Debug, Clone, Copy)]
-struct RowQuant<const LSQ: bool> {
+struct RowQuant<const LSQ: bool, const CLIP: u8 = CLIP_BOTH> {
     scale: f32,
     zero: f32,
     qmin: f32,
     qmax: f32,
     clamp: f32,
+    /// `MAGIC + zero`, exact for an integer zero point.
+    magic_zero: f32,
 }
 
 impl<const LSQ: bool> RowQuant<LSQ> {
     fn for_head(q: &StateQuantizer<'_>, head: usize) -> Self {
+        let zero = q.zero_point[head];
         Self {
             scale: q.scale[head],
-            zero: q.zero_point[head],
+            zero,
             qmin: q.grid.qmin,
             qmax: q.grid.qmax,
             clamp: q.grid.clamp.unwrap_or(f32::INFINITY),
+            magic_zero: MAGIC + zero,
         }
     }
+
+    /// Which clips can bind for this head, decided with the kernel's own f32 operations at
+    /// the clamp bounds `+-c` (where `v = c / s + z` is largest and smallest: `v` is monotone
+    /// in `p` for `s > 0`, before and after rounding). The specialised forms also drop
+    /// `- MAGIC` then `- z` for one `- (MAGIC + z)`, which needs `z` an integer below
+    /// `2^22`; other heads keep [`CLIP_BOTH`].
+    fn clip(&self) -> u8 {
+        let (c, s, z) = (self.clamp, self.scale, self.zero);
+        let fold_exact = z.abs() < 4_194_304.0 && self.magic_zero - MAGIC == z;
+        if !(fold_exact && s > 0.0 && s.is_finite()) {
+            return CLIP_BOTH;
+        }
+        let (hi, lo) = (c / s + z, -c / s + z);
+        if hi > self.qmax && lo < self.qmin {
+            CLIP_GRID
+        } else if c.is_finite() && hi <= self.qmax && lo >= self.qmin {
+            CLIP_CLAMP
+        } else {
+            CLIP_BOTH
+        }
+    }
+
+    /// The same quantizer with `CLIP = K` (valid when [`RowQuant::clip`] returned `K`).
+    fn with_clip<const K: u8>(self) -> RowQuant<LSQ, K> {
+        RowQuant {
+            scale: self.scale,
+            zero: self.zero,
+            qmin: self.qmin,
+            qmax: self.qmax,
+            clamp: self.clamp,
+            magic_zero: self.magic_zero,
+        }
+    }
+}
+
+/// Binds `$q` to `$rq` specialised to the clips that can bind for its head
+/// ([`RowQuant::clip`]) and evaluates `$body`, one monomorphised copy per case.
+macro_rules! with_clip {
+    ($rq:expr, $q:ident => $body:expr) => {{
+        let rq = $rq;
+        match rq.clip() {
+            CLIP_GRID => {
+                let $q = rq.with_clip::<CLIP_GRID>();
+                $body
+            }
+            CLIP_CLAMP => {
+                let $q = rq.with_clip::<CLIP_CLAMP>();
+                $body
+            }
+            _ => {
+                let $q = rq;
+                $body
+            }
+        }
+    }};
 }
 
 /// `if a > b { a } else { b }`: one `maxps` on x86 (NaN in `b` propagates), where the
@@ -300,28 +375,47 @@ fn min_or_second(a: f32, b: f32) -> f32 {
     if a < b { a } else { b }
 }
 
-impl<const LSQ: bool> StateMap for RowQuant<LSQ> {
+impl<const LSQ: bool, const CLIP: u8> StateMap for RowQuant<LSQ, CLIP> {
     const IDENTITY: bool = false;
     const SCALE_GRAD: bool = LSQ;
 
     /// Written with selects only, so the loops around it vectorize. Each clamp is a max then
     /// a min: for `lo <= hi` it equals the clamp of the composed path on every input, NaN
-    /// (propagated) and signed zeros included.
+    /// (propagated) and signed zeros included. A clip that cannot bind for this head
+    /// (`CLIP`) is left out; values, masks and `dQ/ds` are unchanged by that, NaN included
+    /// (a NaN `p` still gives a NaN value and `dQ/ds` and a zero mask).
     #[inline(always)]
     fn apply_with_derivatives(&self, p: f32) -> (f32, f32, f32) {
         let c = self.clamp;
-        let xc = min_or_second(c, max_or_second(-c, p));
+        let xc = if CLIP == CLIP_GRID {
+            p
+        } else {
+            min_or_second(c, max_or_second(-c, p))
+        };
         let v = xc / self.scale + self.zero;
-        let vq = min_or_second(self.qmax, max_or_second(self.qmin, v));
-        let r = round_half_even_small(vq);
-        let x = (r - self.zero) * self.scale;
+        let vq = if CLIP == CLIP_CLAMP {
+            v
+        } else {
+            min_or_second(self.qmax, max_or_second(self.qmin, v))
+        };
+        // `r - z` as `(vq + MAGIC) - (MAGIC + z)`: both sides are integers below 2^24, so
+        // the one subtraction is exact and equals the two of the general form.
+        let (x, r) = if CLIP == CLIP_BOTH {
+            let r = round_half_even_small(vq);
+            ((r - self.zero) * self.scale, r)
+        } else {
+            let big = vq + MAGIC;
+            ((big - self.magic_zero) * self.scale, big - MAGIC)
+        };
         // Inside the grid (`vq == v`) the LSQ derivative is `round(v) - v`; clipped, it is
         // the edge level minus the zero point, and then `vq` is that edge.
         let inside = vq == v;
         let ds = if inside { r - v } else { vq - self.zero };
         // The clipped STE passes the gradient only where neither clamp bit: `xc == p` and
-        // `vq == v` (both false for NaN, as the composed path's comparisons are).
-        let mask = if xc == p && inside { 1.0 } else { 0.0 };
+        // `vq == v` (both false for NaN, as the composed path's comparisons are; without
+        // the clamp, `vq == v` alone is false for NaN).
+        let kept = CLIP == CLIP_GRID || xc == p;
+        let mask = if kept && inside { 1.0 } else { 0.0 };
         (x, mask, ds)
     }
 }
@@ -898,10 +992,9 @@ pub fn scan_forward(
                         .map(|c| &mut c[r * ck_row..(r + 1) * ck_row]),
                 };
                 match q {
-                    Some(q) => {
-                        let rq = RowQuant::<false>::for_head(q, h);
+                    Some(q) => with_clip!(RowQuant::<false>::for_head(q, h), rq => {
                         lanes::forward_dispatch(avx2, chunks, &rm, rq, row)
-                    }
+                    }),
                     None => lanes::forward_dispatch(avx2, chunks, &rm, Identity, row),
                 }
             }
@@ -949,6 +1042,21 @@ pub fn scan_forward(
         blocks.for_each(|b| run(b, None));
     }
     ScanOutput { y, checkpoints }
+}
+
+/// Backward of one quantized row: the fixed-width loops, specialised to the clips that can
+/// bind for its head ([`RowQuant::clip`]), when `fixed` (`M / 8`); else the generic ones.
+fn quant_backward_row<const LSQ: bool>(
+    avx2: bool,
+    fixed: Option<usize>,
+    m: &RowMatrices<'_>,
+    rq: RowQuant<LSQ>,
+    row: BackwardRow<'_>,
+) {
+    match fixed {
+        Some(c) => with_clip!(rq, q => lanes::backward_dispatch(avx2, c, m, q, row)),
+        None => backward_row_best(avx2, m, rq, row),
+    }
 }
 
 /// Backward of one row: the fixed-width loops when `fixed` (`M / 8`), else the generic ones.
@@ -1024,11 +1132,11 @@ pub fn scan_backward(
                     match q {
                         Some(q) if q.learn_scale => {
                             let rq = RowQuant::<true>::for_head(q, h);
-                            backward_row_any(avx2, fixed, &rm, rq, row)
+                            quant_backward_row(avx2, fixed, &rm, rq, row)
                         }
                         Some(q) => {
                             let rq = RowQuant::<false>::for_head(q, h);
-                            backward_row_any(avx2, fixed, &rm, rq, row)
+                            quant_backward_row(avx2, fixed, &rm, rq, row)
                         }
                         None => backward_row_any(avx2, fixed, &rm, Identity, row),
                     }
@@ -1079,9 +1187,13 @@ mod tests {
 
     /// The fixed-width loops (`lanes`) and the generic loops compute the same operations in
     /// the same order, so on one row their outputs, checkpoints, input gradients and matrix
-    /// gradients are equal exactly: for the float state and a binding 8-bit quantized one
+    /// gradients are equal exactly: for the float state and binding 8-bit quantized ones
     /// with a learned and with a fixed scale, for `M` = 8, 16 and 32 (C = 1, 2, 4), and a
     /// length that is not a multiple of the checkpoint spacing or of the reduction block.
+    /// The fixed-width loops run the quantizer specialised to the clips that can bind
+    /// ([`RowQuant::clip`]), the generic loops the general form: one grid per case (only the
+    /// grid's range binds, only the clamp binds, both bind), all on states of magnitude up to
+    /// a few units.
     #[test]
     fn fixed_width_rows_equal_generic_rows_exactly() {
         for modes in [8, 16, 32] {
@@ -1117,28 +1229,35 @@ mod tests {
                 c_im: &c_im,
                 d: 0.3,
             };
-            let u = values(len, 7);
+            // Inputs up to 3 in magnitude drive the states past every bound below.
+            let u: Vec<f32> = values(len, 7).iter().map(|v| 3.0 * v).collect();
             let dy = values(len, 8);
             let view = RowView {
                 offset: 0,
                 stride: 1,
             };
             let chunks = lanes::chunks_for(modes).expect("a multiple of eight");
-            let quant = RowQuant::<true> {
-                scale: 0.02,
-                zero: 121.0,
-                qmin: 0.0,
-                qmax: 255.0,
-                clamp: 2.0,
-            };
-            let fixed_scale = RowQuant::<false> {
-                scale: quant.scale,
-                zero: quant.zero,
-                qmin: quant.qmin,
-                qmax: quant.qmax,
-                clamp: quant.clamp,
-            };
-            fn compare<Q: StateMap>(
+            fn grid<const LSQ: bool>(clamp: f32, zero: f32) -> RowQuant<LSQ> {
+                RowQuant {
+                    scale: 0.02,
+                    zero,
+                    qmin: 0.0,
+                    qmax: 255.0,
+                    clamp,
+                    magic_zero: MAGIC + zero,
+                }
+            }
+            // (clamp, zero point, the clips that can bind): the grid spans about
+            // [-2.4, 2.7] with zero 121 and [-4, 1.1] with zero 200.
+            let cases = [
+                (50.0, 121.0, CLIP_GRID),
+                (2.0, 121.0, CLIP_CLAMP),
+                (2.0, 200.0, CLIP_BOTH),
+            ];
+            /// `qg` runs the generic loops, `ql` the fixed-width ones.
+            #[allow(clippy::too_many_arguments)]
+            fn compare<G: StateMap, Q: StateMap>(
+                qg: G,
                 q: Q,
                 chunks: usize,
                 m: &RowMatrices<'_>,
@@ -1152,7 +1271,7 @@ mod tests {
                 let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
                 let (mut ck1, mut ck2) = (vec![0.0; ck_len], vec![0.0; ck_len]);
                 let mut x = vec![0.0; 4 * modes];
-                forward_row(m, q, every, u, &mut y1, Some(&mut ck1), &mut x);
+                forward_row(m, qg, every, u, &mut y1, Some(&mut ck1), &mut x);
                 let row = ForwardRow {
                     every,
                     len,
@@ -1182,7 +1301,7 @@ mod tests {
                     grads: &mut g1,
                     work: &mut w1,
                 };
-                backward_row(m, q, row);
+                backward_row(m, qg, row);
                 let row = BackwardRow {
                     every,
                     len,
@@ -1201,9 +1320,25 @@ mod tests {
                 // The scale's gradient is there exactly when asked for.
                 assert_eq!(g1[6 * modes + 1] != 0.0, Q::SCALE_GRAD, "M = {modes}");
             }
-            compare(Identity, chunks, &m, every, view, &u, &dy);
-            compare(quant, chunks, &m, every, view, &u, &dy);
-            compare(fixed_scale, chunks, &m, every, view, &u, &dy);
+            // The float states reach past every bound above, so each clip binds somewhere.
+            let (mut xr, mut xi, mut peak) = (vec![0.0f32; modes], vec![0.0f32; modes], 0.0f32);
+            for &ut in &u {
+                for k in 0..modes {
+                    let (r, i) = (xr[k], xi[k]);
+                    xr[k] = a_re[k] * r - a_im[k] * i + b_re[k] * ut;
+                    xi[k] = a_re[k] * i + a_im[k] * r + b_im[k] * ut;
+                    peak = peak.max(xr[k].abs()).max(xi[k].abs());
+                }
+            }
+            assert!(peak > 4.0, "peak state {peak}, M = {modes}");
+            compare(Identity, Identity, chunks, &m, every, view, &u, &dy);
+            for (clamp, zero, clip) in cases {
+                let learned = grid::<true>(clamp, zero);
+                assert_eq!(learned.clip(), clip, "clamp {clamp}, zero {zero}");
+                with_clip!(learned, q => compare(learned, q, chunks, &m, every, view, &u, &dy));
+                let fixed = grid::<false>(clamp, zero);
+                with_clip!(fixed, q => compare(fixed, q, chunks, &m, every, view, &u, &dy));
+            }
         }
     }
 
