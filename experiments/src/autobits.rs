@@ -30,7 +30,7 @@ use crate::data::{epoch_order, make_batch};
 use crate::device::DeviceName;
 use crate::quant::{ParamArg, QatResult, QatRunConfig, load_float_source, qat};
 use crate::reproduce::plots::{self, Fonts, Pareto, ParetoPoint};
-use crate::train::count_correct;
+use crate::eval::count_correct;
 
 /// `Abar` grid as a CLI value.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -469,7 +469,8 @@ pub fn run_autobits(args: &AutobitsArgs) -> Result<()> {
     }
 
     let run_cfg = QatRunConfig {
-        float_run: args.run.clone(),
+        float_run: Some(args.run.clone()),
+        scratch: None,
         spec,
         parameterization: args.parameterization.into(),
         epochs: args.epochs,

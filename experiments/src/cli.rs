@@ -16,7 +16,9 @@ use crate::export::{ExportArgs, run_export};
 use crate::interop::{ImportArgs, run_import};
 use crate::quant::{MemoryArgs, PtqArgs, QatArgs, run_memory, run_ptq, run_qat};
 use crate::reproduce::{ReproduceArgs, run_reproduce};
-use crate::train::{DataConfig, TrainConfig, train};
+use crate::args::{DataArgs, ShapeArgs, data_shape};
+use crate::predict::{PredictArgs, run_predict};
+use crate::train::{TrainConfig, train};
 
 /// s4q experiments: train, quantize and benchmark small S4D models.
 #[derive(Parser, Debug)]
@@ -52,6 +54,8 @@ enum Command {
     DeployCheck(crate::deploy::DeployCheckArgs),
     /// Choose bits per component under a memory budget from measured sensitivity, then QAT it.
     Autobits(crate::autobits::AutobitsArgs),
+    /// Predict the class of every sequence in a file with a float, quantized or integer model.
+    Predict(PredictArgs),
 }
 
 #[derive(Args, Debug)]
@@ -82,19 +86,17 @@ impl From<ModeArg> for SsmMode {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Model preset: s4d-16h, s4d-64h, s4d-256h, s4d-512h.
-    #[arg(long, default_value = "s4d-16h")]
-    model: String,
-    /// Dataset: embedded (bundled, no fetch), smnist10k, sfashion, smnist, psmnist.
-    #[arg(long, default_value = "embedded")]
-    dataset: DatasetName,
-    /// Directory holding fetched datasets.
+    #[command(flatten)]
+    shape: ShapeArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Directory holding fetched named datasets.
     #[arg(long, default_value = "data")]
     data_root: PathBuf,
     /// A full TrainConfig (.json or .toml); other flags are ignored when given.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run directory (default: runs/<model>-<dataset>-seed<seed>).
+    /// Run directory (default: runs/<model>-<data>-seed<seed>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Continue the run in --run-dir from its newest checkpoint.
@@ -114,6 +116,9 @@ struct TrainArgs {
     weight_decay: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Stop after this many epochs without a better validation accuracy (needs --valid-fraction).
+    #[arg(long)]
+    patience: Option<usize>,
     /// Train on only the first N training sequences.
     #[arg(long)]
     train_limit: Option<usize>,
@@ -168,6 +173,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => run_export(&args),
         Command::DeployCheck(args) => crate::deploy::run_deploy_check(&args),
         Command::Autobits(args) => crate::autobits::run_autobits(&args),
+        Command::Predict(args) => run_predict(&args),
     }
 }
 
@@ -175,19 +181,20 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let cfg = match &args.config {
         Some(path) => TrainConfig::from_file(path)?,
         None => {
-            let mut cfg = TrainConfig::recipe(&args.model, args.dataset)?;
-            cfg.data = DataConfig {
-                dataset: args.dataset,
-                root: args.data_root.clone(),
-                train_limit: args.train_limit,
-                test_limit: args.test_limit,
-            };
+            let data =
+                args.data
+                    .to_config(&args.data_root, args.train_limit, args.test_limit)?;
+            let (d_input, n_classes) = data_shape(&data)?;
+            let mut cfg = TrainConfig::recipe(&args.shape.model, DatasetName::Embedded)?;
+            cfg.model = args.shape.to_config(d_input, n_classes)?;
+            cfg.data = data;
             cfg.epochs = args.epochs;
             cfg.batch_size = args.batch_size;
             cfg.lr = args.lr;
             cfg.ssm_lr = args.ssm_lr;
             cfg.weight_decay = args.weight_decay;
             cfg.seed = args.seed;
+            cfg.patience = args.patience;
             cfg.validate()?;
             cfg
         }
@@ -200,15 +207,22 @@ fn run_train(args: TrainArgs) -> Result<()> {
         PathBuf::from("runs").join(format!(
             "s4d-{}h-{}-seed{}",
             cfg.model.d_model(),
-            cfg.data.dataset,
+            cfg.data.label(),
             cfg.seed
         ))
     });
     let device = args.device.device()?;
     let result = train(&cfg, &run_dir, &device, args.resume)?;
     info!("run saved in {}", run_dir.display());
+    let kept = match result.valid_acc {
+        Some(v) => format!(
+            " (epoch {} kept: validation {v:.2}%)",
+            result.kept_epoch
+        ),
+        None => String::new(),
+    };
     println!(
-        "test accuracy {:.2}% (loss {:.4}) after {} epochs on {} train / {} test sequences; {:.0}s training",
+        "test accuracy {:.2}% (loss {:.4}) after {} epochs on {} train / {} test sequences; {:.0}s training{kept}",
         result.test_acc,
         result.test_loss,
         result.epochs,
@@ -222,24 +236,20 @@ fn run_train(args: TrainArgs) -> Result<()> {
 fn run_eval(args: EvalArgs) -> Result<()> {
     let device = args.device.device()?;
     let model = load_classifier(&args.run, &device)?;
-    let dataset = match args.dataset {
-        Some(d) => d,
-        None => {
-            let cfg: TrainConfig = crate::checkpoint::read_json(&args.run.join("config.json"))
-                .context("no --dataset given and the run has no readable config.json")?;
-            cfg.data.dataset
-        }
-    };
-    let data = DataConfig {
-        dataset,
-        root: args.data_root,
-        train_limit: None,
-        test_limit: args.limit,
+    let manifest = s4q_train::RunManifest::load(&args.run)
+        .context("eval needs a run directory written by `experiments train`")?;
+    let mut data = manifest.data.clone();
+    if let Some(d) = args.dataset {
+        data.dataset = Some(d);
+        data.files = None;
     }
-    .load()?;
+    data.root = args.data_root;
+    data.train_limit = None;
+    data.test_limit = args.limit;
+    let prepared = data.prepare_with(Some(&manifest.preprocess))?;
     let eval = evaluate(
         &model,
-        &data.test,
+        &prepared.test,
         args.batch_size,
         args.mode.into(),
         &device,

@@ -1,21 +1,19 @@
 //! `experiments`: the s4q command line. Fetches data, trains float S4D models, evaluates them,
 //! and benchmarks the backends; quantization commands come from the `qat` crate.
 
+mod args;
 mod autobits;
+// The loops live in the `s4q-train` library; the CLI reaches them under their old paths.
+use s4q_train::{checkpoint, data, eval, metrics, train};
 mod bench;
-mod checkpoint;
 mod cli;
-mod data;
 mod deploy;
 mod device;
-mod eval;
 mod export;
 mod interop;
-mod metrics;
-mod progress;
+mod predict;
 mod quant;
 mod reproduce;
-mod train;
 
 use std::io::IsTerminal;
 

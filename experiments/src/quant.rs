@@ -2,40 +2,30 @@
 //! sensitivity), quantization-aware fine-tuning of a float run, and memory accounting.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use clap::Args;
-use datasets::SequenceDataset;
-use qat::{
-    Component, MemoryReport, ModelDims, Parameterization, QuantSpec, QuantizedClassifier, calibrate,
-};
+use qat::{Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::checkpoint::{
-    CheckpointDir, load_classifier, load_module, load_optimizer, read_json, save_module,
-    save_optimizer, write_json,
-};
-use crate::data::{epoch_order, make_batch};
+use crate::checkpoint::write_json;
 use crate::device::DeviceName;
 use crate::eval::evaluate;
-use crate::metrics::MetricsLog;
-use crate::progress::{log_tick, progress_bar};
-use crate::train::{DataConfig, TrainConfig, count_correct, warmup_cosine_lr};
-use s4d_model::{S4dClassifier, S4dClassifierConfig, SsmMode};
+use crate::args::{DataArgs, ShapeArgs, data_shape};
+pub use s4q_train::quantize::{
+    QatResult, QatRunConfig, ScratchConfig, Source, balanced_model, load_float_source, load_quantized, ptq_eval,
+    qat,
+};
+use s4d_model::{S4dClassifierConfig, SsmMode};
 
 /// Options shared by `ptq` and `qat`: which float run, which data.
 #[derive(Args, Debug, Clone)]
 pub struct SourceArgs {
-    /// Float run directory (from `experiments train`).
+    /// Float run directory (from `experiments train`); not with `qat --from-scratch`.
     #[arg(long)]
-    run: PathBuf,
+    run: Option<PathBuf>,
     #[arg(long, default_value = "data")]
     data_root: PathBuf,
     /// Evaluate on the first N test sequences only.
@@ -108,6 +98,21 @@ pub struct QatArgs {
     /// 1 evens them out fully, 0 is the paper's basis. Helps states of 6 bits and below.
     #[arg(long, value_name = "ALPHA")]
     balance_state: Option<f32>,
+    /// Train the quantized model from random initialisation (no float run): give the data
+    /// and the shape as for `train`.
+    #[arg(long, conflicts_with = "run")]
+    from_scratch: bool,
+    #[command(flatten)]
+    scratch_data: DataArgs,
+    #[command(flatten)]
+    scratch_shape: ShapeArgs,
+    /// From scratch: epochs at the start during which static ranges are re-estimated from the
+    /// moving weights; then they are frozen.
+    #[arg(long, default_value_t = 1)]
+    observer_epochs: usize,
+    /// From scratch: optimizer steps between two re-estimations during those epochs.
+    #[arg(long, default_value_t = 20)]
+    recalibrate_every: usize,
 }
 
 /// The paper's QAT parameterizations as a CLI value.
@@ -152,143 +157,21 @@ pub struct PtqRow {
     pub savings: f64,
 }
 
-/// A trained float run with its data, the starting point of every PTQ and QAT job.
-pub struct Source {
-    /// Architecture of the float model.
-    pub float_cfg: S4dClassifierConfig,
-    /// The float model.
-    pub model: S4dClassifier,
-    /// Training split (calibration and QAT data).
-    pub train: SequenceDataset,
-    /// Test split.
-    pub test: SequenceDataset,
+/// The `--run` of a job that needs a float run.
+fn float_run(args: &SourceArgs) -> Result<&Path> {
+    args.run
+        .as_deref()
+        .context("--run (a float run directory from `experiments train`) is required")
 }
 
 fn load_source(args: &SourceArgs, train_limit: Option<usize>, device: &Device) -> Result<Source> {
     load_float_source(
-        &args.run,
+        float_run(args)?,
         &args.data_root,
         train_limit,
         args.test_limit,
         device,
     )
-}
-
-/// `model` with its state balanced at strength `alpha` (`qat::balance`), measured on the same
-/// calibration batches the quantizers see; the per-block report goes to the log and, with
-/// `record`, to a JSON file.
-fn balanced_model(
-    model: S4dClassifier,
-    src: &Source,
-    alpha: f32,
-    calib_batches: usize,
-    batch_size: usize,
-    device: &Device,
-    record: Option<&Path>,
-) -> Result<S4dClassifier> {
-    let batches = calibration_batches(&src.train, calib_batches, batch_size, device);
-    let amps = qat::balance::mode_amplitudes(&model.valid(), batches)?;
-    let (balanced, report) = qat::balance_state(model, &amps, alpha)?;
-    for (block, b) in report.iter().enumerate() {
-        info!(
-            block,
-            alpha,
-            spread_before = b.spread_before,
-            spread_after = b.spread_after,
-            "balanced the state: largest per-head mode range ratio"
-        );
-    }
-    if let Some(path) = record {
-        write_json(path, &report)?;
-    }
-    Ok(balanced)
-}
-
-/// Loads the float run in `run` and its dataset (read from the run's `config.json`), so that
-/// callers other than the CLI (the `reproduce` sweeps) quantize the same way `ptq`/`qat` do.
-pub fn load_float_source(
-    run: &Path,
-    data_root: &Path,
-    train_limit: Option<usize>,
-    test_limit: Option<usize>,
-    device: &Device,
-) -> Result<Source> {
-    let cfg: TrainConfig = read_json(&run.join("config.json"))
-        .with_context(|| format!("{} is not a float run directory", run.display()))?;
-    let model = load_classifier(run, device)?;
-    let split = DataConfig {
-        dataset: cfg.data.dataset,
-        root: data_root.to_path_buf(),
-        train_limit,
-        test_limit,
-    }
-    .load()?;
-    Ok(Source {
-        float_cfg: cfg.model,
-        model,
-        train: split.train,
-        test: split.test,
-    })
-}
-
-/// The first `n` training batches in a fixed order (calibration data).
-fn calibration_batches(
-    data: &SequenceDataset,
-    n: usize,
-    batch: usize,
-    device: &Device,
-) -> Vec<Tensor<3>> {
-    let order = epoch_order(data.len(), 12345, 0);
-    order
-        .chunks(batch)
-        .take(n)
-        .map(|idx| make_batch(data, idx, device).inputs)
-        .collect()
-}
-
-/// Test accuracy (%) of a quantized model (recurrent mode).
-pub fn evaluate_quantized(
-    model: &QuantizedClassifier,
-    data: &SequenceDataset,
-    batch_size: usize,
-    device: &Device,
-) -> Result<f64> {
-    let indices: Vec<usize> = (0..data.len()).collect();
-    let bar = progress_bar(
-        indices.len().div_ceil(batch_size) as u64,
-        "eval (quantized)",
-    );
-    let mut correct = 0;
-    for chunk in indices.chunks(batch_size) {
-        let batch = make_batch(data, chunk, device);
-        correct += count_correct(model.forward(batch.inputs)?, batch.targets);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok(100.0 * correct as f64 / data.len() as f64)
-}
-
-/// Calibrates `spec` on `calib_batches` training batches of `src` and returns (test accuracy %,
-/// memory savings % vs FP32): one PTQ data point, shared by `ptq` and `reproduce`.
-pub fn ptq_eval(
-    src: &Source,
-    spec: QuantSpec,
-    calib_batches: usize,
-    batch_size: usize,
-    device: &Device,
-) -> Result<(f64, f64)> {
-    let savings =
-        MemoryReport::new(ModelDims::from_config(&src.float_cfg), &spec).savings_percent();
-    let mut q =
-        QuantizedClassifier::from_float(src.model.clone(), spec, Parameterization::Continuous)?;
-    calibrate(
-        &mut q,
-        calibration_batches(&src.train, calib_batches, batch_size, device),
-    )?;
-    Ok((
-        evaluate_quantized(&q, &src.test, batch_size, device)?,
-        savings,
-    ))
 }
 
 /// `experiments ptq`.
@@ -373,100 +256,36 @@ pub fn run_ptq(args: &PtqArgs) -> Result<()> {
     Ok(())
 }
 
-/// Everything that defines a QAT run; `qat` stores it as `qat_config.json` beside its
-/// checkpoints so `--resume` rebuilds the same model, and `reproduce` builds it directly.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct QatRunConfig {
-    /// The float run fine-tuned.
-    pub float_run: PathBuf,
-    /// Target quantization.
-    pub spec: QuantSpec,
-    /// What QAT trains.
-    pub parameterization: Parameterization,
-    /// Fine-tuning epochs (recurrent mode).
-    pub epochs: usize,
-    /// Peak learning rate, cosine-decayed.
-    pub lr: f64,
-    /// Elementwise gradient clip.
-    pub grad_clip: f32,
-    /// Sequences per step (also the calibration and evaluation batch).
-    pub batch_size: usize,
-    /// Fine-tune on the first N training sequences only.
-    pub train_limit: Option<usize>,
-    /// Evaluate on the first N test sequences only.
-    pub test_limit: Option<usize>,
-    /// Training batches used to calibrate static ranges.
-    pub calib_batches: usize,
-    /// Seeds the data order.
-    pub seed: u64,
-    /// Strength `alpha` in [0, 1] of the per-mode state balancing applied to the float model
-    /// before calibration (`qat::balance`); `None`: the paper's state basis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balance_state: Option<f32>,
-}
-
-/// What a finished QAT run reports (`result.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QatResult {
-    /// Spec name (preset or file) as given.
-    pub spec: String,
-    /// What QAT trained.
-    pub parameterization: Parameterization,
-    /// Float model accuracy (%), convolution mode.
-    pub float_acc: f64,
-    /// Accuracy (%) after calibration, before fine-tuning.
-    pub ptq_acc: f64,
-    /// Accuracy (%) after fine-tuning.
-    pub qat_acc: f64,
-    /// Epochs trained.
-    pub epochs: usize,
-    /// Training sequences.
-    pub train_samples: usize,
-    /// Test sequences.
-    pub test_samples: usize,
-    /// Wall time of fine-tuning (s), summed over resumes.
-    pub train_seconds: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct QatState {
-    epoch: usize,
-    global_step: usize,
-    float_acc: f64,
-    ptq_acc: f64,
-    train_seconds: f64,
-}
-
-fn save_quantized(
-    model: &QuantizedClassifier,
-    cfg: &S4dClassifierConfig,
-    dir: &Path,
-) -> Result<()> {
-    write_json(&dir.join("model.json"), cfg)?;
-    model.save_quant_state_json(&dir.join("quant_state.json"))?;
-    save_module(model, &dir.join("qmodel.bpk"))
-}
-
-/// Rebuilds a quantized model saved by `qat` (architecture, quantizer state, parameters).
-pub fn load_quantized(dir: &Path, device: &Device) -> Result<QuantizedClassifier> {
-    let cfg: S4dClassifierConfig = read_json(&dir.join("model.json"))?;
-    let state: qat::QuantStateFile = read_json(&dir.join("quant_state.json"))?;
-    let mut q = QuantizedClassifier::from_float(
-        cfg.init(device),
-        state.spec.clone(),
-        state.parameterization,
-    )?;
-    q.load_quant_state(&state)
-        .with_context(|| format!("quantizer state in {}", dir.display()))?;
-    load_module(q, &dir.join("qmodel.bpk"))
-}
-
 /// `experiments qat`: calibrate (PTQ), then fine-tune in recurrent mode with fake quantization.
 pub fn run_qat(args: &QatArgs) -> Result<()> {
     let device = args.source.device.device()?;
     let spec = QuantSpec::load(&args.spec)?;
+    let scratch = if args.from_scratch {
+        let data = args.scratch_data.to_config(
+            &args.source.data_root,
+            args.train_limit,
+            args.source.test_limit,
+        )?;
+        let (d_input, n_classes) = data_shape(&data)?;
+        Some(ScratchConfig {
+            model: args.scratch_shape.to_config(d_input, n_classes)?,
+            data,
+            observer_epochs: args.observer_epochs,
+            recalibrate_every: args.recalibrate_every,
+        })
+    } else {
+        let d = &args.scratch_data;
+        if d.dataset.is_some() || d.train.is_some() || d.data.is_some() {
+            bail!(
+                "QAT of a float run uses that run's data; --dataset/--train/--data go with --from-scratch"
+            );
+        }
+        float_run(&args.source)?;
+        None
+    };
     let run_cfg = QatRunConfig {
         float_run: args.source.run.clone(),
+        scratch,
         spec,
         parameterization: args.parameterization.into(),
         epochs: args.epochs,
@@ -487,175 +306,22 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         args.resume,
         &device,
     )?;
-    println!(
-        "{}: float {:.2}%, PTQ {:.2}%, QAT {:.2}% after {} epochs",
-        args.spec, result.float_acc, result.ptq_acc, result.qat_acc, result.epochs
-    );
-    Ok(())
-}
-
-/// Runs (or with `resume`, continues) the QAT job `run_cfg` into `out`: calibrate, fine-tune,
-/// checkpoint every epoch, write `result.json`. `spec_name` is only reported.
-pub fn qat(
-    run_cfg: &QatRunConfig,
-    spec_name: &str,
-    data_root: &Path,
-    out: &Path,
-    resume: bool,
-    device: &Device,
-) -> Result<QatResult> {
-    if run_cfg.epochs == 0 {
-        bail!("--epochs must be >= 1");
-    }
-    if run_cfg.batch_size == 0 {
-        bail!("--batch-size must be >= 1");
-    }
-    let ad = device.clone().autodiff();
-    ad.seed(run_cfg.seed);
-    let src = load_float_source(
-        &run_cfg.float_run,
-        data_root,
-        run_cfg.train_limit,
-        run_cfg.test_limit,
-        &ad,
-    )?;
-    let batch_size = run_cfg.batch_size;
-    let checkpoints = CheckpointDir::new(out.join("checkpoints"), 2);
-    let (mut model, mut state, mut optim);
-    let base_optim = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .with_grad_clipping(Some(GradientClippingConfig::Value(run_cfg.grad_clip)))
-        .init();
-    match (resume, checkpoints.latest()?) {
-        (true, Some(dir)) => {
-            let saved: QatRunConfig = read_json(&out.join("qat_config.json"))?;
-            if saved != *run_cfg {
-                bail!("{} was started with different options", out.display());
-            }
-            model = load_quantized(&dir, &ad)?;
-            optim = load_optimizer(base_optim, &dir.join("optim.bpk"))?;
-            state = read_json::<QatState>(&dir.join("state.json"))?;
-            info!(epoch = state.epoch, "resumed QAT from {}", dir.display());
-        }
-        (false, Some(_)) => bail!(
-            "{} already holds a QAT run; pass --resume or choose another --out-dir",
-            out.display()
-        ),
-        (_, None) => {
-            write_json(&out.join("qat_config.json"), run_cfg)?;
-            let float_acc = evaluate(
-                &src.model.valid(),
-                &src.test.clone(),
-                batch_size,
-                SsmMode::Convolution,
-                device,
-            )
-            .accuracy;
-            let float_model = match run_cfg.balance_state {
-                Some(alpha) => balanced_model(
-                    src.model.clone(),
-                    &src,
-                    alpha,
-                    run_cfg.calib_batches,
-                    batch_size,
-                    device,
-                    Some(&out.join("state_balance.json")),
-                )?,
-                None => src.model.clone(),
-            };
-            model = QuantizedClassifier::from_float(
-                float_model,
-                run_cfg.spec.clone(),
-                run_cfg.parameterization,
-            )?;
-            // Calibrate an inference copy and hand its ranges to the training model: run on
-            // the autodiff model, calibration leaves a graph of never-differentiated nodes
-            // that the first backward pass then spends seconds cleaning up.
-            let mut plain = model.valid();
-            calibrate(
-                &mut plain,
-                calibration_batches(&src.train, run_cfg.calib_batches, batch_size, device),
-            )?;
-            model.load_quant_state(&plain.quant_state()?)?;
-            let ptq_acc = evaluate_quantized(&plain, &src.test, batch_size, device)?;
-            info!(float_acc, ptq_acc, "before QAT");
-            state = QatState {
-                epoch: 0,
-                global_step: 0,
-                float_acc,
-                ptq_acc,
-                train_seconds: 0.0,
-            };
-            optim = base_optim;
-        }
-    }
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resume)?;
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
-    let steps_per_epoch = src.train.len().div_ceil(batch_size);
-    let total = (steps_per_epoch * run_cfg.epochs).max(1);
-    let mut qat_acc = state.ptq_acc;
-    for epoch in state.epoch..run_cfg.epochs {
-        let started = Instant::now();
-        let bar = progress_bar(
-            steps_per_epoch as u64,
-            &format!("qat {}/{}", epoch + 1, run_cfg.epochs),
-        );
-        let order = epoch_order(src.train.len(), run_cfg.seed, epoch);
-        let mut loss_sum = 0.0;
-        for (step, idx) in order.chunks(batch_size).enumerate() {
-            let batch = make_batch(&src.train, idx, &ad);
-            let logits = model.forward(batch.inputs)?;
-            let loss = loss_fn.forward(logits, batch.targets);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                bail!("QAT diverged at step {} (loss {value})", state.global_step);
-            }
-            loss_sum += value * idx.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = warmup_cosine_lr(run_cfg.lr, 0, total, state.global_step);
-            model = optim.step(lr, model, grads);
-            state.global_step += 1;
-            bar.inc(1);
-            if log_tick(step, steps_per_epoch) {
-                info!(
-                    epoch = epoch + 1,
-                    step = step + 1,
-                    of = steps_per_epoch,
-                    loss = value,
-                    "progress"
-                );
-            }
-        }
-        bar.finish_and_clear();
-        state.train_seconds += started.elapsed().as_secs_f64();
-        state.epoch = epoch + 1;
-        qat_acc = evaluate_quantized(&model.valid(), &src.test, batch_size, device)?;
-        let train_loss = loss_sum / src.train.len() as f64;
-        info!(epoch = epoch + 1, train_loss, qat_acc, "QAT epoch done");
-        log.write(&serde_json::json!({
-            "epoch": epoch + 1, "train_loss": train_loss, "test_acc": qat_acc,
-            "epoch_seconds": started.elapsed().as_secs_f64(),
-        }))?;
-        checkpoints.publish(&format!("epoch-{:04}", epoch + 1), |dir| {
-            save_quantized(&model, &src.float_cfg, dir)?;
-            save_optimizer(&optim, &dir.join("optim.bpk"))?;
-            write_json(&dir.join("state.json"), &state)
-        })?;
-    }
-    save_quantized(&model.valid(), &src.float_cfg, out)?;
-    let result = QatResult {
-        spec: spec_name.to_string(),
-        parameterization: run_cfg.parameterization,
-        float_acc: state.float_acc,
-        ptq_acc: state.ptq_acc,
-        qat_acc,
-        epochs: state.epoch,
-        train_samples: src.train.len(),
-        test_samples: src.test.len(),
-        train_seconds: state.train_seconds,
+    let kept = match result.valid_acc {
+        Some(v) => format!(" (epoch {} kept: validation {v:.2}%)", result.kept_epoch),
+        None => String::new(),
     };
-    write_json(&out.join("result.json"), &result)?;
-    Ok(result)
+    if result.from_scratch {
+        println!(
+            "{} from scratch: QAT {:.2}% after {} epochs (calibrated at init: {:.2}%){kept}",
+            args.spec, result.qat_acc, result.epochs, result.ptq_acc
+        );
+    } else {
+        println!(
+            "{}: float {:.2}%, PTQ {:.2}%, QAT {:.2}% after {} epochs{kept}",
+            args.spec, result.float_acc, result.ptq_acc, result.qat_acc, result.epochs
+        );
+    }
+    Ok(())
 }
 
 /// `experiments memory`.

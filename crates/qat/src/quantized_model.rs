@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
-use s4d_model::{ComplexTensor, S4d, S4dClassifier, linear_glu};
+use s4d_model::{ComplexTensor, S4d, S4dClassifier, linear_glu, masked_mean};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
@@ -416,14 +416,22 @@ impl QuantizedClassifier {
     /// Quantized recurrent forward: `x: [B, L, d_input]` -> logits `[B, n_classes]`.
     /// Fails if a static quantizer is not calibrated.
     pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<2>> {
+        let lengths = vec![x.dims()[1]; x.dims()[0]];
+        self.forward_masked(x, &lengths)
+    }
+
+    /// [`QuantizedClassifier::forward`] for a zero-padded batch of unequal-length sequences:
+    /// the mean pool counts each sequence's first `lengths[b]` steps only (what the integer
+    /// model's running sum over the real length computes).
+    pub fn forward_masked(&self, x: Tensor<3>, lengths: &[usize]) -> Result<Tensor<2>> {
         let missing = self.uncalibrated();
         if !missing.is_empty() {
             return Err(QatError::NotCalibrated(missing));
         }
-        Ok(self.run(x, &mut Pass::Quantize))
+        Ok(self.run(x, &mut Pass::Quantize, lengths))
     }
 
-    fn run(&self, x: Tensor<3>, pass: &mut Pass<'_>) -> Tensor<2> {
+    fn run(&self, x: Tensor<3>, pass: &mut Pass<'_>, lengths: &[usize]) -> Tensor<2> {
         let top = &self.top;
         let x = apply(top, None, Component::Input, x, pass);
         let enc_w = weight(
@@ -497,7 +505,7 @@ impl QuantizedClassifier {
                 None => y,
             };
         }
-        let pooled = h.mean_dim(1).squeeze_dim::<2>(1);
+        let pooled = masked_mean(h, lengths);
         let dec_w = weight(
             top,
             Component::DecoderWeight,
@@ -704,7 +712,8 @@ where
         .collect();
     let mut count = 0;
     for batch in batches {
-        model.run(batch.detach(), &mut Pass::Observe(&mut observers));
+        let lengths = vec![batch.dims()[1]; batch.dims()[0]];
+        model.run(batch.detach(), &mut Pass::Observe(&mut observers), &lengths);
         count += 1;
     }
     if observers.is_empty() {

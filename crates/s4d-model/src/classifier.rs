@@ -165,6 +165,15 @@ impl S4dClassifier {
         self.decoder.forward(pooled)
     }
 
+    /// Logits of a padded batch of unequal-length sequences: `x: [B, L, d_input]`, zero after
+    /// each sequence's end, `lengths[b] <= L` its real steps. The SSM is causal, so padding
+    /// changes no real step's features; only the pooling has to skip it ([`masked_mean`]).
+    /// With every length equal to `L` this is exactly [`S4dClassifier::forward`].
+    pub fn forward_masked(&self, x: Tensor<3>, mode: SsmMode, lengths: &[usize]) -> Tensor<2> {
+        let pooled = masked_mean(self.features(x, mode), lengths); // [B, H]
+        self.decoder.forward(pooled)
+    }
+
     /// Per-time-step features before pooling, `[B, L, H]`.
     pub fn features(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<3> {
         let mut h = self.encoder.forward(x);
@@ -173,4 +182,29 @@ impl S4dClassifier {
         }
         h
     }
+}
+
+/// Mean over time of `h: [B, L, H]` counting only the first `lengths[b]` steps of sequence
+/// `b` (clamped to `L`; a length of 0 counts as 1 so an empty row pools its first step rather
+/// than dividing by zero). When every length is `L` it is `h.mean_dim(1)`, bit for bit.
+///
+/// # Panics
+/// If `lengths.len()` differs from `B`.
+pub fn masked_mean(h: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
+    let [batch, steps, _] = h.dims();
+    assert_eq!(lengths.len(), batch, "one length per sequence");
+    if lengths.iter().all(|&n| n >= steps) {
+        return h.mean_dim(1).squeeze_dim::<2>(1);
+    }
+    // Weight 1/len on a sequence's real steps, 0 on its padding: one multiply and one sum.
+    let mut w = vec![0.0f32; batch * steps];
+    for (row, &n) in w.chunks_exact_mut(steps).zip(lengths) {
+        let n = n.clamp(1, steps);
+        row[..n].fill(1.0 / n as f32);
+    }
+    let w = Tensor::<3>::from_data(
+        burn::tensor::TensorData::new(w, [batch, steps, 1]),
+        &h.device(),
+    );
+    (h * w).sum_dim(1).squeeze_dim::<2>(1)
 }

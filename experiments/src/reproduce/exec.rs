@@ -134,7 +134,8 @@ impl Executor for BurnExecutor {
                 let float_run = std::fs::canonicalize(&float_dir)
                     .with_context(|| format!("float run {}", float_dir.display()))?;
                 let cfg = QatRunConfig {
-                    float_run,
+                    float_run: Some(float_run),
+                    scratch: None,
                     spec: spec.clone(),
                     parameterization: *parameterization,
                     epochs: *epochs,

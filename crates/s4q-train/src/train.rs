@@ -2,7 +2,7 @@
 //! own learning rate without weight decay, per-tensor gradient clipping, evaluation and an
 //! atomic checkpoint every epoch, exact resume.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -13,7 +13,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use datasets::{DatasetName, Split};
+use datasets::DatasetName;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -21,52 +21,12 @@ use crate::checkpoint::{
     CheckpointDir, load_classifier, load_optimizer, read_json, save_classifier, save_optimizer,
     write_json,
 };
-use crate::data::{epoch_order, make_batch};
-use crate::eval::evaluate;
+use crate::data::{DataConfig, PreparedData, epoch_order, make_batch};
+use crate::eval::{Evaluation, count_correct, evaluate};
 use crate::metrics::MetricsLog;
 use crate::progress::{log_tick, progress_bar};
+use crate::run_dir::{RunKind, RunManifest};
 use s4d_model::{S4dClassifierConfig, SsmMode};
-
-/// Where training data comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataConfig {
-    /// A named dataset (`embedded`, `smnist10k`, `sfashion`, `smnist`, `psmnist`).
-    pub dataset: DatasetName,
-    /// Directory holding fetched datasets.
-    #[serde(default = "default_data_root")]
-    pub root: PathBuf,
-    /// Use only the first N training sequences (quick runs).
-    #[serde(default)]
-    pub train_limit: Option<usize>,
-    /// Use only the first N test sequences.
-    #[serde(default)]
-    pub test_limit: Option<usize>,
-}
-
-fn default_data_root() -> PathBuf {
-    PathBuf::from("data")
-}
-
-impl DataConfig {
-    /// Loads the train/test split, applying the limits.
-    pub fn load(&self) -> Result<Split> {
-        let mut split = datasets::load(self.dataset, &self.root)
-            .with_context(|| format!("loading dataset `{}`", self.dataset))?;
-        if let Some(n) = self.train_limit {
-            split.train = split.train.take(n);
-        }
-        if let Some(n) = self.test_limit {
-            split.test = split.test.take(n);
-        }
-        if split.train.is_empty() || split.test.is_empty() {
-            bail!(
-                "dataset `{}` has an empty train or test split",
-                self.dataset
-            );
-        }
-        Ok(split)
-    }
-}
 
 /// Everything that defines a float training run; saved as `config.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +55,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Batch size for evaluation.
     pub eval_batch_size: usize,
+    /// Stop when the validation accuracy has not improved for this many epochs (needs
+    /// `data.valid_fraction`); `None` trains every epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
 }
 
 impl TrainConfig {
@@ -102,12 +66,7 @@ impl TrainConfig {
     pub fn recipe(preset: &str, dataset: DatasetName) -> Result<Self> {
         Ok(Self {
             model: S4dClassifierConfig::preset(preset)?,
-            data: DataConfig {
-                dataset,
-                root: default_data_root(),
-                train_limit: None,
-                test_limit: None,
-            },
+            data: DataConfig::named(dataset),
             epochs: 20,
             batch_size: 50,
             lr: 1e-2,
@@ -118,12 +77,17 @@ impl TrainConfig {
             mode: SsmMode::Convolution,
             seed: 0,
             eval_batch_size: 250,
+            patience: None,
         })
     }
 
     /// Rejects values that would make training meaningless.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        self.data.validate()?;
+        if self.patience.is_some() && self.data.valid_fraction.is_none() {
+            bail!("patience (early stopping) needs a validation split: set valid_fraction");
+        }
         if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
             bail!("epochs, batch_size and eval_batch_size must be >= 1");
         }
@@ -241,20 +205,26 @@ pub struct TrainState {
     pub epoch: usize,
     /// Optimizer steps taken.
     pub global_step: usize,
-    /// Best test accuracy so far.
+    /// Best test accuracy so far (reported only; never used to choose a model).
     pub best_test_acc: f64,
     /// Wall time spent training so far (seconds, summed over resumes).
     pub train_seconds: f64,
+    /// Best validation accuracy so far, when the run holds out a validation split.
+    #[serde(default)]
+    pub best_valid_acc: Option<f64>,
+    /// Epoch (1-based) of the best validation accuracy: the model the run keeps.
+    #[serde(default)]
+    pub best_epoch: usize,
 }
 
 /// What a finished run reports (`result.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainResult {
-    /// Final test accuracy (%) after the last epoch.
+    /// Test accuracy (%) of the kept model (the last epoch's, or the best on validation).
     pub test_acc: f64,
-    /// Final test loss.
+    /// Test loss of the kept model.
     pub test_loss: f64,
-    /// Best test accuracy (%) over epochs.
+    /// Best test accuracy (%) over epochs (reported only).
     pub best_test_acc: f64,
     /// Epochs trained.
     pub epochs: usize,
@@ -266,6 +236,17 @@ pub struct TrainResult {
     pub train_seconds: f64,
     /// Device name.
     pub device: String,
+    /// Validation accuracy (%) of the kept model, when the run has a validation split.
+    #[serde(default)]
+    pub valid_acc: Option<f64>,
+    /// Epoch whose model was kept.
+    #[serde(default)]
+    pub kept_epoch: usize,
+}
+
+/// Whether `valid` improves on the best so far (ties keep the earlier, smaller-step model).
+fn improves(best: Option<f64>, valid: f64) -> bool {
+    best.is_none_or(|b| valid > b)
 }
 
 /// Trains a float model into `run_dir` (config, metrics.jsonl, checkpoints/, model.*, result.json).
@@ -277,7 +258,8 @@ pub fn train(
     resume: bool,
 ) -> Result<TrainResult> {
     cfg.validate()?;
-    let split = cfg.data.load()?;
+    let data = cfg.data.prepare()?;
+    check_model_fits_data(&cfg.model, &data)?;
     let config_path = run_dir.join("config.json");
     if resume {
         let saved: TrainConfig = read_json(&config_path)
@@ -295,10 +277,13 @@ pub fn train(
         );
     }
     write_json(&config_path, cfg)?;
+    let manifest = RunManifest::new(RunKind::Float, &cfg.model, &cfg.data, &data.preprocess);
+    manifest.save(run_dir)?;
 
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.seed);
     let mut model = cfg.model.init(&train_device);
+    let split = &data;
     let steps_per_epoch = split.train.len().div_ceil(cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = ((total as f64) * cfg.warmup_fraction).round() as usize;
@@ -308,8 +293,11 @@ pub fn train(
         global_step: 0,
         best_test_acc: 0.0,
         train_seconds: 0.0,
+        best_valid_acc: None,
+        best_epoch: 0,
     };
     let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"), 2);
+    let best = CheckpointDir::new(run_dir.join("best"), 1);
     if resume && let Some(dir) = checkpoints.latest()? {
         model = load_classifier(&dir, &train_device)?;
         optim = load_optimizer(optim, &dir.join("optim.bpk"))?;
@@ -327,15 +315,27 @@ pub fn train(
     info!(
         params = model.num_params(),
         train = split.train.len(),
+        valid = split.valid.as_ref().map_or(0, |v| v.len()),
         test = split.test.len(),
         steps_per_epoch,
         "training {} on {}",
         run_dir.display(),
-        cfg.data.dataset
+        cfg.data.label()
     );
 
     let mut last_eval = None;
     for epoch in state.epoch..cfg.epochs {
+        if let Some(p) = cfg.patience
+            && state.best_epoch > 0
+            && state.epoch >= state.best_epoch + p
+        {
+            info!(
+                epoch = state.epoch,
+                best_epoch = state.best_epoch,
+                "early stop: no validation improvement for {p} epochs"
+            );
+            break;
+        }
         let started = Instant::now();
         let order = epoch_order(split.train.len(), cfg.seed, epoch);
         let bar = progress_bar(
@@ -345,7 +345,7 @@ pub fn train(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(cfg.batch_size).enumerate() {
             let batch = make_batch(&split.train, indices, &train_device);
-            let logits = model.forward(batch.inputs, cfg.mode);
+            let logits = model.forward_masked(batch.inputs, cfg.mode, &batch.lengths);
             let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
             let loss_value = loss.clone().into_scalar::<f32>().to_f64();
             if !loss_value.is_finite() {
@@ -378,21 +378,28 @@ pub fn train(
         }
         bar.finish_and_clear();
         state.train_seconds += started.elapsed().as_secs_f64();
-        let eval = evaluate(
-            &model.valid(),
-            &split.test,
-            cfg.eval_batch_size,
-            cfg.mode,
-            device,
-        );
+        let plain = model.valid();
+        let eval = evaluate(&plain, &split.test, cfg.eval_batch_size, cfg.mode, device);
+        let valid = split
+            .valid
+            .as_ref()
+            .map(|v| evaluate(&plain, v, cfg.eval_batch_size, cfg.mode, device));
         state.epoch = epoch + 1;
         state.best_test_acc = state.best_test_acc.max(eval.accuracy);
+        if let Some(v) = &valid
+            && improves(state.best_valid_acc, v.accuracy)
+        {
+            state.best_valid_acc = Some(v.accuracy);
+            state.best_epoch = epoch + 1;
+            best.publish("model", |dir| save_classifier(&plain, &cfg.model, dir))?;
+        }
         let train_loss = loss_sum / seen as f64;
         let train_acc = 100.0 * correct as f64 / seen as f64;
         info!(
             epoch = epoch + 1,
             train_loss = format!("{train_loss:.4}"),
             train_acc = format!("{train_acc:.2}"),
+            valid_acc = valid.map(|v| format!("{:.2}", v.accuracy)),
             test_loss = format!("{:.4}", eval.loss),
             test_acc = format!("{:.2}", eval.accuracy),
             seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
@@ -403,6 +410,7 @@ pub fn train(
             "step": state.global_step,
             "train_loss": train_loss,
             "train_acc": train_acc,
+            "valid_acc": valid.map(|v| v.accuracy),
             "test_loss": eval.loss,
             "test_acc": eval.accuracy,
             "epoch_seconds": started.elapsed().as_secs_f64(),
@@ -415,16 +423,21 @@ pub fn train(
         last_eval = Some(eval);
     }
 
-    let final_model = model.valid();
-    let eval = match last_eval {
-        Some(eval) => eval,
-        None => evaluate(
-            &final_model,
-            &split.test,
-            cfg.eval_batch_size,
-            cfg.mode,
-            device,
-        ),
+    // With a validation split the run keeps its best epoch; otherwise its last.
+    let (final_model, eval, kept_epoch) = match best.latest()? {
+        Some(dir) if split.valid.is_some() => {
+            let m = load_classifier(&dir, device)?;
+            let e = evaluate(&m, &split.test, cfg.eval_batch_size, cfg.mode, device);
+            (m, e, state.best_epoch)
+        }
+        _ => {
+            let m = model.valid();
+            let e: Evaluation = match last_eval {
+                Some(e) => e,
+                None => evaluate(&m, &split.test, cfg.eval_batch_size, cfg.mode, device),
+            };
+            (m, e, state.epoch)
+        }
     };
     save_classifier(&final_model, &cfg.model, run_dir)?;
     let result = TrainResult {
@@ -436,19 +449,26 @@ pub fn train(
         test_samples: split.test.len(),
         train_seconds: state.train_seconds,
         device: format!("{device:?}"),
+        valid_acc: state.best_valid_acc,
+        kept_epoch,
     };
     write_json(&run_dir.join("result.json"), &result)?;
     Ok(result)
 }
 
-/// Number of rows whose argmax equals the target.
-pub fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
-    let pred = logits.argmax(1).squeeze_dim::<1>(1);
-    pred.equal(targets)
-        .int()
-        .sum()
-        .into_scalar::<i64>()
-        .to_i64() as usize
+/// The model's input width and class count must be the data's: a clear error instead of a
+/// shape panic deep inside burn.
+pub fn check_model_fits_data(model: &S4dClassifierConfig, data: &PreparedData) -> Result<()> {
+    let (d, k) = (data.train.d_input, data.train.n_classes);
+    if model.d_input != d || model.n_classes != k {
+        bail!(
+            "the model takes d_input = {} and {} classes but the data has {d} channels and {k} classes; \
+             set the model's d_input / n_classes from the data (the CLI does this for files)",
+            model.d_input,
+            model.n_classes
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
