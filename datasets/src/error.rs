@@ -3,6 +3,7 @@
 //! Every variant that concerns a file names that file, so a user who sees the
 //! message knows which file to fix or fetch without reading a backtrace.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// The command that prepares the fetchable datasets; quoted in every "missing
@@ -79,6 +80,20 @@ pub enum DatasetError {
         /// Exit status and the tail of its stderr, or why it could not start.
         reason: String,
     },
+    /// A user data file (`.ts`, `.npy`, `.npz`, CSV via [`crate::load_file_pair`],
+    /// dataset TOML) is malformed or holds something the loaders refuse.
+    ///
+    /// Displayed as `file:12: reason` for a text line, `file: field y[3]:
+    /// reason` for an element of a binary array and `file: reason` otherwise.
+    #[error("{}{location}: {reason}", path.display())]
+    Parse {
+        /// The file at fault.
+        path: PathBuf,
+        /// Where in the file.
+        location: Location,
+        /// What is wrong there.
+        reason: String,
+    },
     /// A dataset name that is not one of [`crate::DatasetName::ALL`].
     #[error(
         "unknown dataset `{0}`; expected one of: smnist, smnist10k, sfashion, psmnist, embedded"
@@ -86,7 +101,45 @@ pub enum DatasetError {
     UnknownName(String),
 }
 
+/// Where inside a file a [`DatasetError::Parse`] happened.
+///
+/// Exists so text formats report `file:line` and binary formats the array
+/// field and element, in one error variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// 1-based line of a text file.
+    Line(usize),
+    /// An array or member of a binary file, e.g. `y[3]`, `X[2, 5, 1]` or
+    /// `header of X.npy`.
+    Field(String),
+    /// The file as a whole (e.g. "no sequences").
+    File,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(n) => write!(f, ":{n}"),
+            Self::Field(name) => write!(f, ": field {name}"),
+            Self::File => Ok(()),
+        }
+    }
+}
+
 impl DatasetError {
+    /// Builds a [`DatasetError::Parse`]; the loaders' one way to report bad input.
+    pub(crate) fn parse(
+        path: impl Into<PathBuf>,
+        location: Location,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Parse {
+            path: path.into(),
+            location,
+            reason: reason.into(),
+        }
+    }
+
     /// Builds a [`DatasetError::Io`] for `path`; used with `map_err`.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

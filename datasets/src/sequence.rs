@@ -7,31 +7,56 @@
 use crate::error::DatasetError;
 use crate::idx::IdxImages;
 
-/// A labelled set of equal-length sequences, stored flat for cheap batching.
+/// A labelled set of sequences, stored flat and zero padded for cheap batching.
 ///
-/// It exists so that images, CSV rows and anything else reach the model in one
-/// shape: `inputs` is row-major `[n, seq_len, d_input]`, one label per row.
-/// Image sets become `seq_len = rows * cols` steps of `d_input = 1`, scaled
-/// `pixel / 255` into `[0, 1]`.
+/// It exists so that images, CSV rows, `.ts`/`.npy` files and anything else
+/// reach the model in one shape: `inputs` is row-major `[n, seq_len, d_input]`,
+/// one label per row. Sequences may have different real lengths
+/// ([`Self::lengths`]); shorter ones are padded with zeros up to `seq_len`, the
+/// longest length. Image sets become `seq_len = rows * cols` steps of
+/// `d_input = 1`, scaled `pixel / 255` into `[0, 1]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequenceDataset {
     /// Human-readable name, used in logs and result files (e.g. `"smnist10k/train"`).
     pub name: String,
-    /// Row-major `[n, seq_len, d_input]` values.
+    /// Row-major `[n, seq_len, d_input]` values; steps at or beyond a
+    /// sequence's length are exactly `0.0`.
     pub inputs: Vec<f32>,
     /// One class index per sequence, each `< n_classes`.
     pub labels: Vec<u32>,
-    /// Time steps per sequence (`L`).
+    /// Time steps per stored row (`L`): the longest sequence's length.
     pub seq_len: usize,
     /// Features per time step.
     pub d_input: usize,
     /// Number of classes the labels are drawn from (the classifier's width).
     pub n_classes: usize,
+    /// Each sequence's real number of steps, `1..=seq_len`, so models and
+    /// statistics can ignore the padding.
+    pub lengths: Vec<usize>,
+    /// Display name of each class index (`class_names[label]`), e.g. the
+    /// string labels of a `.ts` file; `"0"`, `"1"`, ... by default.
+    pub class_names: Vec<String>,
+}
+
+/// A mini-batch cut to its own longest sequence, so a batch of short
+/// sequences does not pay for the dataset's longest one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaddedBatch {
+    /// Row-major `[B, seq_len, d_input]`, zero padded after each length.
+    pub inputs: Vec<f32>,
+    /// One class index per row.
+    pub labels: Vec<u32>,
+    /// Real steps of each row (`1..=seq_len`).
+    pub lengths: Vec<usize>,
+    /// Longest length in this batch (0 for an empty batch).
+    pub seq_len: usize,
 }
 
 impl SequenceDataset {
     /// Builds a dataset after checking that the shapes agree and every label
-    /// is `< n_classes`, so later indexing cannot go out of bounds.
+    /// is `< n_classes`, so later indexing cannot go out of bounds. Every
+    /// length is set to `seq_len` and class names to `"0"`, `"1"`, ...; use
+    /// [`Self::with_lengths`] / [`Self::with_class_names`] to change them.
     pub fn new(
         name: impl Into<String>,
         inputs: Vec<f32>,
@@ -67,6 +92,7 @@ impl SequenceDataset {
                 "label {l} of row {i} is out of range for {n_classes} classes"
             )));
         }
+        let lengths = vec![seq_len; labels.len()];
         Ok(Self {
             name,
             inputs,
@@ -74,7 +100,113 @@ impl SequenceDataset {
             seq_len,
             d_input,
             n_classes,
+            lengths,
+            class_names: (0..n_classes).map(|c| c.to_string()).collect(),
         })
+    }
+
+    /// Builds a dataset from sequences of different lengths (each a time-major
+    /// `[len_i, d_input]` slice), padding them with zeros to the longest.
+    ///
+    /// The loaders of unequal-length files use it; errors if a sequence is
+    /// empty or not a whole number of steps.
+    pub fn from_sequences(
+        name: impl Into<String>,
+        sequences: &[Vec<f32>],
+        labels: Vec<u32>,
+        d_input: usize,
+        n_classes: usize,
+    ) -> Result<Self, DatasetError> {
+        let name = name.into();
+        let shape_err = |reason: String| DatasetError::Shape {
+            name: name.clone(),
+            reason,
+        };
+        if d_input == 0 {
+            return Err(shape_err("d_input must be positive".into()));
+        }
+        if sequences.len() != labels.len() {
+            return Err(shape_err(format!(
+                "{} sequences but {} labels",
+                sequences.len(),
+                labels.len()
+            )));
+        }
+        let mut lengths = Vec::with_capacity(sequences.len());
+        for (i, s) in sequences.iter().enumerate() {
+            if s.is_empty() || !s.len().is_multiple_of(d_input) {
+                return Err(shape_err(format!(
+                    "sequence {i} has {} values, not a positive multiple of d_input = {d_input}",
+                    s.len()
+                )));
+            }
+            lengths.push(s.len() / d_input);
+        }
+        let seq_len = lengths.iter().copied().max().unwrap_or(1);
+        let row = seq_len * d_input;
+        let mut inputs = vec![0.0; sequences.len() * row];
+        for (i, s) in sequences.iter().enumerate() {
+            inputs[i * row..i * row + s.len()].copy_from_slice(s);
+        }
+        Self::new(name, inputs, labels, seq_len, d_input, n_classes)?.with_lengths(lengths)
+    }
+
+    /// Sets each sequence's real length after checking there is one per
+    /// sequence and each is in `1..=seq_len`; values past a length are
+    /// zeroed so the padding invariant holds.
+    pub fn with_lengths(mut self, lengths: Vec<usize>) -> Result<Self, DatasetError> {
+        if lengths.len() != self.len() {
+            let reason = format!("{} lengths for {} sequences", lengths.len(), self.len());
+            return Err(DatasetError::Shape {
+                name: self.name,
+                reason,
+            });
+        }
+        if let Some((i, &l)) = lengths
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l == 0 || l > self.seq_len)
+        {
+            return Err(DatasetError::Shape {
+                name: self.name,
+                reason: format!("length {l} of sequence {i} is outside 1..={}", self.seq_len),
+            });
+        }
+        let (row, d) = (self.row_len(), self.d_input);
+        for (r, &l) in lengths.iter().enumerate() {
+            self.inputs[r * row + l * d..(r + 1) * row].fill(0.0);
+        }
+        self.lengths = lengths;
+        Ok(self)
+    }
+
+    /// Sets the class display names after checking there is one per class and
+    /// they are non-empty and unique (they become result-file keys).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self, DatasetError> {
+        let err = |name: String, reason: String| DatasetError::Shape { name, reason };
+        if names.len() != self.n_classes {
+            return Err(err(
+                self.name,
+                format!("{} class names for {} classes", names.len(), self.n_classes),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in names.iter().enumerate() {
+            if n.trim().is_empty() {
+                return Err(err(self.name, format!("class name {i} is empty")));
+            }
+            if !seen.insert(n.as_str()) {
+                return Err(err(self.name, format!("class name `{n}` appears twice")));
+            }
+        }
+        self.class_names = names;
+        Ok(self)
+    }
+
+    /// Whether every sequence fills all `seq_len` steps (no padding), e.g. to
+    /// skip length masking.
+    pub fn is_equal_length(&self) -> bool {
+        self.lengths.iter().all(|&l| l == self.seq_len)
     }
 
     /// Turns an image stack into pixel sequences (`L = rows * cols`,
@@ -149,6 +281,31 @@ impl SequenceDataset {
         (xs, ys)
     }
 
+    /// Gathers the rows `indices` (in that order, repeats allowed) cut to the
+    /// longest length among them: `[B, batch seq_len, d_input]`, zero padded,
+    /// with labels and lengths, so short batches cost less.
+    ///
+    /// # Panics
+    /// If any index is `>= self.len()`.
+    pub fn batch_padded(&self, indices: &[usize]) -> PaddedBatch {
+        let lengths: Vec<usize> = indices.iter().map(|&i| self.lengths[i]).collect();
+        let seq_len = lengths.iter().copied().max().unwrap_or(0);
+        let width = seq_len * self.d_input;
+        let mut inputs = Vec::with_capacity(indices.len() * width);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let (x, y) = self.sample(i);
+            inputs.extend_from_slice(&x[..width]);
+            labels.push(y);
+        }
+        PaddedBatch {
+            inputs,
+            labels,
+            lengths,
+            seq_len,
+        }
+    }
+
     /// The first `min(n, len)` sequences, for quick runs on part of a set.
     pub fn take(&self, n: usize) -> Self {
         let n = n.min(self.len());
@@ -159,6 +316,8 @@ impl SequenceDataset {
             seq_len: self.seq_len,
             d_input: self.d_input,
             n_classes: self.n_classes,
+            lengths: self.lengths[..n].to_vec(),
+            class_names: self.class_names.clone(),
         }
     }
 
@@ -181,6 +340,8 @@ impl SequenceDataset {
             seq_len: self.seq_len,
             d_input: self.d_input,
             n_classes: self.n_classes,
+            lengths: indices.iter().map(|&i| self.lengths[i]).collect(),
+            class_names: self.class_names.clone(),
         }
     }
 
@@ -188,6 +349,10 @@ impl SequenceDataset {
     /// [`permutation`], to every sequence (each step keeps its `d_input`
     /// features together). With the same seed on train and test this is the
     /// permuted-sequential (psMNIST) task.
+    ///
+    /// Meant for equal-length data. On padded data the padding is scattered
+    /// over the row, so every length becomes `seq_len` (the whole permuted
+    /// row is the sequence).
     pub fn permuted(&self, seed: u64) -> Self {
         let perm = permutation(self.seq_len, seed);
         let d = self.d_input;
@@ -199,8 +364,62 @@ impl SequenceDataset {
         }
         Self {
             inputs,
+            lengths: vec![self.seq_len; self.len()],
             ..self.clone()
         }
+    }
+
+    /// Splits off a validation part with the class proportions of the whole
+    /// set, reproducibly, so small sets keep every class in both parts.
+    ///
+    /// Returns `(train_part, valid_part)`. For each class, its members (in
+    /// dataset order) are shuffled by [`permutation`] with a seed derived
+    /// from `seed` and the class index, and the first `round(fraction *
+    /// count)` go to the validation part: at least 1 and at most `count - 1`
+    /// when the class has 2 or more members; a class with a single member
+    /// stays in the train part. Both parts keep dataset order. Errors if
+    /// `fraction` is not in `(0, 1)` or either part would be empty.
+    pub fn stratified_split(&self, fraction: f64, seed: u64) -> Result<(Self, Self), DatasetError> {
+        let err = |reason: String| DatasetError::Shape {
+            name: self.name.clone(),
+            reason,
+        };
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(err(format!(
+                "validation fraction {fraction} is not in (0, 1)"
+            )));
+        }
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.n_classes];
+        for (i, &l) in self.labels.iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        let mut in_valid = vec![false; self.len()];
+        for (c, members) in by_class.iter().enumerate() {
+            let count = members.len();
+            if count < 2 {
+                continue;
+            }
+            let n_valid = ((fraction * count as f64).round() as usize).clamp(1, count - 1);
+            let class_seed =
+                SplitMix64::new(seed ^ (c as u64).wrapping_mul(0xA24B_AED4_963E_E407)).next_u64();
+            for &p in &permutation(count, class_seed)[..n_valid] {
+                in_valid[members[p]] = true;
+            }
+        }
+        let (valid, train): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| in_valid[i]);
+        if train.is_empty() || valid.is_empty() {
+            return Err(err(format!(
+                "a {fraction} split of {} sequences leaves {} for training and {} for validation; both must be non-empty",
+                self.len(),
+                train.len(),
+                valid.len()
+            )));
+        }
+        let mut train_part = self.select(&train);
+        let mut valid_part = self.select(&valid);
+        train_part.name = format!("{}/fit", self.name);
+        valid_part.name = format!("{}/valid", self.name);
+        Ok((train_part, valid_part))
     }
 
     /// How many sequences each class has (index = class); used to check

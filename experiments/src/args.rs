@@ -138,14 +138,7 @@ impl ShapeArgs {
     }
 }
 
-/// The `d_input` and class count of `data`: known for named sets, read from the files
-/// otherwise (so the model can be shaped before training loads them again).
+/// The `d_input` and class count of `data` (see [`DataConfig::shape`]).
 pub fn data_shape(data: &DataConfig) -> Result<(usize, usize)> {
-    match (data.dataset, &data.files) {
-        (Some(d), None) => Ok((1, d.n_classes())),
-        _ => {
-            let split = data.load_raw()?;
-            Ok((split.train.d_input, split.train.n_classes))
-        }
-    }
+    data.shape()
 }

@@ -8,16 +8,16 @@ use datasets::DatasetName;
 use s4d_model::SsmMode;
 use tracing::info;
 
+use crate::args::{DataArgs, ShapeArgs, data_shape};
 use crate::bench::{BenchArgs, run_bench};
 use crate::checkpoint::load_classifier;
 use crate::device::DeviceName;
 use crate::eval::evaluate;
 use crate::export::{ExportArgs, run_export};
 use crate::interop::{ImportArgs, run_import};
+use crate::predict::{PredictArgs, run_predict};
 use crate::quant::{MemoryArgs, PtqArgs, QatArgs, run_memory, run_ptq, run_qat};
 use crate::reproduce::{ReproduceArgs, run_reproduce};
-use crate::args::{DataArgs, ShapeArgs, data_shape};
-use crate::predict::{PredictArgs, run_predict};
 use crate::train::{TrainConfig, train};
 
 /// s4q experiments: train, quantize and benchmark small S4D models.
@@ -63,9 +63,14 @@ struct FetchArgs {
     /// Directory to prepare datasets in.
     #[arg(long, default_value = "data")]
     root: PathBuf,
-    /// Datasets to prepare (default: all).
+    /// Datasets to prepare (default: all named sets, unless --ucr is given).
     #[arg(value_delimiter = ',')]
     names: Vec<DatasetName>,
+    /// UCR/UEA classification sets to extract from the PyPI `aeon` wheel into
+    /// <root>/ucr/<Name>/<Name>_{TRAIN,TEST}.ts (`all` for every shipped set), e.g.
+    /// `--ucr GunPoint,BasicMotions,JapaneseVowels`.
+    #[arg(long, value_delimiter = ',')]
+    ucr: Vec<String>,
 }
 
 /// SSM view for command-line flags.
@@ -158,8 +163,20 @@ struct EvalArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch(args) => {
-            let report = datasets::fetch(&args.root, &args.names)?;
-            println!("{report}");
+            if args.ucr.is_empty() || !args.names.is_empty() {
+                let report = datasets::fetch(&args.root, &args.names)?;
+                println!("{report}");
+            }
+            if !args.ucr.is_empty() {
+                let names: Vec<&str> = if args.ucr.iter().any(|n| n == "all") {
+                    Vec::new()
+                } else {
+                    args.ucr.iter().map(String::as_str).collect()
+                };
+                for dir in datasets::fetch_ucr(&args.root, &names)? {
+                    println!("ready: {}", dir.display());
+                }
+            }
             Ok(())
         }
         Command::Train(args) => run_train(args),
@@ -181,9 +198,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let cfg = match &args.config {
         Some(path) => TrainConfig::from_file(path)?,
         None => {
-            let data =
-                args.data
-                    .to_config(&args.data_root, args.train_limit, args.test_limit)?;
+            let data = args
+                .data
+                .to_config(&args.data_root, args.train_limit, args.test_limit)?;
             let (d_input, n_classes) = data_shape(&data)?;
             let mut cfg = TrainConfig::recipe(&args.shape.model, DatasetName::Embedded)?;
             cfg.model = args.shape.to_config(d_input, n_classes)?;
@@ -215,10 +232,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let result = train(&cfg, &run_dir, &device, args.resume)?;
     info!("run saved in {}", run_dir.display());
     let kept = match result.valid_acc {
-        Some(v) => format!(
-            " (epoch {} kept: validation {v:.2}%)",
-            result.kept_epoch
-        ),
+        Some(v) => format!(" (epoch {} kept: validation {v:.2}%)", result.kept_epoch),
         None => String::new(),
     };
     println!(

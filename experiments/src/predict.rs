@@ -70,9 +70,8 @@ fn load_input(
         d_input: args.d_input,
         ..FileOptions::default()
     };
-    let split = datasets::load_file_pair(&args.input, &args.input, &opts)
+    let mut data = datasets::load_file(&args.input, &opts)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let mut data = split.test;
     let mut labels = Vec::with_capacity(data.len());
     for &l in &data.labels {
         let name = &data.class_names[l as usize];

@@ -10,15 +10,15 @@ use qat::{Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::args::{DataArgs, ShapeArgs, data_shape};
 use crate::checkpoint::write_json;
 use crate::device::DeviceName;
 use crate::eval::evaluate;
-use crate::args::{DataArgs, ShapeArgs, data_shape};
-pub use s4q_train::quantize::{
-    QatResult, QatRunConfig, ScratchConfig, Source, balanced_model, load_float_source, load_quantized, ptq_eval,
-    qat,
-};
 use s4d_model::{S4dClassifierConfig, SsmMode};
+pub use s4q_train::quantize::{
+    QatResult, QatRunConfig, ScratchConfig, Source, balanced_model, load_float_source,
+    load_quantized, ptq_eval, qat,
+};
 
 /// Options shared by `ptq` and `qat`: which float run, which data.
 #[derive(Args, Debug, Clone)]

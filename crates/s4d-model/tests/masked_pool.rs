@@ -17,10 +17,14 @@ fn model(device: &Device) -> S4dClassifier {
 
 /// Deterministic inputs in [-1, 1) from a small LCG, `len * D_INPUT` values.
 fn sequence(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len * D_INPUT)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -34,7 +38,10 @@ fn logits_alone(m: &S4dClassifier, seq: &[f32], mode: SsmMode, device: &Device) 
 
 /// Max |a - b| over two logit vectors.
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -79,10 +86,21 @@ fn masked_mean_is_the_plain_mean_at_full_length_and_ignores_padding() {
         TensorData::new((0..24).map(|v| v as f32).collect::<Vec<_>>(), [2, 4, 3]),
         &device,
     );
-    let full = masked_mean(h.clone(), &[4, 4]).into_data().try_to_vec::<f32>().unwrap();
-    let mean = h.clone().mean_dim(1).into_data().try_to_vec::<f32>().unwrap();
+    let full = masked_mean(h.clone(), &[4, 4])
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let mean = h
+        .clone()
+        .mean_dim(1)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     assert_eq!(full, mean, "bit-identical at full length");
     // Sequence 0 keeps steps 0..2: channel c averages c and 3 + c; sequence 1 keeps step 0.
-    let part = masked_mean(h, &[2, 1]).into_data().try_to_vec::<f32>().unwrap();
+    let part = masked_mean(h, &[2, 1])
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     assert_eq!(part, vec![1.5, 2.5, 3.5, 12.0, 13.0, 14.0]);
 }

@@ -166,6 +166,18 @@ impl DataConfig {
         }
     }
 
+    /// The input width and class count of the data: known for named sets, read from the
+    /// training file otherwise (so a model can be shaped before training loads the data).
+    pub fn shape(&self) -> Result<(usize, usize)> {
+        match (self.dataset, &self.files) {
+            (Some(d), None) => Ok((1, d.n_classes())),
+            _ => {
+                let split = self.load_raw()?;
+                Ok((split.train.d_input, split.train.n_classes))
+            }
+        }
+    }
+
     /// Loads and prepares the data, fitting the scaling on the training part.
     pub fn prepare(&self) -> Result<PreparedData> {
         self.prepare_with(None)

@@ -202,6 +202,43 @@ pub struct ScratchConfig {
 }
 
 impl QatRunConfig {
+    /// Fine-tuning of the float run in `float_run` into `spec`: 5 epochs at lr 1e-3 (cosine),
+    /// batch 32, calibration on 4 batches, the continuous parameterization.
+    pub fn fine_tune(float_run: impl Into<PathBuf>, spec: QuantSpec) -> Self {
+        Self {
+            float_run: Some(float_run.into()),
+            scratch: None,
+            spec,
+            parameterization: Parameterization::Continuous,
+            epochs: 5,
+            lr: 1e-3,
+            grad_clip: 1000.0,
+            batch_size: 32,
+            train_limit: None,
+            test_limit: None,
+            calib_batches: 4,
+            seed: 0,
+            balance_state: None,
+        }
+    }
+
+    /// A quantized `model` trained from random initialisation on `data` into `spec`: 20
+    /// epochs at lr 1e-2, ranges re-estimated every 10 steps during the first 2.
+    pub fn from_scratch(model: S4dClassifierConfig, data: DataConfig, spec: QuantSpec) -> Self {
+        Self {
+            float_run: None,
+            scratch: Some(ScratchConfig {
+                model,
+                data,
+                observer_epochs: 2,
+                recalibrate_every: 10,
+            }),
+            epochs: 20,
+            lr: 1e-2,
+            ..Self::fine_tune(PathBuf::new(), spec)
+        }
+    }
+
     /// Rejects configs that cannot run, naming the option to fix.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
@@ -218,7 +255,9 @@ impl QatRunConfig {
         }
         self.spec.validate()?;
         match (&self.float_run, &self.scratch) {
-            (Some(_), Some(_)) => bail!("a QAT run starts from a float run or from scratch, not both"),
+            (Some(_), Some(_)) => {
+                bail!("a QAT run starts from a float run or from scratch, not both")
+            }
             (None, None) => bail!("a QAT run needs a float run (--run) or --from-scratch"),
             (None, Some(s)) => {
                 s.model.validate()?;
@@ -313,13 +352,9 @@ pub fn load_quantized(dir: &Path, device: &Device) -> Result<QuantizedClassifier
 /// The data and starting model of a QAT run: a float run's, or a fresh initialisation.
 fn qat_source(run_cfg: &QatRunConfig, data_root: &Path, ad: &Device) -> Result<Source> {
     match (&run_cfg.float_run, &run_cfg.scratch) {
-        (Some(run), _) => load_float_source(
-            run,
-            data_root,
-            run_cfg.train_limit,
-            run_cfg.test_limit,
-            ad,
-        ),
+        (Some(run), _) => {
+            load_float_source(run, data_root, run_cfg.train_limit, run_cfg.test_limit, ad)
+        }
         (None, Some(sc)) => {
             let mut data = sc.data.clone();
             if data.dataset.is_some() {
@@ -528,7 +563,10 @@ pub fn qat(
             best.publish("model", |dir| save_quantized(&plain, &src.float_cfg, dir))?;
         }
         let train_loss = loss_sum / src.train.len() as f64;
-        info!(epoch = epoch + 1, train_loss, valid_acc, qat_acc, "QAT epoch done");
+        info!(
+            epoch = epoch + 1,
+            train_loss, valid_acc, qat_acc, "QAT epoch done"
+        );
         log.write(&serde_json::json!({
             "epoch": epoch + 1, "train_loss": train_loss, "valid_acc": valid_acc,
             "test_acc": qat_acc, "epoch_seconds": started.elapsed().as_secs_f64(),

@@ -81,6 +81,16 @@ impl TrainConfig {
         })
     }
 
+    /// The defaults of [`TrainConfig::recipe`] for `preset` on `data`, with the model's input
+    /// width and class count taken from the data.
+    pub fn for_data(preset: &str, data: DataConfig) -> Result<Self> {
+        let (d_input, n_classes) = data.shape()?;
+        let mut cfg = Self::recipe(preset, DatasetName::Embedded)?;
+        cfg.model = cfg.model.with_d_input(d_input).with_n_classes(n_classes);
+        cfg.data = data;
+        Ok(cfg)
+    }
+
     /// Rejects values that would make training meaningless.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;

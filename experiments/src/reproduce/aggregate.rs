@@ -720,8 +720,8 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
         md,
         "## Table III — {}\n\nTest accuracy % (mean ± std over seeds) and memory savings vs FP32 \
          (our counting, `crates/qat/src/memory.rs`); QAT rows use the {} parameterization.\n\n\
-         | setting | spec | acc. % (ours) | acc. % (paper) | memory savings % (ours) | memory savings % (paper) |\n\
-         |---|---|---:|---:|---:|---:|",
+         | setting | spec | acc. % (ours) | acc. % (paper) | memory savings % (ours) | memory savings % (paper) | gap to paper (pts) | within the two seed spreads |\n\
+         |---|---|---:|---:|---:|---:|---:|---|",
         model_title(cfg),
         param_name(p)
     );
@@ -741,9 +741,12 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
             None => None,
         };
         let paper_row = paper_rows.map(|r| r[i]);
+        let gap = stat
+            .zip(paper_row)
+            .map(|(o, r)| gap_to_paper(o, r.acc, r.std));
         let _ = writeln!(
             md,
-            "| {setting} | {} | {} | {} | {} | {} |",
+            "| {setting} | {} | {} | {} | {} | {} | {} | {} |",
             spec.unwrap_or("fp32"),
             fmt_stat(*stat, seeds),
             paper_row.map_or("–".into(), |r| format!("{:.2} ± {:.2}", r.acc, r.std)),
@@ -751,9 +754,12 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
             paper_row
                 .and_then(|r| r.savings)
                 .map_or("–".into(), |s| format!("{s:.2}")),
+            gap.map_or("–".into(), |(g, _)| format!("{g:+.2}")),
+            gap.map_or("–", |(_, within)| if within { "yes" } else { "no" }),
         );
         summary.push(serde_json::json!({
             "setting": setting, "spec": spec, "acc": stat, "savings": savings,
+            "gap_to_paper": gap.map(|(g, _)| g), "within_spreads": gap.map(|(_, w)| w),
             "paper_acc": paper_row.map(|r| r.acc), "paper_std": paper_row.map(|r| r.std),
             "paper_savings": paper_row.and_then(|r| r.savings),
         }));
@@ -801,6 +807,13 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
         summary: serde_json::json!({ "rows": summary }),
         figures,
     })
+}
+
+/// Our mean minus the paper's, and whether that gap is no larger than the two seed spreads
+/// together (our std + the paper's std): a gap inside it is not evidence of a difference.
+fn gap_to_paper(ours: Stat, paper_acc: f64, paper_std: f64) -> (f64, bool) {
+    let gap = ours.mean - paper_acc;
+    (gap, gap.abs() <= ours.std + paper_std)
 }
 
 /// Markdown title text without backticks, for figure titles.
@@ -1059,6 +1072,14 @@ mod tests {
             md.contains("| QAT W4A6, Abar 6x6 | w4a6-a6x6 | 60.00 (n=1) | 57.04 ± 3.13 |"),
             "{md}"
         );
+        // FP: 96.50 - 97.20 = -0.70, inside 0.71 + 0.25; QAT W4A6 16x16: 95.50 - 96.59 =
+        // -1.09 (paper S4D-16h), outside 0.71 + 0.30.
+        assert!(md.contains("| -0.70 | yes |"), "{md}");
+        let a16 = md
+            .lines()
+            .find(|l| l.starts_with("| QAT W4A6, Abar 16x16 |"))
+            .unwrap();
+        assert!(a16.ends_with("| -1.09 | no |"), "{a16}");
         let holds: Vec<Option<bool>> = reports[0].checks.iter().map(|c| c.holds).collect();
         assert_eq!(holds, vec![Some(true), Some(true), Some(true)]);
         assert!(root.join("table3.md").exists());

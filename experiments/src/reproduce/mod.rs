@@ -50,6 +50,10 @@ pub struct ReproduceArgs {
     /// The `tiny` budget: a smoke test of the machinery (seconds per run).
     #[arg(long, conflicts_with = "budget")]
     tiny: bool,
+    /// The `converged` budget: float and QAT trained until validation accuracy settles, the
+    /// kept epoch chosen on a held-out tenth of the training digits (never the test set).
+    #[arg(long, conflicts_with_all = ["quick", "tiny", "budget"])]
+    converged: bool,
     /// A budget file (.toml/.json, fields of `Budget`) instead of the paper's (`full`).
     #[arg(long)]
     budget: Option<PathBuf>,
@@ -85,6 +89,7 @@ impl ReproduceArgs {
             (Some(path), _, _) => Budget::from_file(path)?,
             (None, true, _) => Budget::quick(),
             (None, _, true) => Budget::tiny(),
+            (None, false, false) if self.converged => Budget::converged(),
             (None, false, false) => Budget::full(),
         };
         if let Some(p) = self.table3_parameterization {
