@@ -13,7 +13,7 @@
 //! convolution and skip), and GELU, GLU and the block's mixing are fused too ([`gelu`],
 //! [`glu_last`], [`linear_glu`]). Elsewhere (GPUs) composed tensor ops compute the same
 //! functions. The crate knows nothing about quantization: the `qat` crate reads
-//! [`Discretized`] matrices from here and decides how to quantize them. Data loading lives in `datasets`, training loops in `experiments`.
+//! [`Discretized`] matrices from here and decides how to quantize them. Data loading lives in `datasets`, training loops in `s4q-train`.
 //!
 //! Shapes are written next to every tensor: `B` batch, `L` sequence length, `H` heads (the model
 //! width, one independent SSM per head), `M = N / 2` complex modes per head.

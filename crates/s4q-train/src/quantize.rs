@@ -29,11 +29,11 @@ use crate::checkpoint::{
     save_optimizer, write_json,
 };
 use crate::data::{DataConfig, Preprocess, epoch_order, make_batch};
-use crate::eval::{evaluate, evaluate_quantized};
+use crate::eval::{evaluate, evaluate_quantized, evaluate_quantized_full};
 use crate::metrics::MetricsLog;
 use crate::progress::{log_tick, progress_bar};
 use crate::run_dir::{RunKind, RunManifest};
-use crate::train::{check_model_fits_data, warmup_cosine_lr};
+use crate::train::{check_model_fits_data, improves, warmup_cosine_lr};
 use s4d_model::{S4dClassifier, S4dClassifierConfig, SsmMode};
 
 /// A trained float run with its data, the starting point of every PTQ and QAT job.
@@ -323,6 +323,8 @@ struct QatState {
     best_valid_acc: Option<f64>,
     #[serde(default)]
     best_epoch: usize,
+    #[serde(default)]
+    best_valid_loss: Option<f64>,
 }
 
 pub fn save_quantized(
@@ -493,6 +495,7 @@ pub fn qat(
                 train_seconds: 0.0,
                 best_valid_acc: None,
                 best_epoch: 0,
+                best_valid_loss: None,
             };
             optim = base_optim;
         }
@@ -551,14 +554,17 @@ pub fn qat(
         state.epoch = epoch + 1;
         let plain = model.valid();
         qat_acc = evaluate_quantized(&plain, &src.test, batch_size, device)?;
-        let valid_acc = match &src.valid {
-            Some(v) => Some(evaluate_quantized(&plain, v, batch_size, device)?),
+        let valid = match &src.valid {
+            Some(v) => Some(evaluate_quantized_full(&plain, v, batch_size, device)?),
             None => None,
         };
-        if let Some(v) = valid_acc
-            && state.best_valid_acc.is_none_or(|b| v > b)
+        let valid_acc = valid.map(|v| v.accuracy);
+        let best_so_far = state.best_valid_acc.zip(state.best_valid_loss);
+        if let Some(v) = valid
+            && improves(best_so_far, v.accuracy, v.loss)
         {
-            state.best_valid_acc = Some(v);
+            state.best_valid_acc = Some(v.accuracy);
+            state.best_valid_loss = Some(v.loss);
             state.best_epoch = epoch + 1;
             best.publish("model", |dir| save_quantized(&plain, &src.float_cfg, dir))?;
         }

@@ -225,6 +225,10 @@ pub struct TrainState {
     /// Epoch (1-based) of the best validation accuracy: the model the run keeps.
     #[serde(default)]
     pub best_epoch: usize,
+    /// Validation loss of the kept epoch (breaks ties of accuracy, which small validation
+    /// splits produce often).
+    #[serde(default)]
+    pub best_valid_loss: Option<f64>,
 }
 
 /// What a finished run reports (`result.json`).
@@ -254,9 +258,11 @@ pub struct TrainResult {
     pub kept_epoch: usize,
 }
 
-/// Whether `valid` improves on the best so far (ties keep the earlier, smaller-step model).
-fn improves(best: Option<f64>, valid: f64) -> bool {
-    best.is_none_or(|b| valid > b)
+/// Whether a validation score (accuracy %, loss) beats the best so far: higher accuracy, or
+/// the same accuracy at a lower loss (a small validation split ties often, and the lower loss
+/// is the more confident model); a full tie keeps the earlier epoch.
+pub fn improves(best: Option<(f64, f64)>, acc: f64, loss: f64) -> bool {
+    best.is_none_or(|(b_acc, b_loss)| acc > b_acc || (acc == b_acc && loss < b_loss))
 }
 
 /// Trains a float model into `run_dir` (config, metrics.jsonl, checkpoints/, model.*, result.json).
@@ -305,6 +311,7 @@ pub fn train(
         train_seconds: 0.0,
         best_valid_acc: None,
         best_epoch: 0,
+        best_valid_loss: None,
     };
     let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"), 2);
     let best = CheckpointDir::new(run_dir.join("best"), 1);
@@ -396,10 +403,12 @@ pub fn train(
             .map(|v| evaluate(&plain, v, cfg.eval_batch_size, cfg.mode, device));
         state.epoch = epoch + 1;
         state.best_test_acc = state.best_test_acc.max(eval.accuracy);
+        let best_so_far = state.best_valid_acc.zip(state.best_valid_loss);
         if let Some(v) = &valid
-            && improves(state.best_valid_acc, v.accuracy)
+            && improves(best_so_far, v.accuracy, v.loss)
         {
             state.best_valid_acc = Some(v.accuracy);
+            state.best_valid_loss = Some(v.loss);
             state.best_epoch = epoch + 1;
             best.publish("model", |dir| save_classifier(&plain, &cfg.model, dir))?;
         }
@@ -566,6 +575,15 @@ mod tests {
         assert!((warmup_cosine_lr(peak, 4, 104, 54) - peak / 2.0).abs() < 1e-12);
         assert!(warmup_cosine_lr(peak, 4, 104, 104).abs() < 1e-12);
         assert!((warmup_cosine_lr(peak, 0, 10, 0) - peak).abs() < 1e-12);
+    }
+
+    #[test]
+    fn validation_ties_break_on_loss_then_keep_the_earlier_epoch() {
+        assert!(improves(None, 50.0, 1.0));
+        assert!(improves(Some((50.0, 1.0)), 60.0, 2.0));
+        assert!(improves(Some((50.0, 1.0)), 50.0, 0.5));
+        assert!(!improves(Some((50.0, 1.0)), 50.0, 1.0));
+        assert!(!improves(Some((50.0, 1.0)), 40.0, 0.1));
     }
 
     #[test]
