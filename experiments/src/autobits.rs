@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use clap::Args;
 use datasets::SequenceDataset;
@@ -26,11 +25,12 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::checkpoint::{read_json, write_json};
-use crate::data::{epoch_order, make_batch};
+use crate::data::epoch_order;
 use crate::device::DeviceName;
 use crate::quant::{ParamArg, QatResult, QatRunConfig, load_float_source, qat};
 use crate::reproduce::plots::{self, Fonts, Pareto, ParetoPoint};
-use crate::eval::count_correct;
+use crate::eval::evaluate_with;
+use s4q_train::calibration_batches;
 
 /// `Abar` grid as a CLI value.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -163,17 +163,10 @@ fn loss_and_accuracy(
     batch: usize,
     device: &Device,
 ) -> Result<(f64, f64)> {
-    let ce = CrossEntropyLossConfig::new().init(device);
-    let (mut loss, mut correct) = (0.0, 0usize);
-    for chunk in indices.chunks(batch) {
-        let b = make_batch(data, chunk, device);
-        let logits = model.forward(b.inputs)?;
-        let l = ce.forward(logits.clone(), b.targets.clone());
-        loss += l.into_scalar::<f32>() as f64 * chunk.len() as f64;
-        correct += count_correct(logits, b.targets);
-    }
-    let n = indices.len().max(1) as f64;
-    Ok((loss / n, 100.0 * correct as f64 / n))
+    let e = evaluate_with(&data.select(indices), batch, "sensitivity", device, |b| {
+        Ok(model.forward_masked(b.inputs.clone(), &b.lengths)?)
+    })?;
+    Ok((e.loss, e.accuracy))
 }
 
 /// The one-component spec of a sensitivity case.
@@ -211,10 +204,7 @@ fn sensitivity(
              raise --train-limit or lower --calib-batches"
         );
     }
-    let calib: Vec<Tensor<3>> = order[..calib_n]
-        .chunks(args.batch_size)
-        .map(|idx| make_batch(train, idx, device).inputs)
-        .collect();
+    let calib = calibration_batches(train, args.sens_calib_batches, args.batch_size, device);
     let cached = match read_json::<SensitivityFile>(&path) {
         Ok(f) if f.setup == setup => Some(f),
         Ok(_) => {

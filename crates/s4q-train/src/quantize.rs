@@ -29,9 +29,9 @@ use crate::checkpoint::{
     save_optimizer, write_json,
 };
 use crate::data::{DataConfig, Preprocess, epoch_order, make_batch};
-use crate::eval::{evaluate, evaluate_quantized, evaluate_quantized_full};
+use crate::eval::{count_correct, evaluate, evaluate_quantized, evaluate_quantized_full};
 use crate::metrics::MetricsLog;
-use crate::progress::{log_tick, progress_bar};
+use crate::progress::EpochProgress;
 use crate::run_dir::{RunKind, RunManifest};
 use crate::train::{check_model_fits_data, improves, warmup_cosine_lr};
 use s4d_model::{S4dClassifier, S4dClassifierConfig, SsmMode};
@@ -507,13 +507,9 @@ pub fn qat(
     let mut qat_acc = state.ptq_acc;
     for epoch in state.epoch..run_cfg.epochs {
         let started = Instant::now();
-        let bar = progress_bar(
-            steps_per_epoch as u64,
-            &format!("qat {}/{}", epoch + 1, run_cfg.epochs),
-        );
+        let mut progress = EpochProgress::new("qat", epoch, run_cfg.epochs, steps_per_epoch);
         let order = epoch_order(src.train.len(), run_cfg.seed, epoch);
         let observing = scratch.filter(|sc| epoch < sc.observer_epochs);
-        let mut loss_sum = 0.0;
         for (step, idx) in order.chunks(batch_size).enumerate() {
             if let Some(sc) = observing
                 && step > 0
@@ -523,28 +519,16 @@ pub fn qat(
             }
             let batch = make_batch(&src.train, idx, &ad);
             let logits = model.forward_masked(batch.inputs, &batch.lengths)?;
-            let loss = loss_fn.forward(logits, batch.targets);
+            let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
             let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                bail!("QAT diverged at step {} (loss {value})", state.global_step);
-            }
-            loss_sum += value * idx.len() as f64;
+            let correct = count_correct(logits.inner(), batch.targets.inner());
+            progress.record(step, state.global_step, value, idx.len(), correct)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = warmup_cosine_lr(run_cfg.lr, 0, total, state.global_step);
             model = optim.step(lr, model, grads);
             state.global_step += 1;
-            bar.inc(1);
-            if log_tick(step, steps_per_epoch) {
-                info!(
-                    epoch = epoch + 1,
-                    step = step + 1,
-                    of = steps_per_epoch,
-                    loss = value,
-                    "progress"
-                );
-            }
         }
-        bar.finish_and_clear();
+        progress.finish();
         if observing.is_some() {
             // The last re-estimation of the epoch sees the epoch's final weights; after the
             // warm-up the ranges stay as they are now.
@@ -568,7 +552,7 @@ pub fn qat(
             state.best_epoch = epoch + 1;
             best.publish("model", |dir| save_quantized(&plain, &src.float_cfg, dir))?;
         }
-        let train_loss = loss_sum / src.train.len() as f64;
+        let train_loss = progress.train_loss();
         info!(
             epoch = epoch + 1,
             train_loss, valid_acc, qat_acc, "QAT epoch done"

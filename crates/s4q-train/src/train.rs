@@ -24,7 +24,7 @@ use crate::checkpoint::{
 use crate::data::{DataConfig, PreparedData, epoch_order, make_batch};
 use crate::eval::{Evaluation, count_correct, evaluate};
 use crate::metrics::MetricsLog;
-use crate::progress::{log_tick, progress_bar};
+use crate::progress::EpochProgress;
 use crate::run_dir::{RunKind, RunManifest};
 use s4d_model::{S4dClassifierConfig, SsmMode};
 
@@ -355,45 +355,19 @@ pub fn train(
         }
         let started = Instant::now();
         let order = epoch_order(split.train.len(), cfg.seed, epoch);
-        let bar = progress_bar(
-            steps_per_epoch as u64,
-            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
-        );
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut progress = EpochProgress::new("epoch", epoch, cfg.epochs, steps_per_epoch);
         for (step, indices) in order.chunks(cfg.batch_size).enumerate() {
             let batch = make_batch(&split.train, indices, &train_device);
             let logits = model.forward_masked(batch.inputs, cfg.mode, &batch.lengths);
             let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
             let loss_value = loss.clone().into_scalar::<f32>().to_f64();
-            if !loss_value.is_finite() {
-                bail!(
-                    "training diverged at step {} (loss {loss_value})",
-                    state.global_step
-                );
-            }
+            let correct = count_correct(logits.inner(), batch.targets.inner());
+            progress.record(step, state.global_step, loss_value, indices.len(), correct)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(scheduler.step(), model, grads);
-            correct += count_correct(logits.inner(), batch.targets.inner());
-            loss_sum += loss_value * indices.len() as f64;
-            seen += indices.len();
             state.global_step += 1;
-            bar.inc(1);
-            if log_tick(step, steps_per_epoch) {
-                info!(
-                    epoch = epoch + 1,
-                    step = step + 1,
-                    of = steps_per_epoch,
-                    train_loss = format!("{:.4}", loss_sum / seen as f64),
-                    "progress"
-                );
-            }
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}%",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64
-            ));
         }
-        bar.finish_and_clear();
+        progress.finish();
         state.train_seconds += started.elapsed().as_secs_f64();
         let plain = model.valid();
         let eval = evaluate(&plain, &split.test, cfg.eval_batch_size, cfg.mode, device);
@@ -412,8 +386,7 @@ pub fn train(
             state.best_epoch = epoch + 1;
             best.publish("model", |dir| save_classifier(&plain, &cfg.model, dir))?;
         }
-        let train_loss = loss_sum / seen as f64;
-        let train_acc = 100.0 * correct as f64 / seen as f64;
+        let (train_loss, train_acc) = (progress.train_loss(), progress.train_acc());
         info!(
             epoch = epoch + 1,
             train_loss = format!("{train_loss:.4}"),
