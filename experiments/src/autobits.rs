@@ -27,9 +27,9 @@ use tracing::{info, warn};
 use crate::checkpoint::{read_json, write_json};
 use crate::data::epoch_order;
 use crate::device::DeviceName;
+use crate::eval::evaluate_with;
 use crate::quant::{ParamArg, QatResult, QatRunConfig, load_float_source, qat};
 use crate::reproduce::plots::{self, Fonts, Pareto, ParetoPoint};
-use crate::eval::evaluate_with;
 use s4q_train::calibration_batches;
 
 /// `Abar` grid as a CLI value.

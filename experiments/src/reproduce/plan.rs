@@ -118,6 +118,9 @@ pub struct Budget {
     /// Float training stops after this many epochs without a better validation accuracy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub float_patience: Option<usize>,
+    /// State-bit rows of the QAT heatmap to run (default: all of [`HEATMAP_STATE_BITS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heatmap_state_bits: Option<Vec<u32>>,
 }
 
 impl Budget {
@@ -141,7 +144,15 @@ impl Budget {
             table3_parameterization: Parameterization::FrozenA,
             valid_fraction: None,
             float_patience: None,
+            heatmap_state_bits: None,
         }
+    }
+
+    /// The heatmap's state-bit rows this budget runs.
+    pub fn heatmap_rows(&self) -> Vec<u32> {
+        self.heatmap_state_bits
+            .clone()
+            .unwrap_or_else(|| HEATMAP_STATE_BITS.to_vec())
     }
 
     /// Trained until validation accuracy settles, on all 8,000 sMNIST-10k training digits less
@@ -167,6 +178,7 @@ impl Budget {
             table3_parameterization: Parameterization::FrozenA,
             valid_fraction: Some(0.1),
             float_patience: Some(8),
+            heatmap_state_bits: Some(vec![7, 6]),
         }
     }
 
@@ -192,6 +204,7 @@ impl Budget {
             table3_parameterization: Parameterization::FrozenA,
             valid_fraction: None,
             float_patience: None,
+            heatmap_state_bits: None,
         }
     }
 
@@ -215,6 +228,7 @@ impl Budget {
             table3_parameterization: Parameterization::FrozenA,
             valid_fraction: None,
             float_patience: None,
+            heatmap_state_bits: None,
         }
     }
 
@@ -261,6 +275,13 @@ impl Budget {
             && !(f > 0.0 && f < 1.0)
         {
             bail!("valid_fraction must be in (0, 1), got {f}");
+        }
+        if let Some(rows) = &self.heatmap_state_bits
+            && (rows.is_empty() || rows.iter().any(|b| !HEATMAP_STATE_BITS.contains(b)))
+        {
+            bail!(
+                "heatmap_state_bits must be a non-empty subset of {HEATMAP_STATE_BITS:?}, got {rows:?}"
+            );
         }
         if self.float_patience.is_some() && self.valid_fraction.is_none() {
             bail!(
@@ -504,7 +525,7 @@ impl SweepConfig {
                         }
                     }
                     Target::QatHeatmap => {
-                        for &s in &HEATMAP_STATE_BITS {
+                        for s in b.heatmap_rows() {
                             for &a in &HEATMAP_ABAR_BITS {
                                 let name = w4a6(a, s);
                                 push(
@@ -610,6 +631,33 @@ mod tests {
                 assert!(ids.contains(d), "{} depends on missing {d}", r.id);
             }
         }
+    }
+
+    /// The converged budget runs heatmap rows 7 and 6 only, and its float runs hold out a
+    /// validation split with early stopping; the quick budget's plan is unchanged by it.
+    #[test]
+    fn converged_budget_plans_rows_7_and_6_with_validation() {
+        let c = cfg(Budget::converged(), 1);
+        let heat = c.plan(&[Target::QatHeatmap]).unwrap();
+        // 1 float + 2 state rows x 4 Abar widths x (1 PTQ + 3 QAT).
+        assert_eq!(heat.len(), 1 + 2 * 4 * 4);
+        assert!(
+            heat.iter()
+                .all(|r| !r.id.contains("x16-") && !r.id.contains("x8-"))
+        );
+        match &heat[0].job {
+            Job::Float { train } => {
+                assert_eq!(train.data.valid_fraction, Some(0.1));
+                assert_eq!(train.patience, Some(8));
+            }
+            other => panic!("first run is not the float run: {other:?}"),
+        }
+        let mut b = Budget::converged();
+        b.heatmap_state_bits = Some(vec![5]);
+        assert!(b.validate().is_err());
+        let mut b = Budget::converged();
+        b.valid_fraction = None;
+        assert!(b.validate().is_err(), "patience without a validation split");
     }
 
     #[test]
