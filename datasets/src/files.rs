@@ -328,3 +328,85 @@ pub fn load_file(path: &Path, opts: &FileOptions) -> Result<SequenceDataset, Dat
     let names = class_names(&raw);
     to_dataset(&raw, base_name(path), &names, path)
 }
+
+/// Sequences to classify: a labelled file as [`load_file`] reads it, or, for `.ts` files with
+/// `@classLabel false`, `.npy` files without a labels sibling and `.npz` archives without `y`,
+/// the sequences alone. Returns the dataset and whether its labels are real; unlabelled
+/// sequences get one placeholder class `"?"`. CSV always carries labels.
+pub fn load_for_prediction(
+    path: &Path,
+    opts: &FileOptions,
+) -> Result<(SequenceDataset, bool), DatasetError> {
+    let format = opts
+        .format
+        .map_or_else(|| FileFormat::from_path(path), Ok)?;
+    let name = base_name(path);
+    let unlabelled = |seqs: crate::npy::NpySequences| -> Result<_, DatasetError> {
+        let n = seqs.sequences.len();
+        let data =
+            SequenceDataset::from_sequences(&name, &seqs.sequences, vec![0; n], seqs.d_input, 1)?
+                .with_class_names(vec!["?".into()])?;
+        Ok((data, false))
+    };
+    let placeholder = |n: usize| crate::npy::NpyArray {
+        shape: vec![n],
+        data: crate::npy::NpyData::Int(vec![0; n]),
+    };
+    match format {
+        FileFormat::Ts => {
+            if !path.is_file() {
+                return Err(DatasetError::Missing {
+                    path: path.to_path_buf(),
+                    hint: "check the path of the sequences to classify".into(),
+                });
+            }
+            let text = std::fs::read_to_string(path).map_err(DatasetError::io(path))?;
+            let ts = crate::ts::parse_ts_unlabelled(&text, path)?;
+            if ts.class_labels.is_empty() {
+                let n = ts.sequences.len();
+                let data = SequenceDataset::from_sequences(
+                    &name,
+                    &ts.sequences,
+                    vec![0; n],
+                    ts.d_input,
+                    1,
+                )?
+                .with_class_names(vec!["?".into()])?;
+                return Ok((data, false));
+            }
+            Ok((ts.to_dataset(name)?, true))
+        }
+        FileFormat::Npy
+            if opts.train_labels.is_none()
+                && crate::npy::sibling_labels_path(path).is_none_or(|p| !p.is_file()) =>
+        {
+            let x = crate::npy::read_npy(path, "X")?;
+            let n = x.shape.first().copied().unwrap_or(0);
+            unlabelled(crate::npy::sequences_from_arrays(
+                &x,
+                path,
+                &placeholder(n),
+                path,
+                None,
+            )?)
+        }
+        FileFormat::Npz => {
+            let arrays = crate::npy::read_npz(path)?;
+            let find = |k: &str| arrays.iter().find(|(n, _)| n == k).map(|(_, a)| a);
+            let x = find("X").or_else(|| find("x"));
+            let (Some(x), None) = (x, find("y").or_else(|| find("Y"))) else {
+                // Labelled, or no X at all: the labelled loader reads it or says what is missing.
+                return Ok((load_file(path, opts)?, true));
+            };
+            let n = x.shape.first().copied().unwrap_or(0);
+            unlabelled(crate::npy::sequences_from_arrays(
+                x,
+                path,
+                &placeholder(n),
+                path,
+                find("lengths"),
+            )?)
+        }
+        _ => Ok((load_file(path, opts)?, true)),
+    }
+}

@@ -70,7 +70,7 @@ pub use csv::{CsvShape, DatasetSpec, load_csv, load_csv_pair};
 pub use embedded::load_embedded;
 pub use error::{DatasetError, FETCH_COMMAND, Location};
 pub use fetch::{FetchEntry, FetchReport, FetchStatus, fetch};
-pub use files::{FileFormat, FileOptions, load_file, load_file_pair};
+pub use files::{FileFormat, FileOptions, load_file, load_file_pair, load_for_prediction};
 pub use registry::{DatasetName, PSMNIST_SEED, Split, load};
 pub use sequence::{PaddedBatch, SequenceDataset, SplitMix64, permutation};
 pub use spec::DataFileSpec;

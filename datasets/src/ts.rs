@@ -101,6 +101,17 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 /// Parses `.ts` text; `path` names the source in errors.
 pub fn parse_ts(text: &str, path: &Path) -> Result<TsFile, DatasetError> {
+    parse(text, path, false)
+}
+
+/// Parses `.ts` text that may have no labels (`@classLabel false`, data lines without a
+/// `:label` field): sequences to classify. Unlabelled sequences come back with an empty
+/// `class_labels` and every label 0.
+pub fn parse_ts_unlabelled(text: &str, path: &Path) -> Result<TsFile, DatasetError> {
+    parse(text, path, true)
+}
+
+fn parse(text: &str, path: &Path, unlabelled_ok: bool) -> Result<TsFile, DatasetError> {
     let err = |line: usize, reason: String| DatasetError::parse(path, Location::Line(line), reason);
     let mut header = Header::default();
     let mut in_data = false;
@@ -180,6 +191,10 @@ pub fn parse_ts(text: &str, path: &Path) -> Result<TsFile, DatasetError> {
                             ),
                         )
                     })?;
+                    if !flag && unlabelled_ok {
+                        header.class_labels = Some(Vec::new());
+                        continue;
+                    }
                     if !flag {
                         return Err(err(
                             line_no,
@@ -240,7 +255,13 @@ pub fn parse_ts(text: &str, path: &Path) -> Result<TsFile, DatasetError> {
             return Err(err(line_no, "timestamped .ts data is not supported".into()));
         }
         let fields: Vec<&str> = line.split(':').collect();
-        let Some((label, channels)) = fields.split_last().filter(|(_, c)| !c.is_empty()) else {
+        let unlabelled = class_labels.is_empty();
+        let split = if unlabelled {
+            Some(("", &fields[..]))
+        } else {
+            fields.split_last().map(|(l, c)| (*l, c))
+        };
+        let Some((label, channels)) = split.filter(|(_, c)| !c.is_empty()) else {
             return Err(err(
                 line_no,
                 "expected channels separated by `:` followed by `:label`".into(),
@@ -317,6 +338,7 @@ pub fn parse_ts(text: &str, path: &Path) -> Result<TsFile, DatasetError> {
         let class = class_labels
             .iter()
             .position(|l| l == label)
+            .or(unlabelled.then_some(0))
             .ok_or_else(|| {
                 err(
                     line_no,

@@ -11,7 +11,7 @@ use datasets::npy::{NpyData, read_npy, read_npz};
 use datasets::ts::read_ts;
 use datasets::{
     DataFileSpec, DatasetError, FileFormat, FileOptions, SequenceDataset, Standardizer, load_file,
-    load_file_pair, load_ts,
+    load_file_pair, load_for_prediction, load_ts,
 };
 
 fn fx(rel: &str) -> PathBuf {
@@ -591,4 +591,30 @@ fn lengths_and_class_names_follow_take_select_permuted() {
     );
     let l = plain.with_lengths(vec![1, 2]).unwrap();
     assert_eq!(l.lengths, [1, 2]);
+}
+
+// ---------------------------------------------------------------- prediction inputs
+
+#[test]
+fn prediction_inputs_may_lack_labels() {
+    // .ts with @classLabel false: channels only, lengths kept, one placeholder class.
+    let (data, labelled) = load_for_prediction(&fx("ts/unlabelled.ts"), &opts()).unwrap();
+    assert!(!labelled);
+    assert_eq!((data.len(), data.d_input, data.seq_len), (2, 2, 3));
+    assert_eq!(data.lengths, [3, 1]);
+    assert_eq!(data.sample(0).0, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    assert_eq!(data.sample(1).0[..2], [7.0, 8.0]);
+    // .npy without a labels sibling.
+    let (data, labelled) = load_for_prediction(&fx("npy/nolabels_X.npy"), &opts()).unwrap();
+    assert!(!labelled && !data.is_empty());
+    // A labelled file stays labelled, with its own class names.
+    let (data, labelled) = load_for_prediction(&fx("ts/Toy_TRAIN.ts"), &opts()).unwrap();
+    assert!(labelled);
+    assert_eq!(data.class_names, ["walk", "run", "jump"]);
+    // Training still refuses unlabelled files, naming file and line.
+    err_msg(
+        load_file(&fx("ts/unlabelled.ts"), &opts()),
+        "unlabelled.ts",
+        &[":6:", "@classLabel false"],
+    );
 }

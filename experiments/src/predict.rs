@@ -19,8 +19,8 @@ pub struct PredictArgs {
     /// A run directory: float (`train`) or quantized (`qat`, `export --spec ... --save-quantized`).
     #[arg(long)]
     run: PathBuf,
-    /// Sequences to classify (.ts, .npy, .npz or .csv, with labels; they are reported beside
-    /// the predictions).
+    /// Sequences to classify: .ts, .npy, .npz or .csv; labels, where the file has them, are
+    /// reported beside the predictions.
     #[arg(long)]
     input: PathBuf,
     /// Features per step of a CSV input.
@@ -59,32 +59,36 @@ enum OutFormat {
     Json,
 }
 
-/// Loads `path` and renumbers its labels into the run's class order by name, so a file that
-/// lists its classes in another order, or lacks some, still scores correctly.
+/// Loads the sequences to classify, scaled with the run's preprocessing. A labelled file's
+/// labels are renumbered into the run's class order by name (so a file that lists its classes
+/// in another order, or lacks some, still scores correctly); an unlabelled one (`.ts` with
+/// `@classLabel false`, `.npy` without a `y` file, `.npz` without `y`) is only classified.
 fn load_input(
     args: &PredictArgs,
     class_names: &[String],
     manifest: &RunManifest,
-) -> Result<SequenceDataset> {
+) -> Result<(SequenceDataset, bool)> {
     let opts = FileOptions {
         d_input: args.d_input,
         ..FileOptions::default()
     };
-    let mut data = datasets::load_file(&args.input, &opts)
+    let (data, labelled) = datasets::load_for_prediction(&args.input, &opts)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let mut labels = Vec::with_capacity(data.len());
-    for &l in &data.labels {
-        let name = &data.class_names[l as usize];
-        let Some(k) = class_names.iter().position(|c| c == name) else {
-            bail!(
-                "{}: label `{name}` is not a class of the model ({})",
-                args.input.display(),
-                class_names.join(", ")
-            );
-        };
-        labels.push(k as u32);
+    let mut labels = vec![0u32; data.len()];
+    if labelled {
+        for (dst, &l) in labels.iter_mut().zip(&data.labels) {
+            let name = &data.class_names[l as usize];
+            let Some(k) = class_names.iter().position(|c| c == name) else {
+                bail!(
+                    "{}: label `{name}` is not a class of the model ({})",
+                    args.input.display(),
+                    class_names.join(", ")
+                );
+            };
+            *dst = k as u32;
+        }
     }
-    data = SequenceDataset::new(
+    let mut data = SequenceDataset::new(
         data.name.clone(),
         data.inputs.clone(),
         labels,
@@ -95,7 +99,7 @@ fn load_input(
     .with_lengths(data.lengths.clone())?
     .with_class_names(class_names.to_vec())?;
     manifest.preprocess.apply(&mut data)?;
-    Ok(data)
+    Ok((data, labelled))
 }
 
 /// Formats predictions as CSV (header + one row per sequence).
@@ -135,12 +139,12 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         (None, true) => Engine::FakeQuant,
     };
     let predictor = Predictor::load(&args.run, engine, &device)?;
-    let data = load_input(args, &class_names, &manifest)?;
+    let (data, labelled) = load_input(args, &class_names, &manifest)?;
     let preds = predict(
         &predictor,
         &data,
         &class_names,
-        true,
+        labelled,
         args.batch_size,
         &device,
     )?;
@@ -163,10 +167,14 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         Some(path) => write_atomic(path, text.as_bytes())?,
         None => print!("{text}"),
     }
-    eprintln!(
-        "{} sequences, {engine:?} engine: {correct} predictions match the file's labels ({:.2}%)",
-        preds.len(),
-        100.0 * correct as f64 / preds.len().max(1) as f64
-    );
+    if labelled {
+        eprintln!(
+            "{} sequences, {engine:?} engine: {correct} predictions match the file's labels ({:.2}%)",
+            preds.len(),
+            100.0 * correct as f64 / preds.len().max(1) as f64
+        );
+    } else {
+        eprintln!("{} sequences classified, {engine:?} engine", preds.len());
+    }
     Ok(())
 }
