@@ -10,3 +10,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo fmt --all -- --check
 cargo test --release --workspace
+# The library examples, on small data (about a minute together): a .ts file of your own to a C
+# model, and QAT from scratch of a custom shape.
+cargo run --release -p experiments --example own_data
+cargo run --release -p experiments --example qat_scratch

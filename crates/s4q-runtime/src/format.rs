@@ -1,11 +1,15 @@
-//! The binary model file (`.s4qm`), version 1: layout, checksum and a bounds-checked reader.
+//! The binary model file (`.s4qm`), version 2: layout, checksum and a bounds-checked reader.
+//!
+//! Version 2 (issue 20) replaced version 1's 64-bit state update with the 32-bit one (`Abar`
+//! pre-scaled to `i32`, a global `state_shift`, per-head `w_max` bounds) and bit-packs weight
+//! codes; a version-1 file is rejected with [`Error::UnsupportedVersion`] (re-export it).
 //!
 //! All integers are little-endian. A 16-byte header:
 //!
 //! | offset | type | field |
 //! |---|---|---|
 //! | 0 | `[u8; 4]` | magic `S4QM` |
-//! | 4 | `u16` | format version (1) |
+//! | 4 | `u16` | format version (2) |
 //! | 6 | `u16` | flags (0; anything else is rejected) |
 //! | 8 | `u32` | payload length in bytes (the file is exactly header + payload) |
 //! | 12 | `u32` | CRC-32 (IEEE, as zlib) of the payload |
@@ -13,14 +17,16 @@
 //! The payload is a sequence of fields in a fixed order (see [`crate::Model::parse`] and
 //! `qat::integer::IntegerModel::to_bytes`, which writes it). Scalars are bare; every array is a
 //! `u32` element count followed by the elements, and the count must equal the length the
-//! dimensions imply, so a file can never make the runtime index past an array.
+//! dimensions imply, so a file can never make the runtime index past an array. Weight codes
+//! are *packed*: a `u8` width `b` in `1..=8`, the `u32` count `n`, then `ceil(n b / 8)` bytes
+//! holding the codes' low `b` bits LSB-first (code `i` at bit `i b`), sign-extended on read.
 
 use core::fmt;
 
 /// First four bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"S4QM";
 /// The only format version this runtime reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 16;
 
@@ -90,7 +96,8 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion(v) => {
                 write!(
                     f,
-                    "format version {v} is not supported (expected {VERSION})"
+                    "format version {v} is not supported (this runtime reads version {VERSION} \
+                     only; re-export the model with `experiments export`)"
                 )
             }
             Error::UnsupportedFlags(x) => write!(f, "unsupported header flags {x:#06x}"),
@@ -220,6 +227,28 @@ impl<'a> Reader<'a> {
         }
         let bytes = len.checked_mul(width).ok_or(Error::Truncated { field })?;
         self.take(bytes, field)
+    }
+
+    /// `len` codes of `bits` bits packed LSB-first, after their `u32` count.
+    pub(crate) fn packed(
+        &mut self,
+        len: usize,
+        bits: usize,
+        field: &'static str,
+    ) -> Result<&'a [u8], Error> {
+        let found = {
+            let b = self.take(4, field)?;
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        };
+        if found as usize != len {
+            return Err(Error::ArrayLength {
+                field,
+                expected: len,
+                found,
+            });
+        }
+        let bits_total = len.checked_mul(bits).ok_or(Error::Truncated { field })?;
+        self.take(bits_total.div_ceil(8), field)
     }
 
     pub(crate) fn remaining(&self) -> usize {

@@ -7,11 +7,18 @@
 //! 1. `U[h] = requant(sum_i (q_in[i] - z_in) (We[i,h] - zWe[h]))`: the encoder output in a
 //!    per-head fixed-point unit (`~2^22` full scale), never quantized (it is float in the
 //!    fake-quant model either).
-//! 2. `W[h] = requant(U[h])`: `Bbar`'s real input in state units with `F` fraction bits.
-//! 3. per mode `n`: `v = requant(Abar x_{t-1}) + (Bbar - zB) W[h]` (complex, `Q.F` state
-//!    units), `x_t = clamp(shr_round(v, F) + zx, lo, hi)` (the state clamp `+-50` and the grid
-//!    folded into `lo, hi`).
-//! 4. `y = clamp(shr_round(requant(2 Re sum_n C x_t) + requant(D U), F) + zy)`: SSM output code.
+//! 2. `W[h] = clamp(requant(U[h]), -Wmax[h], Wmax[h])`: `Bbar`'s real input in state units
+//!    with `S` fraction bits (`S` = the file's `state_shift`; `Wmax` is the export-time bound
+//!    on `|W|`, so the clamp never binds for a valid model and only fences hostile files).
+//! 3. per mode `n` (**32-bit only**): with `x' = x_{t-1} - zx` and `A = round(Abar 2^S)` (the
+//!    dequantized `Abar`, pre-scaled at export, an `i32` re/im pair)
+//!    `v = (Bbar - zB) W + A x'` (complex, `i32`), `x_t = clamp(((v + 2^(S-1)) >> S) + zx, lo, hi)`
+//!    (round half up; the state clamp `+-50` and the grid folded into `lo, hi`). The parser
+//!    proves, from the file's own numbers, `max |v| + 2^(S-1) + |zx| 2^S <= i32::MAX` for every
+//!    mode (see `Model::parse`), so no `i32` here can overflow, in this runtime or in the C
+//!    export that folds `zx` into the rounding constant.
+//! 4. `y = clamp(shr_round(requant(2 Re sum_n (C - zC) (x_t - zx)) + requant(D U), F) + zy)`:
+//!    SSM output code (`Re sum` in `i32`: `M <= 1024` codes of at most `255 x 255 x 2`).
 //! 5. `g = GELU_LUT[y]`: GELU and the activation quantizer as one table over the `y` grid
 //!    (exact: a function of one quantized value is a table).
 //! 6. `a_j, b_j = requant(sum_h (g - zg) (Wc[h,j] - zWc[j]))`; `o_j = clamp(shr_round(a_j
@@ -21,6 +28,10 @@
 //!
 //! Logits after `t` steps: `P_k = div_round((sum_h S[h] (Wd[h,k] - zWd[k])) 2^Fp, t)`, then
 //! `l_k = clamp(requant(P_k) + zl[k])`.
+//!
+//! Weight codes (`We`, `Bbar`, `C`, `Wc`, `Wd`) are stored bit-packed at their grid's width
+//! (two 4-bit codes per byte, four 2-bit, a 6-bit code straddling bytes; see
+//! [`crate::format`]).
 
 use crate::fixed::{div_round, requant, sat32, shr_round};
 use crate::format::{Error, Reader, split_header};
@@ -72,6 +83,28 @@ impl I64s<'_> {
     }
 }
 
+/// Signed codes of `bits` bits each, packed LSB-first into bytes (two 4-bit codes per byte;
+/// a 6-bit code may straddle two bytes); 8-bit codes are plain `i8`.
+#[derive(Clone, Copy)]
+struct Codes<'a> {
+    bytes: &'a [u8],
+    bits: u32,
+}
+impl Codes<'_> {
+    #[inline]
+    fn at(&self, i: usize) -> i32 {
+        if self.bits == 8 {
+            return self.bytes[i] as i8 as i32;
+        }
+        let bit = i * self.bits as usize;
+        let (byte, off) = (bit / 8, (bit % 8) as u32);
+        let lo = self.bytes[byte] as u32;
+        let hi = self.bytes.get(byte + 1).map_or(0, |&b| b as u32);
+        let v = ((lo | (hi << 8)) >> off) << (32 - self.bits);
+        (v as i32) >> (32 - self.bits)
+    }
+}
+
 #[derive(Clone, Copy)]
 struct U8s<'a>(&'a [u8]);
 impl U8s<'_> {
@@ -115,21 +148,21 @@ pub struct Model<'a> {
     classes: usize,
     frac: u32,
     pool_frac: u32,
+    state_shift: u32,
     input: Grid,
-    enc_w: I8s<'a>,
+    enc_w: Codes<'a>,
     enc_wz: I32s<'a>,
     enc: Requant<'a>,
-    a_re: I8s<'a>,
-    a_im: I8s<'a>,
-    a_z: I32s<'a>,
-    b_re: I8s<'a>,
-    b_im: I8s<'a>,
+    a_re: I32s<'a>,
+    a_im: I32s<'a>,
+    b_re: Codes<'a>,
+    b_im: Codes<'a>,
     b_z: I32s<'a>,
-    c_re: I8s<'a>,
-    c_im: I8s<'a>,
+    c_re: Codes<'a>,
+    c_im: Codes<'a>,
     c_z: I32s<'a>,
-    a_rq: Requant<'a>,
     bu_rq: Requant<'a>,
+    w_max: I32s<'a>,
     cy_rq: Requant<'a>,
     dy_rq: Requant<'a>,
     st_z: I32s<'a>,
@@ -138,12 +171,12 @@ pub struct Model<'a> {
     y: Grid,
     gelu: I8s<'a>,
     g_z: i32,
-    lin_w: I8s<'a>,
+    lin_w: Codes<'a>,
     lin_wz: I32s<'a>,
     lin: Requant<'a>,
     sigmoid: I32s<'a>,
     out: Grid,
-    dec_w: I8s<'a>,
+    dec_w: Codes<'a>,
     dec_wz: I32s<'a>,
     dec: Requant<'a>,
     l_z: I32s<'a>,
@@ -182,6 +215,19 @@ fn grid(r: &mut Reader<'_>, field: &'static str) -> Result<Grid, Error> {
 
 fn i8s<'a>(r: &mut Reader<'a>, len: usize, field: &'static str) -> Result<I8s<'a>, Error> {
     Ok(I8s(r.array(len, 1, field)?))
+}
+
+/// Packed weight codes: a `u8` width (1..=8 bits), then `len` codes in
+/// `ceil(len bits / 8)` bytes (see [`crate::format`]).
+fn codes_packed<'a>(
+    r: &mut Reader<'a>,
+    len: usize,
+    field: &'static str,
+) -> Result<Codes<'a>, Error> {
+    let bits = r.u8(field)? as u32;
+    check((1..=8).contains(&bits), field)?;
+    let bytes = r.packed(len, bits as usize, field)?;
+    Ok(Codes { bytes, bits })
 }
 
 fn i32s<'a>(r: &mut Reader<'a>, len: usize, field: &'static str) -> Result<I32s<'a>, Error> {
@@ -226,23 +272,25 @@ impl<'a> Model<'a> {
         check((1..=30).contains(&frac), "frac")?;
         let pool_frac = r.u8("pool_frac")? as u32;
         check(pool_frac <= 30, "pool_frac")?;
-        check(r.u16("reserved")? == 0, "reserved")?;
+        let state_shift = r.u8("state_shift")? as u32;
+        check((1..=30).contains(&state_shift), "state_shift")?;
+        check(r.u8("reserved")? == 0, "reserved")?;
         let input = grid(&mut r, "input_grid")?;
         let (h, hm) = (heads, heads * modes);
-        let enc_w = i8s(&mut r, d_input * h, "enc_w")?;
+        let enc_w = codes_packed(&mut r, d_input * h, "enc_w")?;
         let enc_wz = codes(&mut r, h, "enc_wz")?;
         let enc = requant_arrays(&mut r, h, true, "enc_rq")?;
-        let a_re = i8s(&mut r, hm, "a_re")?;
-        let a_im = i8s(&mut r, hm, "a_im")?;
-        let a_z = codes(&mut r, h, "a_z")?;
-        let b_re = i8s(&mut r, hm, "b_re")?;
-        let b_im = i8s(&mut r, hm, "b_im")?;
+        let a_re = i32s(&mut r, hm, "a_re")?;
+        let a_im = i32s(&mut r, hm, "a_im")?;
+        let b_re = codes_packed(&mut r, hm, "b_re")?;
+        let b_im = codes_packed(&mut r, hm, "b_im")?;
         let b_z = codes(&mut r, h, "b_z")?;
-        let c_re = i8s(&mut r, hm, "c_re")?;
-        let c_im = i8s(&mut r, hm, "c_im")?;
+        let c_re = codes_packed(&mut r, hm, "c_re")?;
+        let c_im = codes_packed(&mut r, hm, "c_im")?;
         let c_z = codes(&mut r, h, "c_z")?;
-        let a_rq = requant_arrays(&mut r, h, false, "a_rq")?;
         let bu_rq = requant_arrays(&mut r, h, false, "bu_rq")?;
+        let w_max = i32s(&mut r, h, "w_max")?;
+        check((0..h).all(|i| w_max.at(i) >= 0), "w_max")?;
         let cy_rq = requant_arrays(&mut r, h, false, "cy_rq")?;
         let dy_rq = requant_arrays(&mut r, h, false, "dy_rq")?;
         let st_z = codes(&mut r, h, "state_z")?;
@@ -252,11 +300,32 @@ impl<'a> Model<'a> {
             (0..h).all(|i| st_lo.at(i) <= st_hi.at(i)),
             "state_lo/state_hi",
         )?;
+        // The 32-bit state update's bound (module doc, step 3), from the file's own numbers.
+        let state_ok = (0..h).all(|i| {
+            let (z, wm) = (st_z.at(i) as i64, w_max.at(i) as i64);
+            let xmax = (st_lo.at(i) as i64 - z)
+                .abs()
+                .max((st_hi.at(i) as i64 - z).abs());
+            let fixed = (1i64 << (state_shift - 1)) + z.abs() * (1i64 << state_shift);
+            let bz = b_z.at(i) as i64;
+            (0..modes).all(|n| {
+                let k = i * modes + n;
+                let a = (a_re.at(k) as i64).abs() + (a_im.at(k) as i64).abs();
+                let b = (b_re.at(k) as i64 - bz)
+                    .abs()
+                    .max((b_im.at(k) as i64 - bz).abs());
+                a * xmax + b * wm + fixed <= i32::MAX as i64
+            })
+        });
+        check(
+            state_ok,
+            "state accumulator bound (a_re/a_im/w_max/state_shift)",
+        )?;
         let y = grid(&mut r, "ssm_output_grid")?;
         let gelu = i8s(&mut r, (y.qmax - y.qmin + 1) as usize, "gelu_lut")?;
         let g_z = r.i32("activation_z")?;
         check(in_i8(g_z), "activation_z")?;
-        let lin_w = i8s(&mut r, h * 2 * h, "lin_w")?;
+        let lin_w = codes_packed(&mut r, h * 2 * h, "lin_w")?;
         let lin_wz = codes(&mut r, 2 * h, "lin_wz")?;
         let lin = requant_arrays(&mut r, 2 * h, true, "lin_rq")?;
         let sigmoid = i32s(&mut r, SIGMOID_LEN, "sigmoid")?;
@@ -265,7 +334,7 @@ impl<'a> Model<'a> {
             "sigmoid",
         )?;
         let out = grid(&mut r, "glu_output_grid")?;
-        let dec_w = i8s(&mut r, h * classes, "dec_w")?;
+        let dec_w = codes_packed(&mut r, h * classes, "dec_w")?;
         let dec_wz = codes(&mut r, classes, "dec_wz")?;
         let dec = requant_arrays(&mut r, classes, true, "dec_rq")?;
         let l_z = codes(&mut r, classes, "logits_z")?;
@@ -285,21 +354,21 @@ impl<'a> Model<'a> {
             classes,
             frac,
             pool_frac,
+            state_shift,
             input,
             enc_w,
             enc_wz,
             enc,
             a_re,
             a_im,
-            a_z,
             b_re,
             b_im,
             b_z,
             c_re,
             c_im,
             c_z,
-            a_rq,
             bu_rq,
+            w_max,
             cy_rq,
             dy_rq,
             st_z,
@@ -395,33 +464,49 @@ impl<'a> Model<'a> {
                 acc += x * (self.enc_w.at(i * h_n + h) - wz);
             }
             let u = sat32(self.enc.apply(h, acc));
-            // 2. Bbar's input in Q.F state units
-            let w = sat32(self.bu_rq.apply(h, u)) as i64;
-            let (az, bz, cz) = (self.a_z.at(h), self.b_z.at(h), self.c_z.at(h));
+            // 2. Bbar's input in Q.S state units, fenced by the export-time bound
+            let wm = self.w_max.at(h);
+            let w = sat32(self.bu_rq.apply(h, u)).clamp(-wm, wm);
+            let (bz, cz) = (self.b_z.at(h), self.c_z.at(h));
             let (sz, lo, hi) = (self.st_z.at(h), self.st_lo.at(h), self.st_hi.at(h));
-            let (am, ash) = (self.a_rq.m.at(h) as i64, self.a_rq.shift.at(h));
-            let mut re_cx = 0i64;
-            for n in 0..m_n {
-                let k = h * m_n + n;
-                // 3. state update
-                let (ar, ai) = (self.a_re.at(k) - az, self.a_im.at(k) - az);
-                let xr = state.x[2 * k] as i32 - sz;
-                let xi = state.x[2 * k + 1] as i32 - sz;
-                let pr = ar * xr - ai * xi;
-                let pi = ar * xi + ai * xr;
-                let vr = shr_round(pr as i64 * am, ash) + (self.b_re.at(k) - bz) as i64 * w;
-                let vi = shr_round(pi as i64 * am, ash) + (self.b_im.at(k) - bz) as i64 * w;
-                let qr = (shr_round(vr, f) + sz as i64).clamp(lo as i64, hi as i64) as i32;
-                let qi = (shr_round(vi, f) + sz as i64).clamp(lo as i64, hi as i64) as i32;
-                state.x[2 * k] = qr as i8;
-                state.x[2 * k + 1] = qi as i8;
+            let (s, half) = (self.state_shift, 1i32 << (self.state_shift - 1));
+            let mut re_cx = 0i32;
+            // Per-head views: the bounds are checked once here, not per mode.
+            let k0 = h * m_n;
+            let a_re = &self.a_re.0[4 * k0..4 * (k0 + m_n)];
+            let a_im = &self.a_im.0[4 * k0..4 * (k0 + m_n)];
+            let xs = &mut state.x[2 * k0..2 * (k0 + m_n)];
+            let modes = xs
+                .chunks_exact_mut(2)
+                .zip(a_re.chunks_exact(4).zip(a_im.chunks_exact(4)));
+            for (n, (x, (are, aim))) in modes.enumerate() {
+                let k = k0 + n;
+                // 3. state update, all in i32 (bound proved at parse; wrapping ops only keep
+                // overflow-checked builds total)
+                let ar = i32::from_le_bytes([are[0], are[1], are[2], are[3]]);
+                let ai = i32::from_le_bytes([aim[0], aim[1], aim[2], aim[3]]);
+                let xr = x[0] as i32 - sz;
+                let xi = x[1] as i32 - sz;
+                let (br, bi) = (self.b_re.at(k) - bz, self.b_im.at(k) - bz);
+                let vr = br
+                    .wrapping_mul(w)
+                    .wrapping_add(ar.wrapping_mul(xr))
+                    .wrapping_sub(ai.wrapping_mul(xi));
+                let vi = bi
+                    .wrapping_mul(w)
+                    .wrapping_add(ar.wrapping_mul(xi))
+                    .wrapping_add(ai.wrapping_mul(xr));
+                let qr = ((vr.wrapping_add(half) >> s) + sz).clamp(lo, hi);
+                let qi = ((vi.wrapping_add(half) >> s) + sz).clamp(lo, hi);
+                x[0] = qr as i8;
+                x[1] = qi as i8;
                 // 4. readout Re(C x)
                 let (cr, ci) = (self.c_re.at(k) - cz, self.c_im.at(k) - cz);
-                re_cx += (cr * (qr - sz) - ci * (qi - sz)) as i64;
+                re_cx += cr * (qr - sz) - ci * (qi - sz);
             }
             let yacc = self
                 .cy_rq
-                .apply(h, sat32(re_cx))
+                .apply(h, re_cx)
                 .wrapping_add(self.dy_rq.apply(h, u));
             let qy = (shr_round(yacc, f) + self.y.z as i64)
                 .clamp(self.y.qmin as i64, self.y.qmax as i64) as i32;
@@ -571,6 +656,32 @@ impl<'s> State<'s> {
         self.g.fill(0);
         self.sums.fill(0);
         self.t = 0;
+        Ok(())
+    }
+
+    /// Overwrites the state codes (`[H][M][re, im]`, as [`State::codes`] returns them), e.g.
+    /// to restore a saved stream or to drive worst-case states in tests. Every code must lie
+    /// in its head's `[lo, hi]` (the only states the update can produce), else
+    /// [`Error::InvalidValue`] and nothing changes.
+    pub fn set_codes(&mut self, model: &Model<'_>, codes: &[i8]) -> Result<(), Error> {
+        model.check_state(self)?;
+        if codes.len() != self.x.len() {
+            return Err(Error::BufferSize {
+                buffer: "state codes",
+                expected: self.x.len(),
+                found: codes.len(),
+            });
+        }
+        let ok = codes.iter().enumerate().all(|(i, &c)| {
+            let h = i / 2 / model.modes;
+            (model.st_lo.at(h)..=model.st_hi.at(h)).contains(&(c as i32))
+        });
+        if !ok {
+            return Err(Error::InvalidValue {
+                field: "state codes",
+            });
+        }
+        self.x.copy_from_slice(codes);
         Ok(())
     }
 

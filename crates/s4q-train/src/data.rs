@@ -41,7 +41,7 @@ pub struct DataConfig {
 
 /// The seed of the stratified validation split: fixed, so every run of a data config holds
 /// out the same sequences whatever its training seed.
-pub const VALID_SPLIT_SEED: u64 = 0x5EED_0F_5A1D;
+pub const VALID_SPLIT_SEED: u64 = 0x5E_ED0F_5A1D;
 
 /// Default directory of fetched datasets.
 pub fn default_data_root() -> PathBuf {
@@ -68,6 +68,20 @@ impl Preprocess {
             d_input,
             class_names: (0..n_classes).map(|c| c.to_string()).collect(),
             standardizer: None,
+        }
+    }
+
+    /// What the C export's header says about inputs and classes: the class names and the
+    /// standardisation (identity for raw inputs), for `s4q_export::write_c_model`.
+    pub fn export_meta(&self) -> s4q_export::ModelMeta {
+        let st = self
+            .standardizer
+            .clone()
+            .unwrap_or_else(|| Standardizer::identity(self.d_input));
+        s4q_export::ModelMeta {
+            class_names: self.class_names.clone(),
+            input_mean: st.mean,
+            input_std: st.std,
         }
     }
 

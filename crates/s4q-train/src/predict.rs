@@ -32,9 +32,9 @@ pub enum Engine {
 /// A loaded model ready to predict.
 pub enum Predictor {
     /// A float run.
-    Float(S4dClassifier),
+    Float(Box<S4dClassifier>),
     /// A quantized run.
-    FakeQuant(QuantizedClassifier),
+    FakeQuant(Box<QuantizedClassifier>),
     /// A quantized run converted to integers, with the logit grid's scale and zero points to
     /// turn logit codes into probabilities.
     Integer {
@@ -67,7 +67,7 @@ impl Predictor {
     pub fn load(run: &Path, engine: Engine, device: &Device) -> Result<Self> {
         let quantized = run.join("quant_state.json").exists();
         match (engine, quantized) {
-            (Engine::Float, false) => Ok(Self::Float(load_classifier(run, device)?)),
+            (Engine::Float, false) => Ok(Self::Float(Box::new(load_classifier(run, device)?))),
             (Engine::Float, true) => bail!(
                 "{} is a quantized run; predict with --engine fake-quant or integer",
                 run.display()
@@ -76,7 +76,9 @@ impl Predictor {
                 "{} is a float run; --engine fake-quant/integer need a quantized run (from `qat` or `export --spec`)",
                 run.display()
             ),
-            (Engine::FakeQuant, true) => Ok(Self::FakeQuant(load_quantized(run, device)?)),
+            (Engine::FakeQuant, true) => {
+                Ok(Self::FakeQuant(Box::new(load_quantized(run, device)?)))
+            }
             (Engine::Integer, true) => {
                 let q = load_quantized(run, device)?;
                 let model = IntegerModel::derive(&q)

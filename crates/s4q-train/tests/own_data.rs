@@ -113,6 +113,38 @@ fn files_to_float_to_qat_keep_their_preprocessing() {
         assert_eq!(pr.class, p.class_names[pr.class_index]);
     }
     assert!(Predictor::load(&float_dir, Engine::Integer, &device).is_err());
+
+    // Through export: the C header names the classes and folds the saved standardisation into
+    // the input conversion, which gives the same codes as standardising and then quantizing.
+    let im =
+        qat::integer::IntegerModel::derive(&s4q_train::load_quantized(&qat_dir, &device).unwrap())
+            .unwrap();
+    let meta = s4q_train::run_dir::load_preprocess(&qat_dir)
+        .unwrap()
+        .export_meta();
+    let c_dir = dir.join("c");
+    s4q_export::write_c_model(&im, &meta, &c_dir).unwrap();
+    let header = std::fs::read_to_string(c_dir.join("s4q_model.h")).unwrap();
+    assert!(
+        header.contains(r#"#define S4Q_CLASS_NAMES { "ramp", "square", "flat" }"#),
+        "{header}"
+    );
+    let st = p.standardizer.as_ref().unwrap();
+    let (scale, offset) = meta.input_conversion(&im);
+    let mut same = 0;
+    for raw in [95.0f32, 100.0, 104.5, 118.0, 131.0] {
+        let via_model = im.quantize_input((raw - st.mean[0]) / st.std[0]);
+        let folded = (raw / scale[0] + offset[0])
+            .clamp(im.input.qmin as f32, im.input.qmax as f32)
+            .round_ties_even() as i8;
+        // f32 rounding of the two algebraically equal forms may differ by one code at a tie.
+        assert!((i32::from(via_model) - i32::from(folded)).abs() <= 1);
+        same += usize::from(via_model == folded);
+    }
+    assert!(
+        same >= 4,
+        "the folded conversion should match away from ties"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 
-use super::{IntGrid, IntegerModel, Requant, sigmoid_table};
+use super::{IntGrid, IntegerModel, Requant, WeightBits, sigmoid_table};
 use crate::quantized_model::QuantizedClassifier;
 use crate::quantizer::{Calibration, QuantizerState, to_host};
 
@@ -44,6 +44,7 @@ struct Q {
     zp: Vec<f32>,
     qmin: f32,
     qmax: f32,
+    bits: u32,
 }
 
 impl Q {
@@ -85,6 +86,7 @@ impl Q {
             zp: st.zero_point.clone(),
             qmin,
             qmax,
+            bits: cfg.bits,
         })
     }
 
@@ -175,12 +177,35 @@ fn bias_fixed(units: f64, shift: u8, what: &str) -> Result<i64> {
     Ok(v as i64)
 }
 
+/// Per-channel multipliers sharing **one shift per stage** (the largest `|r|` sets it, so every
+/// `|m| < 2^31`; a channel `2^k` times smaller keeps `31 - k` bits, far below the f32 noise of
+/// the fake-quant model for the ranges seen). The shared shift is a compile-time constant in
+/// the exported C, where a constant 64-bit rounding shift costs a few instructions on a
+/// 32-bit core instead of a variable one's dozens.
 fn requant(rs: &[f64], biases: Option<&[f64]>, what: &str) -> Result<Requant> {
+    let rmax = rs.iter().fold(0f64, |a, &r| a.max(r.abs()));
+    let stage_shift = if rmax > 0.0 {
+        multiplier(rmax, what)?.1
+    } else {
+        0
+    };
     let mut m = Vec::with_capacity(rs.len());
     let mut shift = Vec::with_capacity(rs.len());
     let mut bias = Vec::new();
     for (c, &r) in rs.iter().enumerate() {
-        let (mc, sc) = multiplier(r, what)?;
+        if !r.is_finite() {
+            return Err(IntegerError::Bounds(format!(
+                "{what}: multiplier {r} is not finite"
+            )));
+        }
+        let sc = stage_shift;
+        let mc = (r * 2f64.powi(sc as i32)).round_ties_even();
+        if mc.abs() >= 2f64.powi(31) {
+            return Err(IntegerError::Bounds(format!(
+                "{what}: multiplier {r} at shift {sc}"
+            )));
+        }
+        let mc = mc as i32;
         m.push(mc);
         shift.push(sc);
         if let Some(b) = biases {
@@ -318,6 +343,15 @@ impl IntegerModel {
         };
         let a_re = cq(&qa, &host(a.re)?);
         let a_im = cq(&qa, &host(a.im)?);
+        // Abar as the fake-quant model uses it: the f32 dequantized code.
+        let a_hat = |codes: &[i32]| -> Vec<f64> {
+            codes
+                .iter()
+                .enumerate()
+                .map(|(k, &q)| qa.deq(q, k / modes) as f64)
+                .collect()
+        };
+        let (a_hat_re, a_hat_im) = (a_hat(&a_re), a_hat(&a_im));
         let b_re = cq(&qb, &host(b.re)?);
         let b_im = cq(&qb, &host(b.im)?);
         let c_re = cq(&qc_, &host(c.re)?);
@@ -394,17 +428,13 @@ impl IntegerModel {
         let g_abs = qg.max_centered(0);
         let frac_ok = |fb: i32| {
             let p = 2f64.powi(fb);
-            let w_ok = (0..heads).all(|h| {
-                (U_FULL_SCALE + 1.0) * qb.s(h) as f64 * s_u[h] / qst.s(h) as f64 * p < I32_BOUND
-            });
-            let a_ok = (0..heads).all(|j| {
+            (0..heads).all(|j| {
                 let acc = g_abs
                     * (0..heads)
                         .map(|h| qcw.centered(lin_q[h * 2 * heads + j], j).abs())
                         .sum::<f64>();
                 (acc * s_g * qcw.s(j) as f64 + lin_b[j].abs()) / s_o * p < I32_BOUND
-            });
-            w_ok && a_ok
+            })
         };
         let frac = (8..=24)
             .rev()
@@ -412,12 +442,6 @@ impl IntegerModel {
             .ok_or_else(|| IntegerError::Bounds("no fraction width in 8..=24 fits".into()))?;
         let p = 2f64.powi(frac);
         let per_head = |r: &dyn Fn(usize) -> f64| (0..heads).map(r).collect::<Vec<f64>>();
-        let a_rq = requant(&per_head(&|h| qa.s(h) as f64 * p), None, "Abar")?;
-        let bu_rq = requant(
-            &per_head(&|h| qb.s(h) as f64 * s_u[h] / qst.s(h) as f64 * p),
-            None,
-            "Bbar u",
-        )?;
         let cy_rq = requant(
             &per_head(&|h| 2.0 * qc_.s(h) as f64 * qst.s(h) as f64 / s_y * p),
             None,
@@ -440,31 +464,59 @@ impl IntegerModel {
                 }
             })
             .collect();
-        let lin = requant(&lin_r, Some(&lin_bias), "pointwise conv")?;
+        // Two stages: the GLU value half (Q.F output units) and the gate half (Q16).
+        let lin_a = requant(&lin_r[..heads], Some(&lin_bias[..heads]), "pointwise conv")?;
+        let lin_b = requant(
+            &lin_r[heads..],
+            Some(&lin_bias[heads..]),
+            "pointwise conv gate",
+        )?;
+        let lin = Requant {
+            m: [lin_a.m, lin_b.m].concat(),
+            shift: [lin_a.shift, lin_b.shift].concat(),
+            bias: Some(
+                [
+                    lin_a.bias.unwrap_or_default(),
+                    lin_b.bias.unwrap_or_default(),
+                ]
+                .concat(),
+            ),
+        };
 
-        Ok(Self {
+        let mut im = Self {
             d_input,
             heads,
             modes,
             classes,
             frac: frac as u32,
             pool_frac,
+            state_shift: 0,
+            weight_bits: WeightBits {
+                enc: qwe.bits,
+                b: qb.bits,
+                c: qc_.bits,
+                lin: qcw.bits,
+                dec: qdw.bits,
+            },
             input: qin.grid(),
             input_scale: qin.s(0),
             enc_w: codes_i8(enc_q),
             enc_wz: zs(&qwe),
             enc,
-            a_re: codes_i8(a_re),
-            a_im: codes_i8(a_im),
-            a_z: zs(&qa),
+            a_re: Vec::new(),
+            a_im: Vec::new(),
             b_re: codes_i8(b_re),
             b_im: codes_i8(b_im),
             b_z: zs(&qb),
             c_re: codes_i8(c_re),
             c_im: codes_i8(c_im),
             c_z: zs(&qc_),
-            a_rq,
-            bu_rq,
+            bu_rq: Requant {
+                m: Vec::new(),
+                shift: Vec::new(),
+                bias: None,
+            },
+            w_max: Vec::new(),
             cy_rq,
             dy_rq,
             state_z: zs(&qst),
@@ -484,6 +536,90 @@ impl IntegerModel {
             logits_z: (0..classes).map(|k| ql.z(k) as i32).collect(),
             logits_qmin: ql.qmin as i32,
             logits_qmax: ql.qmax as i32,
-        })
+        };
+        // S: the most state fraction bits (<= 30) for which the 32-bit state accumulator's
+        // bound holds. |u| is bounded exactly: the encoder sum is extremal at the input
+        // grid's ends, and the requantization is monotone in it.
+        let u_range: Vec<(i64, i64)> = (0..heads)
+            .map(|h| {
+                let (xlo, xhi) = (
+                    qin.qmin as i64 - im.input.z as i64,
+                    qin.qmax as i64 - im.input.z as i64,
+                );
+                let (mut lo, mut hi) = (0i64, 0i64);
+                for i in 0..d_input {
+                    let w = im.enc_w[i * heads + h] as i64 - im.enc_wz[h] as i64;
+                    lo += (xlo * w).min(xhi * w);
+                    hi += (xlo * w).max(xhi * w);
+                }
+                let (a, b) = (im.enc.apply(h, lo), im.enc.apply(h, hi));
+                (sat32(a.min(b)) as i64, sat32(a.max(b)) as i64)
+            })
+            .collect();
+        let scaled = |v: &[f64], p: f64| -> Option<Vec<i32>> {
+            v.iter()
+                .map(|&a| {
+                    let x = (a * p).round_ties_even();
+                    (x.abs() < I32_BOUND).then_some(x as i32)
+                })
+                .collect()
+        };
+        for st in (8..=30u32).rev() {
+            let p = 2f64.powi(st as i32);
+            let (Some(are), Some(aim)) = (scaled(&a_hat_re, p), scaled(&a_hat_im, p)) else {
+                continue;
+            };
+            let Ok(bu_rq) = requant(
+                &per_head(&|h| qb.s(h) as f64 * s_u[h] / qst.s(h) as f64 * p),
+                None,
+                "Bbar u",
+            ) else {
+                continue;
+            };
+            im.w_max = (0..heads)
+                .map(|h| {
+                    let (lo, hi) = u_range[h];
+                    sat32(bu_rq.apply(h, lo))
+                        .unsigned_abs()
+                        .max(sat32(bu_rq.apply(h, hi)).unsigned_abs())
+                        .min(i32::MAX as u32) as i32
+                })
+                .collect();
+            (im.a_re, im.a_im, im.bu_rq, im.state_shift) = (are, aim, bu_rq, st);
+            if im.state_bound() <= i32::MAX as i64 {
+                return Ok(im);
+            }
+        }
+        Err(IntegerError::Bounds(
+            "no state shift in 8..=30 keeps the 32-bit state accumulator inside i32".into(),
+        ))
+    }
+}
+
+use s4q_runtime::fixed::sat32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One shift per stage: every channel's `m / 2^shift` is its real multiplier to within
+    /// half a unit of the shared last place (the rounding of `m`), the largest channel keeps
+    /// 31 significant bits, and no `|m|` reaches `2^31`.
+    #[test]
+    fn stage_requant_shares_one_shift_and_rounds_each_multiplier() {
+        let rs = [3.7e-3, -1.25e-5, 0.0, 2.0e-3, 7.9e-9];
+        let bias = [1.5, -2.25, 0.0, 1e3, -0.5];
+        let r = requant(&rs, Some(&bias), "test").expect("fits");
+        let s = r.shift[0];
+        assert!(r.shift.iter().all(|&x| x == s));
+        let unit = 2f64.powi(-(s as i32));
+        for (c, &rc) in rs.iter().enumerate() {
+            let got = r.m[c] as f64 * unit;
+            assert!((got - rc).abs() <= 0.5 * unit, "channel {c}: {got} vs {rc}");
+            let b = r.bias.as_ref().unwrap()[c] as f64 * unit;
+            assert!((b - bias[c]).abs() <= 0.5 * unit, "bias {c}");
+        }
+        let mmax = r.m.iter().map(|m| m.unsigned_abs()).max().unwrap();
+        assert!((1u32 << 30..1u32 << 31).contains(&mmax), "{mmax}");
     }
 }

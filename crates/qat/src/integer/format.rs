@@ -1,5 +1,5 @@
 //! Writes an [`IntegerModel`] as the runtime's binary model file (`s4q_runtime::format`,
-//! version 1). The field order here is the order `s4q_runtime::Model::parse` reads.
+//! version 2). The field order here is the order `s4q_runtime::Model::parse` reads.
 
 use super::{IntGrid, IntegerModel, Requant};
 
@@ -21,6 +21,12 @@ impl Writer {
     fn i8s(&mut self, v: &[i8]) {
         self.count(v.len());
         self.0.extend(v.iter().map(|&x| x as u8));
+    }
+    /// Weight codes packed at `bits` bits each, LSB-first (`s4q_runtime::format`).
+    fn packed(&mut self, v: &[i8], bits: u32) {
+        self.u8(bits as u8);
+        self.count(v.len());
+        self.0.extend(pack_codes(v, bits));
     }
     fn u8s(&mut self, v: &[u8]) {
         self.count(v.len());
@@ -52,6 +58,29 @@ impl Writer {
     }
 }
 
+/// `codes` at `bits` bits each, LSB-first, `ceil(n bits / 8)` bytes (the model file's and
+/// the C export's packed layout). Each code must fit `bits` signed bits.
+pub fn pack_codes(codes: &[i8], bits: u32) -> Vec<u8> {
+    assert!((1..=8).contains(&bits), "code width {bits}");
+    let lo = -(1i32 << (bits - 1));
+    let hi = (1i32 << (bits - 1)) - 1;
+    let mut out = vec![0u8; (codes.len() * bits as usize).div_ceil(8)];
+    for (i, &c) in codes.iter().enumerate() {
+        assert!(
+            (lo..=hi).contains(&(c as i32)),
+            "code {c} does not fit {bits} bits"
+        );
+        let v = (c as u32) & ((1u32 << bits) - 1);
+        let bit = i * bits as usize;
+        let (byte, off) = (bit / 8, bit % 8);
+        out[byte] |= (v << off) as u8;
+        if off + bits as usize > 8 {
+            out[byte + 1] |= (v >> (8 - off)) as u8;
+        }
+    }
+    out
+}
+
 impl IntegerModel {
     /// The binary model file: header (magic, version, payload length, CRC-32) + payload.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -61,21 +90,24 @@ impl IntegerModel {
         }
         w.u8(self.frac as u8);
         w.u8(self.pool_frac as u8);
-        w.u16(0);
+        w.u8(self.state_shift as u8);
+        w.u8(0);
         w.grid(self.input);
-        w.i8s(&self.enc_w);
+        let bits = self.weight_bits;
+        w.packed(&self.enc_w, bits.enc);
         w.i32s(&self.enc_wz);
         w.requant(&self.enc);
-        w.i8s(&self.a_re);
-        w.i8s(&self.a_im);
-        w.i32s(&self.a_z);
-        w.i8s(&self.b_re);
-        w.i8s(&self.b_im);
+        w.i32s(&self.a_re);
+        w.i32s(&self.a_im);
+        w.packed(&self.b_re, bits.b);
+        w.packed(&self.b_im, bits.b);
         w.i32s(&self.b_z);
-        w.i8s(&self.c_re);
-        w.i8s(&self.c_im);
+        w.packed(&self.c_re, bits.c);
+        w.packed(&self.c_im, bits.c);
         w.i32s(&self.c_z);
-        for r in [&self.a_rq, &self.bu_rq, &self.cy_rq, &self.dy_rq] {
+        w.requant(&self.bu_rq);
+        w.i32s(&self.w_max);
+        for r in [&self.cy_rq, &self.dy_rq] {
             w.requant(r);
         }
         w.i32s(&self.state_z);
@@ -84,12 +116,12 @@ impl IntegerModel {
         w.grid(self.ssm_out);
         w.i8s(&self.gelu);
         w.i32(self.act_z);
-        w.i8s(&self.lin_w);
+        w.packed(&self.lin_w, bits.lin);
         w.i32s(&self.lin_wz);
         w.requant(&self.lin);
         w.i32s(&self.sigmoid);
         w.grid(self.glu_out);
-        w.i8s(&self.dec_w);
+        w.packed(&self.dec_w, bits.dec);
         w.i32s(&self.dec_wz);
         w.requant(&self.dec);
         w.i32s(&self.logits_z);

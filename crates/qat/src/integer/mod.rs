@@ -13,8 +13,12 @@
 //! except within about `2^-16` of a rounding boundary:
 //! - the encoder output `u` (float in the fake-quant model) is an `i32` with `~2^22` full
 //!   scale per head;
-//! - `Abar x + Bbar u` and `2 Re(C x) + D u` are summed in `Q.F` units of the next grid
-//!   (`F` up to 24) and rounded once;
+//! - `Abar x + Bbar u` is summed in 32 bits, in `Q.S` state units (`S = state_shift`, the
+//!   largest for which the export-time bound [`IntegerModel::state_bound`] fits `i32`), with
+//!   `Abar` pre-scaled to `round(Abar 2^S)` and rounded once (half up: an exact tie in `S >= 14`
+//!   fraction bits is below the fake-quant model's own f32 noise);
+//! - `2 Re(C x) + D u` is summed in `Q.F` units of the SSM-output grid (`F` up to 24) and
+//!   rounded once;
 //! - GELU (exact, or qGELU) between the SSM-output and activation quantizers is a lookup table
 //!   over the SSM-output grid, computed with the model's own tensor ops, so it is exact;
 //! - GLU's `sigmoid` is a `Q30` table with linear interpolation (error below `3e-6`); its
@@ -33,6 +37,7 @@ use s4q_runtime::{SIGMOID_IN_FRAC, SIGMOID_INTERP_BITS, SIGMOID_LEN, SIGMOID_OUT
 use serde::{Deserialize, Serialize};
 
 pub use derive::IntegerError;
+pub use format::pack_codes;
 
 /// An integer grid: zero point and code range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +89,10 @@ pub struct IntegerModel {
     pub frac: u32,
     /// Fraction bits of the pooled mean.
     pub pool_frac: u32,
+    /// Fraction bits `S` of the 32-bit state accumulator.
+    pub state_shift: u32,
+    /// Bit widths of the packed weight codes: encoder, `Bbar`, `C`, pointwise conv, decoder.
+    pub weight_bits: WeightBits,
     /// Input grid.
     pub input: IntGrid,
     /// Input scale: host-side only (quantizing raw inputs), never used in inference.
@@ -94,12 +103,10 @@ pub struct IntegerModel {
     pub enc_wz: Vec<i32>,
     /// Encoder requantization into the per-head `u` unit (bias included).
     pub enc: Requant,
-    /// `Re Abar` codes `[H, M]`.
-    pub a_re: Vec<i8>,
-    /// `Im Abar` codes.
-    pub a_im: Vec<i8>,
-    /// `Abar` zero points `[H]` (shared by both parts).
-    pub a_z: Vec<i32>,
+    /// `Re Abar` pre-scaled: `round((q - z) s 2^S)` of the fake-quant `Abar` code `q` `[H, M]`.
+    pub a_re: Vec<i32>,
+    /// `Im Abar`, pre-scaled as `a_re`.
+    pub a_im: Vec<i32>,
     /// `Re Bbar` codes.
     pub b_re: Vec<i8>,
     /// `Im Bbar` codes.
@@ -112,10 +119,10 @@ pub struct IntegerModel {
     pub c_im: Vec<i8>,
     /// `C` zero points.
     pub c_z: Vec<i32>,
-    /// `Abar x` into `Q.F` state units.
-    pub a_rq: Requant,
-    /// `u` into `Q.F` state units per `Bbar` code.
+    /// `u` into `Q.S` state units per `Bbar` code.
     pub bu_rq: Requant,
+    /// Bound on `|w|` (the `bu_rq` output) per head, from the encoder's bound on `|u|`.
+    pub w_max: Vec<i32>,
     /// `2 Re(C x)` into `Q.F` SSM-output units.
     pub cy_rq: Requant,
     /// `D u` into `Q.F` SSM-output units.
@@ -154,6 +161,21 @@ pub struct IntegerModel {
     pub logits_qmin: i32,
     /// Largest logit code.
     pub logits_qmax: i32,
+}
+
+/// Bit widths of the packed weight codes (the grids' widths, 1..=8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightBits {
+    /// Encoder weights.
+    pub enc: u32,
+    /// `Bbar` (both parts).
+    pub b: u32,
+    /// `C` (both parts).
+    pub c: u32,
+    /// Pointwise conv.
+    pub lin: u32,
+    /// Decoder.
+    pub dec: u32,
 }
 
 /// The `Q30` sigmoid table: `round(sigmoid(i / 64) 2^30)` for `i = 0..=1024` (`[0, 16]`).
@@ -206,6 +228,31 @@ impl IntegerModel {
         let logits = st.logits();
         let pred = first_argmax(&logits);
         (logits, pred)
+    }
+
+    /// Largest `|v| + 2^(S-1) + |zx| 2^S` over heads and modes, where `v = (Bbar - zB) w +
+    /// A (x - zx)` is the 32-bit state accumulator (re or im part) for any state codes in
+    /// `[lo, hi]` and any `|w| <= w_max`: each term at its largest magnitude, signs aligned
+    /// (attainable, so the bound is tight). Export requires it `<= i32::MAX`; the runtime's
+    /// parser recomputes it from the file.
+    pub fn state_bound(&self) -> i64 {
+        let (hn, mn, s) = (self.heads, self.modes, self.state_shift);
+        (0..hn)
+            .flat_map(|h| (0..mn).map(move |n| (h, h * mn + n)))
+            .map(|(h, k)| {
+                let z = self.state_z[h] as i64;
+                let xmax = (self.state_lo[h] as i64 - z)
+                    .abs()
+                    .max((self.state_hi[h] as i64 - z).abs());
+                let bz = self.b_z[h] as i64;
+                let b = (self.b_re[k] as i64 - bz)
+                    .abs()
+                    .max((self.b_im[k] as i64 - bz).abs());
+                let a = (self.a_re[k] as i64).abs() + (self.a_im[k] as i64).abs();
+                a * xmax + b * self.w_max[h] as i64 + (1i64 << (s - 1)) + z.abs() * (1i64 << s)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn sigmoid_q30(&self, b: i64) -> i64 {
@@ -265,34 +312,34 @@ impl IntegerState<'_> {
             })
             .collect();
         let w: Vec<i64> = (0..hn)
-            .map(|h| sat32(m.bu_rq.apply(h, u[h])) as i64)
+            .map(|h| {
+                let wm = m.w_max[h] as i64;
+                (sat32(m.bu_rq.apply(h, u[h])) as i64).clamp(-wm, wm)
+            })
             .collect();
-        // State update and readout.
+        // State update (exact in i64 here; the runtime and C do it in i32, which the export's
+        // bound `state_bound() <= i32::MAX` makes identical) and readout.
+        let (s, half) = (m.state_shift, 1i64 << (m.state_shift - 1));
         let mut y_codes = vec![0i64; hn];
         for h in 0..hn {
-            let (az, bz, cz, sz) = (
-                m.a_z[h] as i64,
-                m.b_z[h] as i64,
-                m.c_z[h] as i64,
-                m.state_z[h] as i64,
-            );
+            let (bz, cz, sz) = (m.b_z[h] as i64, m.c_z[h] as i64, m.state_z[h] as i64);
             let mut re_cx = 0i64;
             for n in 0..mn {
                 let k = h * mn + n;
-                let a = (m.a_re[k] as i64 - az, m.a_im[k] as i64 - az);
+                let a = (m.a_re[k] as i64, m.a_im[k] as i64);
                 let b = (m.b_re[k] as i64 - bz, m.b_im[k] as i64 - bz);
                 let c = (m.c_re[k] as i64 - cz, m.c_im[k] as i64 - cz);
                 let xp = (self.x_re[k] as i64 - sz, self.x_im[k] as i64 - sz);
-                let prod = (a.0 * xp.0 - a.1 * xp.1, a.0 * xp.1 + a.1 * xp.0);
                 let v = (
-                    m.a_rq.apply(h, prod.0) + b.0 * w[h],
-                    m.a_rq.apply(h, prod.1) + b.1 * w[h],
+                    b.0 * w[h] + a.0 * xp.0 - a.1 * xp.1,
+                    b.1 * w[h] + a.0 * xp.1 + a.1 * xp.0,
                 );
                 let lo = m.state_lo[h] as i64;
                 let hi = m.state_hi[h] as i64;
+                // floor((v + 2^(S-1)) / 2^S): round half up (i64 `>>` is a floor).
                 let q = (
-                    (shr_round(v.0, f) + sz).clamp(lo, hi),
-                    (shr_round(v.1, f) + sz).clamp(lo, hi),
+                    (((v.0 + half) >> s) + sz).clamp(lo, hi),
+                    (((v.1 + half) >> s) + sz).clamp(lo, hi),
                 );
                 self.x_re[k] = q.0 as i32;
                 self.x_im[k] = q.1 as i32;

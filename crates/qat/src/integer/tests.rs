@@ -24,6 +24,11 @@ impl Lcg {
     fn i8s(&mut self, n: usize) -> Vec<i8> {
         (0..n).map(|_| self.range(-128, 127) as i8).collect()
     }
+    /// Codes of a signed `bits`-bit grid.
+    fn codes(&mut self, n: usize, bits: u32) -> Vec<i8> {
+        let h = 1i64 << (bits - 1);
+        (0..n).map(|_| self.range(-h, h - 1) as i8).collect()
+    }
     fn zs(&mut self, n: usize) -> Vec<i32> {
         (0..n).map(|_| self.range(-20, 20) as i32).collect()
     }
@@ -47,10 +52,25 @@ impl Lcg {
     }
 }
 
+/// Widths of the packed weights in the synthetic models: every packing case (a code inside
+/// one byte, straddling two, whole bytes).
+const SYNTH_BITS: WeightBits = WeightBits {
+    enc: 8,
+    b: 4,
+    c: 6,
+    lin: 3,
+    dec: 5,
+};
+
 fn synthetic(seed: u64) -> IntegerModel {
     let mut r = Lcg(seed);
     let (i, h, m, k) = (2, 4, 3, 3);
     let frac = 16;
+    let bits = SYNTH_BITS;
+    // State shift 16, |A| < 2^16 (|Abar| < 1), |w| <= 2^18: the state bound is far inside
+    // i32 (checked by the parser), while `bu_rq` (gain ~2^6 on u ~ 2^22) drives w into its
+    // clamp on some steps.
+    let state_shift = 16;
     let grid = |z| IntGrid {
         z,
         qmin: -128,
@@ -63,22 +83,27 @@ fn synthetic(seed: u64) -> IntegerModel {
         classes: k,
         frac,
         pool_frac: 4,
+        state_shift,
+        weight_bits: bits,
         input: grid(-3),
         input_scale: 1.0 / 255.0,
-        enc_w: r.i8s(i * h),
+        enc_w: r.codes(i * h, bits.enc),
         enc_wz: r.zs(h),
         enc: r.rq(h, -10, Some(1 << 45), false),
-        a_re: r.i8s(h * m),
-        a_im: r.i8s(h * m),
-        a_z: r.zs(h),
-        b_re: r.i8s(h * m),
-        b_im: r.i8s(h * m),
-        b_z: r.zs(h),
-        c_re: r.i8s(h * m),
-        c_im: r.i8s(h * m),
-        c_z: r.zs(h),
-        a_rq: r.rq(h, 9, None, false),
-        bu_rq: r.rq(h, 10, None, false),
+        a_re: (0..h * m)
+            .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
+            .collect(),
+        a_im: (0..h * m)
+            .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
+            .collect(),
+        b_re: r.codes(h * m, bits.b),
+        b_im: r.codes(h * m, bits.b),
+        b_z: (0..h).map(|_| r.range(-3, 3) as i32).collect(),
+        c_re: r.codes(h * m, bits.c),
+        c_im: r.codes(h * m, bits.c),
+        c_z: (0..h).map(|_| r.range(-10, 10) as i32).collect(),
+        bu_rq: r.rq(h, -4, None, true),
+        w_max: vec![1 << 18; h],
         cy_rq: r.rq(h, 8, None, false),
         dy_rq: r.rq(h, 8, None, true),
         state_z: r.zs(h),
@@ -87,12 +112,12 @@ fn synthetic(seed: u64) -> IntegerModel {
         ssm_out: grid(5),
         gelu: r.i8s(256),
         act_z: -2,
-        lin_w: r.i8s(h * 2 * h),
+        lin_w: r.codes(h * 2 * h, bits.lin),
         lin_wz: r.zs(2 * h),
         lin: r.rq(2 * h, 6, Some(1 << 40), false),
         sigmoid: sigmoid_table(),
         glu_out: grid(1),
-        dec_w: r.i8s(h * k),
+        dec_w: r.codes(h * k, bits.dec),
         dec_wz: r.zs(k),
         dec: r.rq(k, -8, Some(1 << 38), false),
         logits_z: r.zs(k),
@@ -157,8 +182,14 @@ fn malformed_files_are_errors_never_panics() {
     bad[0] = b'X';
     assert_eq!(Model::parse(&bad).err(), Some(Error::BadMagic));
     let mut bad = file.clone();
-    bad[4] = 2;
-    assert_eq!(Model::parse(&bad).err(), Some(Error::UnsupportedVersion(2)));
+    bad[4] = 1; // the 64-bit format of issue 6: refused with a clear error
+    assert_eq!(Model::parse(&bad).err(), Some(Error::UnsupportedVersion(1)));
+    assert!(
+        Error::UnsupportedVersion(1)
+            .to_string()
+            .contains("re-export"),
+        "the error says what to do"
+    );
     let mut bad = file.clone();
     let last = bad.len() - 1;
     bad[last] ^= 0x40;
@@ -264,4 +295,213 @@ fn committed_exports_are_bit_exact_on_real_test_sequences() {
         checked += 1;
     }
     eprintln!("{checked} committed exports checked");
+}
+
+#[test]
+fn packed_codes_have_the_documented_layout() {
+    // 4-bit: two per byte, low nibble first; -1 is 0xF, -8 is 0x8.
+    assert_eq!(pack_codes(&[1, -1, 7, -8], 4), vec![0xF1, 0x87]);
+    // 6-bit: code 1 straddles bytes 0 and 1 (bits 6..12).
+    assert_eq!(pack_codes(&[-1, 1], 6), vec![0x7F, 0x00]);
+    assert_eq!(pack_codes(&[0, -32], 6), vec![0x00, 0x08]);
+    // 8-bit is the plain i8 byte.
+    assert_eq!(pack_codes(&[-128, 127], 8), vec![0x80, 0x7F]);
+    // The file is smaller at fewer bits: the synthetic model's weights are 8/4/6/3/5 bits.
+    let m = synthetic(3);
+    let mut wide = m.clone();
+    wide.weight_bits = WeightBits {
+        enc: 8,
+        b: 8,
+        c: 8,
+        lin: 8,
+        dec: 8,
+    };
+    let packed_bytes = |n: usize, b: u32| (n * b as usize).div_ceil(8);
+    let (h, hm, k, i) = (m.heads, m.heads * m.modes, m.classes, m.d_input);
+    let saved: usize = [
+        (i * h, 8),
+        (hm, 4),
+        (hm, 4),
+        (hm, 6),
+        (hm, 6),
+        (2 * h * h, 3),
+        (h * k, 5),
+    ]
+    .iter()
+    .map(|&(n, b)| n - packed_bytes(n, b))
+    .sum();
+    assert_eq!(wide.to_bytes().len() - m.to_bytes().len(), saved);
+}
+
+/// Drives the 32-bit state update to its worst cases: for every head, state codes at the
+/// ends of `[lo, hi]` with signs aligned to each mode's `A` (both directions), and inputs at
+/// every corner of the input grid (which put `u`, hence `w`, at its extremes). The runtime
+/// (i32, wrapping) must equal the reference (i64, exact) after each such step, and the
+/// accumulator reached, computed here in i64 independently of both, must stay within
+/// `state_bound()`, itself within `i32`.
+fn drive_worst_cases(m: &IntegerModel, file: &[u8]) -> i64 {
+    let model = Model::parse(file).expect("parses");
+    let (hn, mn) = (m.heads, m.modes);
+    let corners: Vec<Vec<i8>> = (0..1usize << m.d_input)
+        .map(|c| {
+            (0..m.d_input)
+                .map(|i| {
+                    if c >> i & 1 == 1 {
+                        m.input.qmax as i8
+                    } else {
+                        m.input.qmin as i8
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let bound = m.state_bound();
+    assert!(bound <= i32::MAX as i64, "bound {bound} exceeds i32");
+    let mut reached = 0i64;
+    for dir in [1i64, -1] {
+        // Codes that make a.x' as large as possible in direction `dir` (real part).
+        let mut codes = vec![0i8; 2 * hn * mn];
+        for h in 0..hn {
+            let (lo, hi) = (m.state_lo[h], m.state_hi[h]);
+            for n in 0..mn {
+                let k = h * mn + n;
+                let pick = |s: i64| if s * dir >= 0 { hi } else { lo };
+                codes[2 * k] = pick(m.a_re[k] as i64) as i8;
+                codes[2 * k + 1] = pick(-(m.a_im[k] as i64)) as i8;
+            }
+        }
+        for input in &corners {
+            let mut x = vec![0i8; model.state_len()];
+            let mut g = vec![0i8; model.heads()];
+            let mut sums = vec![0i64; model.heads()];
+            let mut state = State::new(&model, &mut x, &mut g, &mut sums).expect("state");
+            state
+                .set_codes(&model, &codes)
+                .expect("codes inside [lo, hi]");
+            let mut rs = m.state();
+            for (k, pair) in codes.chunks_exact(2).enumerate() {
+                rs.x_re[k] = pair[0] as i32;
+                rs.x_im[k] = pair[1] as i32;
+            }
+            // The accumulator this step reaches, in i64, from the spec's formula.
+            let xin: Vec<i64> = input.iter().map(|&v| v as i64 - m.input.z as i64).collect();
+            for h in 0..hn {
+                let acc: i64 = (0..m.d_input)
+                    .map(|i| xin[i] * (m.enc_w[i * hn + h] as i64 - m.enc_wz[h] as i64))
+                    .sum();
+                let u = sat32(m.enc.apply(h, acc)) as i64;
+                let wm = m.w_max[h] as i64;
+                let w = (sat32(m.bu_rq.apply(h, u)) as i64).clamp(-wm, wm);
+                let sz = m.state_z[h] as i64;
+                let fixed = (1i64 << (m.state_shift - 1)) + sz.abs() * (1i64 << m.state_shift);
+                for n in 0..mn {
+                    let k = h * mn + n;
+                    let (xr, xi) = (codes[2 * k] as i64 - sz, codes[2 * k + 1] as i64 - sz);
+                    let (ar, ai) = (m.a_re[k] as i64, m.a_im[k] as i64);
+                    let bz = m.b_z[h] as i64;
+                    let vr = (m.b_re[k] as i64 - bz) * w + ar * xr - ai * xi;
+                    let vi = (m.b_im[k] as i64 - bz) * w + ar * xi + ai * xr;
+                    reached = reached.max(vr.abs().max(vi.abs()) + fixed);
+                }
+            }
+            let mut out = vec![0i8; model.classes()];
+            model.step(&mut state, input, &mut out).expect("step");
+            rs.step(input);
+            assert_eq!(state.codes(), rs.codes().as_slice(), "worst-case step");
+            assert_eq!(out, rs.logits(), "worst-case logits");
+        }
+    }
+    assert!(reached <= bound, "reached {reached} > bound {bound}");
+    reached
+}
+
+#[test]
+fn state_bound_holds_under_driven_worst_cases() {
+    for seed in 1..=4 {
+        let m = synthetic(seed);
+        let reached = drive_worst_cases(&m, &m.to_bytes());
+        // The driven states get within a factor of 2 of the bound: it is not vacuous.
+        assert!(2 * reached >= m.state_bound(), "seed {seed}: {reached}");
+    }
+    // A file whose numbers break the bound is refused by the parser (the runtime's own
+    // proof), not run with a wrapping accumulator.
+    let mut m = synthetic(5);
+    m.w_max = vec![i32::MAX / 4; m.heads];
+    assert!(m.state_bound() > i32::MAX as i64);
+    assert!(matches!(
+        Model::parse(&m.to_bytes()),
+        Err(Error::InvalidValue { .. })
+    ));
+    let mut m = synthetic(5);
+    m.a_re[0] = i32::MAX / 100;
+    assert!(matches!(
+        Model::parse(&m.to_bytes()),
+        Err(Error::InvalidValue { .. })
+    ));
+}
+
+/// An independent reference of one mode's update: exact rational arithmetic in f64 on the
+/// dequantized values (`Abar x + Bbar u` in state codes) against the 32-bit fixed point.
+/// The fixed-point result may differ from `round(exact)` only when the exact value lies
+/// within the fixed point's error of a rounding boundary: `|A - Abar 2^S| <= 1/2` per part
+/// times `|x'| <= 255` twice, plus `|w - w_exact| <= 1/2 + 2^-20` (requant rounding) times
+/// `|b| <= 255`, all over `2^S`; the test checks agreement away from that band.
+#[test]
+fn state_update_matches_exact_arithmetic_away_from_ties() {
+    let m = synthetic(7);
+    let s = m.state_shift;
+    let p = (1u64 << s) as f64;
+    let mut r = Lcg(99);
+    let mut checked = 0;
+    for _ in 0..20_000 {
+        let h = r.range(0, m.heads as i64 - 1) as usize;
+        let k = h * m.modes + r.range(0, m.modes as i64 - 1) as usize;
+        let (lo, hi) = (m.state_lo[h] as i64, m.state_hi[h] as i64);
+        let sz = m.state_z[h] as i64;
+        let (xr, xi) = (r.range(lo, hi) - sz, r.range(lo, hi) - sz);
+        let w = r.range(-(m.w_max[h] as i64), m.w_max[h] as i64);
+        let b = m.b_re[k] as i64 - m.b_z[h] as i64;
+        let (ar, ai) = (m.a_re[k] as i64, m.a_im[k] as i64);
+        // The fixed point (as the reference computes it).
+        let v = b * w + ar * xr - ai * xi;
+        let fixed = ((v + (1 << (s - 1))) >> s) + sz;
+        // The exact value, with Abar perturbed within its rounding (A = round(Abar 2^S)).
+        let da = (r.range(-500, 500) as f64) / 1000.0;
+        let exact = (b as f64 * w as f64 + (ar as f64 + da) * xr as f64 - ai as f64 * xi as f64)
+            / p
+            + sz as f64;
+        let err = (0.5 * 255.0 * 2.0 + 1.0) / p;
+        let frac = exact - exact.floor();
+        if (frac - 0.5).abs() > err {
+            assert_eq!(fixed, exact.round() as i64, "k={k} v={v} exact={exact}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 15_000, "only {checked} away from ties");
+}
+
+#[test]
+fn committed_exports_fit_the_32_bit_state_accumulator() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../results/deploy");
+    let Ok(dirs) = std::fs::read_dir(&root) else {
+        return;
+    };
+    let mut n = 0;
+    for dir in dirs.flatten().map(|e| e.path()) {
+        let Ok(text) = std::fs::read_to_string(dir.join("integer.json")) else {
+            continue;
+        };
+        let m: IntegerModel = serde_json::from_str(&text).expect("integer.json parses");
+        let file = std::fs::read(dir.join("model.s4qm")).expect("model file");
+        assert_eq!(file, m.to_bytes(), "{}: file == reference", dir.display());
+        assert!(
+            m.state_shift >= 14,
+            "{}: S = {}",
+            dir.display(),
+            m.state_shift
+        );
+        drive_worst_cases(&m, &file);
+        n += 1;
+    }
+    eprintln!("{n} committed exports driven to their worst cases");
 }

@@ -1,6 +1,16 @@
-/* Cortex-M4 (QEMU mps2-an386) platform for the golden harness: vector table, reset
- * handler, semihosting output and exit, SysTick as the tick counter. No libc needed. */
+/* Cortex-M platform for the golden harness (QEMU mps2-an386 Cortex-M4, microbit Cortex-M0):
+ * vector table, reset handler (FPU on where there is one), semihosting output and exit,
+ * SysTick as the tick counter. No libc needed. */
 #include <stdint.h>
+
+/* GCC assembles Thumb-1 inline asm in divided syntax; these blocks are written unified. */
+#if defined(__ARM_ARCH_6M__)
+#define S4Q_ASM_BEGIN ".syntax unified\n\t"
+#define S4Q_ASM_END "\n\t.syntax divided"
+#else
+#define S4Q_ASM_BEGIN ""
+#define S4Q_ASM_END ""
+#endif
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
 int main(void);
@@ -10,6 +20,11 @@ static volatile uint32_t systick_wraps;
 
 void Reset_Handler(void) {
     uint32_t *src = &_sidata, *dst = &_sdata;
+#if defined(__ARM_FP)
+    /* CPACR: full access to CP10/CP11 (the FPU) before any float instruction. */
+    *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     while (dst < &_edata) *dst++ = *src++;
     for (dst = &_sbss; dst < &_ebss;) *dst++ = 0;
     s4q_exit(main());
@@ -27,7 +42,7 @@ static void (*const vectors[16])(void) = {
 
 static int semihost(int op, const void *arg) {
     int result;
-    __asm__ volatile("mov r0, %1\n\tmov r1, %2\n\tbkpt 0xAB\n\tmov %0, r0"
+    __asm__ volatile(S4Q_ASM_BEGIN "mov r0, %1\n\tmov r1, %2\n\tbkpt 0xAB\n\tmov %0, r0" S4Q_ASM_END
                      : "=r"(result) : "r"(op), "r"(arg) : "r0", "r1", "memory");
     return result;
 }
@@ -57,7 +72,7 @@ uint32_t s4q_ticks(void) {
  * harness can convert ticks to instructions under `qemu -icount`. */
 uint32_t s4q_tick_calibration(void) {
     uint32_t t0 = s4q_ticks(), n = 1000000u;
-    __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    __asm__ volatile(S4Q_ASM_BEGIN "1:\n\tsubs %0, %0, #1\n\tbne 1b" S4Q_ASM_END : "+r"(n) : : "cc");
     return s4q_ticks() - t0;
 }
 

@@ -11,6 +11,15 @@
 #define S4Q_MODES 32
 #define S4Q_CLASSES 10
 #define S4Q_MAX_STEPS (UINT32_C(1) << 24)
+/* Class names in class-index order (what s4q_classify's result indexes). */
+#define S4Q_CLASS_NAMES { "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" }
+/* Host side, not used by the integer model: the input code of a raw reading x of
+* channel c is clamp(round(x / S4Q_INPUT_SCALE[c] + S4Q_INPUT_OFFSET[c]), S4Q_INPUT_QMIN,
+* S4Q_INPUT_QMAX): the training split's standardisation folded into the input quantizer. */
+#define S4Q_INPUT_SCALE { 1.5873017e-2f }
+#define S4Q_INPUT_OFFSET { -3.2e1f }
+#define S4Q_INPUT_QMIN (-32)
+#define S4Q_INPUT_QMAX (31)
 
 /* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
 typedef struct {

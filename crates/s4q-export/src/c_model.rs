@@ -1,0 +1,602 @@
+//! The integer model as C99: `s4q_model.h` (API, shape, class names, input conversion) and
+//! `s4q_model.c` (const weights and the engine: 32-bit arithmetic, Arm DSP paths where the
+//! compiler targets them, a portable path that computes the same integers elsewhere).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use qat::integer::IntegerModel;
+
+use crate::{ExportError, ModelMeta, write_file};
+
+/// Writes `s4q_model.h` and `s4q_model.c` for `im` into `dir`.
+pub fn write_c_model(im: &IntegerModel, meta: &ModelMeta, dir: &Path) -> Result<(), ExportError> {
+    meta.check(im)?;
+    write_file(&dir.join("s4q_model.h"), c_header(im, meta).as_bytes())?;
+    write_file(&dir.join("s4q_model.c"), c_source(im).as_bytes())
+}
+
+pub(crate) fn c_array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &str, v: &[T]) {
+    let _ = write!(out, "static const {ty} {name}[{}] = {{", v.len().max(1));
+    for (i, x) in v.iter().enumerate() {
+        if i % 16 == 0 {
+            out.push_str("\n    ");
+        }
+        let _ = write!(out, "{x}, ");
+    }
+    if v.is_empty() {
+        out.push('0');
+    }
+    out.push_str("\n};\n");
+}
+
+/// `int64_t` literals: `INT64_C` keeps large constants well-typed in C99.
+fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
+    let lits: Vec<String> = v
+        .iter()
+        .map(|&x| {
+            if x == i64::MIN {
+                "INT64_MIN".into()
+            } else {
+                format!("INT64_C({x})")
+            }
+        })
+        .collect();
+    c_array(out, "int64_t", name, &lits);
+}
+
+/// Multipliers, shifts (`{prefix}_SH(c)`: a constant when the stage shares one shift, as
+/// `qat::integer` exports them) and biases of one requantization stage.
+fn c_requant_shift(out: &mut String, prefix: &str, shift: &[u8]) {
+    match shift.first() {
+        Some(&s0) if shift.iter().all(|&s| s == s0) => {
+            let _ = writeln!(out, "#define {prefix}_SH(c) {s0}u");
+        }
+        _ => {
+            c_array(out, "uint8_t", &format!("{prefix}_SHIFT"), shift);
+            let _ = writeln!(out, "#define {prefix}_SH(c) ((uint32_t){prefix}_SHIFT[c])");
+        }
+    }
+}
+
+fn c_requant(out: &mut String, prefix: &str, r: &qat::integer::Requant) {
+    c_array(out, "int32_t", &format!("{prefix}_M"), &r.m);
+    c_requant_shift(out, prefix, &r.shift);
+    if let Some(b) = &r.bias {
+        c_i64_array(out, &format!("{prefix}_BIAS"), b);
+    }
+}
+
+/// The header: dimensions, the state type and the API.
+/// `s4q_model.h`: the API, the state struct, the model's shape, its class names and the
+/// host-side input conversion (macros only, so no float object is compiled unless used).
+pub fn c_header(im: &IntegerModel, meta: &ModelMeta) -> String {
+    let names: Vec<String> = meta
+        .class_names
+        .iter()
+        .map(|n| format!("\"{}\"", c_escape(n)))
+        .collect();
+    let (scale, offset) = meta.input_conversion(im);
+    let floats = |v: &[f32]| {
+        v.iter()
+            .map(|x| format!("{x:e}f"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let meta_text = format!(
+        "/* Class names in class-index order (what s4q_classify's result indexes). */\n\
+         #define S4Q_CLASS_NAMES {{ {} }}\n\
+         /* Host side, not used by the integer model: the input code of a raw reading x of\n\
+          * channel c is clamp(round(x / S4Q_INPUT_SCALE[c] + S4Q_INPUT_OFFSET[c]), S4Q_INPUT_QMIN,\n\
+          * S4Q_INPUT_QMAX): the training split's standardisation folded into the input quantizer. */\n\
+         #define S4Q_INPUT_SCALE {{ {} }}\n#define S4Q_INPUT_OFFSET {{ {} }}\n\
+         #define S4Q_INPUT_QMIN ({})\n#define S4Q_INPUT_QMAX ({})\n",
+        names.join(", "),
+        floats(&scale),
+        floats(&offset),
+        im.input.qmin,
+        im.input.qmax
+    );
+    c_header_shape(im).replace("/*@META@*/\n", &meta_text)
+}
+
+/// `text` as the inside of a C string literal.
+fn c_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c if c.is_ascii_graphic() || c == ' ' => vec![c],
+            _ => vec!['?'],
+        })
+        .collect()
+}
+
+fn c_header_shape(im: &IntegerModel) -> String {
+    format!(
+        r#"/* s4q integer S4D classifier, exported by `experiments export --format c`.
+ * C99, no malloc, no floating point, weights const. Bit-exact with s4q-runtime and the
+ * qat::integer reference (same arithmetic, same half-to-even rounding). */
+#ifndef S4Q_MODEL_H
+#define S4Q_MODEL_H
+
+#include <stdint.h>
+
+#define S4Q_D_INPUT {d}
+#define S4Q_HEADS {h}
+#define S4Q_MODES {m}
+#define S4Q_CLASSES {k}
+#define S4Q_MAX_STEPS (UINT32_C(1) << 24)
+/*@META@*/
+
+/* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
+typedef struct {{
+    int8_t x[2 * S4Q_HEADS * S4Q_MODES];
+    int8_t g[S4Q_HEADS];
+    int64_t sums[S4Q_HEADS];
+    uint32_t t;
+}} s4q_state;
+
+/* Zero state (x = 0, empty pool). */
+void s4q_reset(s4q_state *s);
+/* One time step of S4Q_D_INPUT input codes; 0, or -1 past S4Q_MAX_STEPS. */
+int s4q_advance(s4q_state *s, const int8_t *input);
+/* Logit codes of the sequence so far. */
+void s4q_logits(const s4q_state *s, int8_t *out);
+/* advance + logits. */
+int s4q_step(s4q_state *s, const int8_t *input, int8_t *out);
+/* Whole sequence of `steps` steps from the zero state; returns the predicted class. */
+int s4q_classify(s4q_state *s, const int8_t *inputs, uint32_t steps, int8_t *out);
+
+#endif
+"#,
+        d = im.d_input,
+        h = im.heads,
+        m = im.modes,
+        k = im.classes
+    )
+}
+
+/// `[re0, im0, re1, im1, ...]` of codes minus their head's zero point.
+fn centered_pairs(re: &[i8], im: &[i8], z: &[i32], modes: usize) -> Vec<i32> {
+    re.iter()
+        .zip(im)
+        .enumerate()
+        .flat_map(|(k, (&r, &i))| {
+            let z = z[k / modes];
+            [r as i32 - z, i as i32 - z]
+        })
+        .collect()
+}
+
+/// The model source: constants and the integer forward pass.
+/// `s4q_model.c`: the weights as const arrays and the integer engine.
+pub fn c_source(im: &IntegerModel) -> String {
+    let mut s = String::from(
+        "/* s4q integer S4D classifier (generated; see s4q_model.h). */\n#include \"s4q_model.h\"\n\n",
+    );
+    let _ = writeln!(
+        s,
+        "#define FRAC {}u\n#define POOL_FRAC {}u\n#define STATE_SHIFT {}",
+        im.frac, im.pool_frac, im.state_shift
+    );
+    let _ = writeln!(
+        s,
+        "#define IN_Z {}\n#define IN_QMIN {}\n#define IN_QMAX {}",
+        im.input.z, im.input.qmin, im.input.qmax
+    );
+    let _ = writeln!(
+        s,
+        "#define Y_Z {}\n#define Y_QMIN {}\n#define Y_QMAX {}\n#define G_Z {}",
+        im.ssm_out.z, im.ssm_out.qmin, im.ssm_out.qmax, im.act_z
+    );
+    let _ = writeln!(
+        s,
+        "#define O_Z {}\n#define O_QMIN {}\n#define O_QMAX {}\n#define L_QMIN {}\n#define L_QMAX {}\n",
+        im.glu_out.z, im.glu_out.qmin, im.glu_out.qmax, im.logits_qmin, im.logits_qmax
+    );
+    // One clamp for every head's state when all share the full signed 8-bit grid: constant
+    // bounds, which gcc turns into one `ssat` on Cortex-M4.
+    let full = im.state_lo.iter().all(|&l| l == -128) && im.state_hi.iter().all(|&h| h == 127);
+    let _ = writeln!(s, "#define STATE_FULL_GRID {}", u8::from(full));
+    c_array(&mut s, "int8_t", "ENC_W", &im.enc_w);
+    c_array(&mut s, "int32_t", "ENC_WZ", &im.enc_wz);
+    c_requant(&mut s, "ENC", &im.enc);
+    // One record per mode, loaded with one `ldm` on a Cortex-M4: Abar pre-scaled (i32 re,
+    // im), Bbar minus its zero point (i32 re, im), and C minus its zero point as an int16
+    // pair (re, -im) for one `SMLAD` readout. CSUM[h] = sum_n (C_re - C_im) corrects the
+    // readout done on raw state codes: sum c (q - zx) = sum c q - zx CSUM.
+    let b = centered_pairs(&im.b_re, &im.b_im, &im.b_z, im.modes);
+    let c = centered_pairs(&im.c_re, &im.c_im, &im.c_z, im.modes);
+    // Compact record (12 bytes) when Bbar and C minus their zero points fit int8 (grids of
+    // at most 4 bits, or centred 8-bit ones): one word of bytes (C_re, Bbar_re, -C_im,
+    // Bbar_im), so SXTB16 gives the (C_re, -C_im) pair and SXTB with a rotation each Bbar.
+    let i8ok = |v: i32| (-128..=127).contains(&v);
+    let compact = b.iter().all(|&v| i8ok(v)) && c.iter().all(|&v| i8ok(v) && i8ok(-v));
+    let modes: Vec<String> = (0..im.heads * im.modes)
+        .map(|k| {
+            if compact {
+                let byte = |v: i32, i: u32| ((v as u32) & 0xFF) << (8 * i);
+                let bc = byte(c[2 * k], 0)
+                    | byte(b[2 * k], 1)
+                    | byte(-c[2 * k + 1], 2)
+                    | byte(b[2 * k + 1], 3);
+                format!("{{{}, {}, {bc:#010x}u}}", im.a_re[k], im.a_im[k])
+            } else {
+                let cw = (c[2 * k] as u32 & 0xFFFF) | ((-c[2 * k + 1]) as u32) << 16;
+                format!(
+                    "{{{}, {}, {}, {}, {cw:#010x}u}}",
+                    im.a_re[k],
+                    im.a_im[k],
+                    b[2 * k],
+                    b[2 * k + 1]
+                )
+            }
+        })
+        .collect();
+    let _ = writeln!(s, "#define MODE_COMPACT {}", u8::from(compact));
+    s.push_str(if compact {
+        "typedef struct { int32_t ar, ai; uint32_t bc; } s4q_mode_t;\n"
+    } else {
+        "typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;\n"
+    });
+    c_array(&mut s, "s4q_mode_t", "MODES", &modes);
+    let csum: Vec<i32> = (0..im.heads)
+        .map(|h| {
+            (0..im.modes)
+                .map(|n| c[2 * (h * im.modes + n)] - c[2 * (h * im.modes + n) + 1])
+                .sum()
+        })
+        .collect();
+    c_array(&mut s, "int32_t", "CSUM", &csum);
+    c_requant(&mut s, "BURQ", &im.bu_rq);
+    c_array(&mut s, "int32_t", "W_MAX", &im.w_max);
+    c_requant(&mut s, "CYRQ", &im.cy_rq);
+    c_requant(&mut s, "DYRQ", &im.dy_rq);
+    c_array(&mut s, "int32_t", "ST_Z", &im.state_z);
+    if !full {
+        c_array(&mut s, "int32_t", "ST_LO", &im.state_lo);
+        c_array(&mut s, "int32_t", "ST_HI", &im.state_hi);
+    }
+    c_array(&mut s, "int8_t", "GELU", &im.gelu);
+    // Pointwise conv transposed to [2H][H] (one contiguous row per output), packed in
+    // little-endian words: four int8 codes per word, or, for grids of at most 4 bits, eight
+    // nibbles holding `code + 8` (unsigned; the +8 joins the zero point in LIN_WZ).
+    let nib = im.weight_bits.lin <= 4;
+    let (cpw, bits, bias) = if nib { (8, 4, 8i32) } else { (4, 8, 0) };
+    let (h, words) = (im.heads, im.heads.div_ceil(cpw));
+    let lin_t: Vec<String> = (0..2 * h)
+        .flat_map(|j| {
+            (0..words).map(move |w| {
+                let word = (0..cpw).fold(0u32, |acc, b| {
+                    let hh = cpw * w + b;
+                    let v = if hh < h {
+                        (im.lin_w[hh * 2 * h + j] as i32 + bias) as u32 & ((1 << bits) - 1)
+                    } else {
+                        0
+                    };
+                    acc | v << (bits * b)
+                });
+                format!("{word:#010x}u")
+            })
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "#define LIN_NIB {}\n#define LIN_CPW {cpw}\n#define LIN_WORDS {words}",
+        u8::from(nib)
+    );
+    c_array(&mut s, "uint32_t", "LIN_WT", &lin_t);
+    let lin_wz: Vec<i32> = im.lin_wz.iter().map(|&z| z + bias).collect();
+    c_array(&mut s, "int32_t", "LIN_WZ", &lin_wz);
+    c_array(&mut s, "int32_t", "LIN_M", &im.lin.m);
+    c_requant_shift(&mut s, "LINA", &im.lin.shift[..h]);
+    c_requant_shift(&mut s, "LINB", &im.lin.shift[h..]);
+    if let Some(b) = &im.lin.bias {
+        c_i64_array(&mut s, "LIN_BIAS", b);
+    }
+    c_array(&mut s, "int32_t", "SIGMOID", &im.sigmoid);
+    c_array(&mut s, "int8_t", "DEC_W", &im.dec_w);
+    c_array(&mut s, "int32_t", "DEC_WZ", &im.dec_wz);
+    c_requant(&mut s, "DEC", &im.dec);
+    c_array(&mut s, "int32_t", "L_Z", &im.logits_z);
+    s.push_str(C_ENGINE);
+    s
+}
+
+/// The forward pass in C: the same stages, order and rounding as `s4q_runtime::Model`. The
+/// per-mode loop is 32-bit only (the bound is proved at export and re-checked by the
+/// runtime's parser); on cores with the DSP extension the pointwise conv uses `SMLAD` on
+/// `SXTB16`-unpacked weight pairs, elsewhere a portable loop with the same (exact) sums.
+const C_ENGINE: &str = r#"
+#if defined(__ARM_FEATURE_SIMD32) && !defined(S4Q_PORTABLE)
+#include <arm_acle.h>
+#define S4Q_SIMD 1
+/* (lo & 0xFFFF) | (hi << 16), one instruction. */
+static inline uint32_t s4q_pkhbt(int32_t lo, int32_t hi) {
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+/* SXTB of the word rotated by r (8, 16 or 24), one instruction. */
+#define s4q_sxtb_ror(x, r) __extension__({ uint32_t s4q_x_ = (x); int32_t s4q_r_; \
+    __asm__("sxtb %0, %1, ror #" #r : "=r"(s4q_r_) : "r"(s4q_x_)); s4q_r_; })
+/* UXTB16 of the word rotated by 8 (bytes 1 and 3), one instruction. */
+static inline uint32_t s4q_uxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+/* SXTB16 of the word rotated by 8 (bytes 1 and 3), one instruction. */
+static inline uint32_t s4q_sxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+#else
+#define S4Q_SIMD 0
+#endif
+
+/* round_half_even(x / 2^s), s in 0..62: the rounding rule of the per-head stages (as
+ * s4q_runtime::fixed). The floor is computed without right-shifting a negative value
+ * (implementation-defined in C99). */
+#if defined(__GNUC__)
+#define S4Q_INLINE static inline __attribute__((always_inline))
+#else
+#define S4Q_INLINE static inline
+#endif
+
+S4Q_INLINE int64_t s4q_shr_round(int64_t x, uint32_t s) {
+    int64_t q, r, half;
+    if (s == 0) return x;
+    if (s > 62) s = 62;
+    q = (x >= 0) ? (x >> s) : ~((~x) >> s);
+    r = x & (((int64_t)1 << s) - 1);
+    half = (int64_t)1 << (s - 1);
+    if (r > half || (r == half && (q & 1))) q += 1;
+    return q;
+}
+
+/* floor(x / 2^s) in 32 bits without shifting a negative value (gcc emits one `asr`). */
+S4Q_INLINE int32_t s4q_asr32(int32_t x, uint32_t s) {
+    return x >= 0 ? (x >> s) : ~((~x) >> s);
+}
+
+/* round_half_even(n / d), d > 0. */
+static int64_t s4q_div_round(int64_t n, int64_t d) {
+    int64_t q = n / d, r = n % d, rest;
+    if (r < 0) { q -= 1; r += d; }
+    rest = d - r;
+    if (r > rest || (r == rest && (q & 1))) q += 1;
+    return q;
+}
+
+S4Q_INLINE int32_t s4q_sat32(int64_t x) {
+    if (x > INT32_MAX) return INT32_MAX;
+    if (x < INT32_MIN) return INT32_MIN;
+    return (int32_t)x;
+}
+
+S4Q_INLINE int64_t s4q_clamp(int64_t x, int64_t lo, int64_t hi) {
+    return x < lo ? lo : (x > hi ? hi : x);
+}
+
+S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s) {
+    return s4q_shr_round((int64_t)acc * m + bias, s);
+}
+
+static int64_t s4q_sigmoid_q30(int32_t b) {
+    int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
+    int64_t idx = mag >> 10;
+    if (idx >= 1024) {
+        s = SIGMOID[1024];
+    } else {
+        int64_t t0 = SIGMOID[idx], t1 = SIGMOID[idx + 1];
+        s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
+    }
+    return b < 0 ? ((int64_t)1 << 30) - s : s;
+}
+
+/* Signed low and high halves of a word (C's (int16_t) cast of large values is
+ * implementation-defined; this is not). */
+S4Q_INLINE int32_t s4q_lo16(uint32_t w) {
+    return (int32_t)(w & 0xFFFFu) - (int32_t)((w & 0x8000u) << 1);
+}
+S4Q_INLINE int32_t s4q_hi16(uint32_t w) {
+    return (int32_t)(w >> 16) - (int32_t)((w >> 15) & 0x10000u);
+}
+
+/* Signed byte i (0..3) of a little-endian word. */
+S4Q_INLINE int32_t s4q_sbyte(uint32_t w, uint32_t i) {
+    int32_t b = (int32_t)((w >> (8u * i)) & 0xFFu);
+    return b - ((b & 0x80) << 1);
+}
+
+/* Code h of a packed conv row: a signed byte, or an unsigned (biased) nibble. */
+S4Q_INLINE int32_t s4q_lin_code(const uint32_t *row, uint32_t h) {
+#if LIN_NIB
+    return (int32_t)((row[h >> 3] >> (4u * (h & 7u))) & 0xFu);
+#else
+    return s4q_sbyte(row[h >> 2], h & 3u);
+#endif
+}
+
+/* One complex mode (module doc of s4q_runtime::model, steps 3-4): the 32-bit state update of
+ * the raw codes x[0..2] and the readout added to acc (on raw codes; CSUM corrects it). */
+S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w, int32_t sz,
+                            int32_t lo, int32_t hi, int32_t acc) {
+    const int32_t xr = x[0] - sz, xi = x[1] - sz, ar = p->ar, ai = p->ai;
+#if MODE_COMPACT && S4Q_SIMD
+    const int32_t br = s4q_sxtb_ror(p->bc, 8), bi = s4q_sxtb_ror(p->bc, 24);
+    const uint32_t cw = __sxtb16(p->bc);
+#elif MODE_COMPACT
+    const int32_t br = s4q_sbyte(p->bc, 1), bi = s4q_sbyte(p->bc, 3);
+#else
+    const int32_t br = p->br, bi = p->bi;
+    const uint32_t cw = p->cw;
+#endif
+    int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
+    int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
+#if STATE_FULL_GRID && S4Q_SIMD
+    (void)lo; (void)hi;
+    qr = __ssat(qr, 8);
+    qi = __ssat(qi, 8);
+#else
+    qr = qr < lo ? lo : (qr > hi ? hi : qr);
+    qi = qi < lo ? lo : (qi > hi ? hi : qi);
+#endif
+    x[0] = (int8_t)qr;
+    x[1] = (int8_t)qi;
+#if S4Q_SIMD
+    return __smlad(cw, s4q_pkhbt(qr, qi), acc);
+#elif MODE_COMPACT
+    return acc + s4q_sbyte(p->bc, 0) * qr + s4q_sbyte(p->bc, 2) * qi;
+#else
+    return acc + s4q_lo16(cw) * qr + s4q_hi16(cw) * qi;
+#endif
+}
+
+void s4q_reset(s4q_state *st) {
+    int k;
+    for (k = 0; k < S4Q_HEADS * S4Q_MODES; k++) {
+        st->x[2 * k] = (int8_t)ST_Z[k / S4Q_MODES];
+        st->x[2 * k + 1] = (int8_t)ST_Z[k / S4Q_MODES];
+    }
+    for (k = 0; k < S4Q_HEADS; k++) { st->g[k] = 0; st->sums[k] = 0; }
+    st->t = 0;
+}
+
+int s4q_advance(s4q_state *st, const int8_t *input) {
+    int h, n, i, j;
+    int32_t gsum = 0;
+    int16_t gc[S4Q_HEADS];
+#if S4Q_SIMD
+    uint32_t gp[LIN_WORDS * LIN_CPW / 2];
+#endif
+    if (st->t >= S4Q_MAX_STEPS) return -1;
+    for (h = 0; h < S4Q_HEADS; h++) {
+        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx = 0;
+        const int32_t sz = ST_Z[h];
+        /* (v + 2^(S-1)) >> S, plus sz, in one constant: exact since sz 2^S is a multiple of
+         * 2^S, and inside i32 by the export bound. */
+        const int32_t kk = (int32_t)(1u << (STATE_SHIFT - 1)) + sz * (int32_t)(1u << STATE_SHIFT);
+#if STATE_FULL_GRID
+        const int32_t lo = -128, hi = 127;
+#else
+        const int32_t lo = ST_LO[h], hi = ST_HI[h];
+#endif
+        const s4q_mode_t *p = MODES + h * S4Q_MODES;
+        int8_t *x = st->x + 2 * h * S4Q_MODES;
+        int64_t yacc, qy;
+        for (i = 0; i < S4Q_D_INPUT; i++) {
+            int32_t xin = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
+            acc += xin * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
+        }
+        u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
+        w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
+        w = w < -wm ? -wm : (w > wm ? wm : w);
+        for (n = 0; n + 1 < S4Q_MODES; n += 2, p += 2, x += 2 * 2) {
+            re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+            re_cx = s4q_mode(p + 1, x + 2, kk, w, sz, lo, hi, re_cx);
+        }
+        if (S4Q_MODES & 1) re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+        re_cx -= sz * CSUM[h];
+        yacc = s4q_requant(re_cx, CYRQ_M[h], 0, CYRQ_SH(h))
+             + s4q_requant(u, DYRQ_M[h], 0, DYRQ_SH(h));
+        qy = s4q_clamp(s4q_shr_round(yacc, FRAC) + Y_Z, Y_QMIN, Y_QMAX);
+        st->g[h] = GELU[qy - Y_QMIN];
+        gc[h] = (int16_t)(st->g[h] - G_Z);
+        gsum += gc[h];
+    }
+#if S4Q_SIMD
+    /* Activation pairs in the lane order the weight unpacking yields: per word of four
+     * bytes (g0, g2), (g1, g3) (SXTB16, SXTB16 ror 8); per word of eight nibbles (g0, g4),
+     * (g2, g6), (g1, g5), (g3, g7) (UXTB16 and UXTB16 ror 8 of the low, then the high
+     * nibbles). */
+    for (i = 0; i < LIN_WORDS; i++) {
+        static const uint8_t order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+        int32_t gw[LIN_CPW];
+        for (j = 0; j < LIN_CPW; j++)
+            gw[j] = LIN_CPW * i + j < S4Q_HEADS ? gc[LIN_CPW * i + j] : 0;
+        for (j = 0; j < LIN_CPW / 2; j++) {
+            int lo_i = LIN_NIB ? order[2 * j] : (j == 0 ? 0 : 1);
+            int hi_i = LIN_NIB ? order[2 * j + 1] : (j == 0 ? 2 : 3);
+            gp[LIN_CPW / 2 * i + j] = ((uint32_t)gw[lo_i] & 0xFFFFu) | ((uint32_t)gw[hi_i] << 16);
+        }
+    }
+#endif
+    for (j = 0; j < S4Q_HEADS; j++) {
+        /* sum_h (g - zg)(W - zW) = sum_h (g - zg) W - zW sum_h (g - zg): exact in i32. */
+        const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
+        int32_t acc_a = 0, acc_b = 0, bq;
+        int64_t av, o;
+#if S4Q_SIMD && LIN_NIB
+        for (i = 0; i < LIN_WORDS; i++) {
+            const uint32_t *g = gp + 4 * i;
+            const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
+            const uint32_t blo = wb[i] & 0x0F0F0F0Fu, bhi = (wb[i] >> 4) & 0x0F0F0F0Fu;
+            acc_a = __smlad(__uxtb16(alo), g[0], acc_a);
+            acc_a = __smlad(s4q_uxtb16_ror8(alo), g[1], acc_a);
+            acc_a = __smlad(__uxtb16(ahi), g[2], acc_a);
+            acc_a = __smlad(s4q_uxtb16_ror8(ahi), g[3], acc_a);
+            acc_b = __smlad(__uxtb16(blo), g[0], acc_b);
+            acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
+            acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
+            acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
+        }
+#elif S4Q_SIMD
+        for (i = 0; i < LIN_WORDS; i++) {
+            const uint32_t a4 = wa[i], b4 = wb[i], g02 = gp[2 * i], g13 = gp[2 * i + 1];
+            acc_a = __smlad(__sxtb16(a4), g02, acc_a);
+            acc_a = __smlad(s4q_sxtb16_ror8(a4), g13, acc_a);
+            acc_b = __smlad(__sxtb16(b4), g02, acc_b);
+            acc_b = __smlad(s4q_sxtb16_ror8(b4), g13, acc_b);
+        }
+#else
+        for (h = 0; h < S4Q_HEADS; h++) {
+            acc_a += gc[h] * s4q_lin_code(wa, (uint32_t)h);
+            acc_b += gc[h] * s4q_lin_code(wb, (uint32_t)h);
+        }
+#endif
+        acc_a -= LIN_WZ[j] * gsum;
+        acc_b -= LIN_WZ[S4Q_HEADS + j] * gsum;
+        av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
+        bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
+                                   LINB_SH(j)));
+        o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+        st->sums[j] += o - O_Z;
+    }
+    st->t += 1;
+    return 0;
+}
+
+void s4q_logits(const s4q_state *st, int8_t *out) {
+    int k, h;
+    for (k = 0; k < S4Q_CLASSES; k++) {
+        int64_t acc = 0, l;
+        int32_t p = 0;
+        for (h = 0; h < S4Q_HEADS; h++)
+            acc += st->sums[h] * ((int32_t)DEC_W[h * S4Q_CLASSES + k] - DEC_WZ[k]);
+        if (st->t > 0)
+            p = s4q_sat32(s4q_div_round(acc * ((int64_t)1 << POOL_FRAC), (int64_t)st->t));
+        l = s4q_clamp(s4q_requant(p, DEC_M[k], DEC_BIAS[k], DEC_SH(k)) + L_Z[k], L_QMIN, L_QMAX);
+        out[k] = (int8_t)l;
+    }
+}
+
+int s4q_step(s4q_state *st, const int8_t *input, int8_t *out) {
+    int r = s4q_advance(st, input);
+    s4q_logits(st, out);
+    return r;
+}
+
+int s4q_classify(s4q_state *st, const int8_t *inputs, uint32_t steps, int8_t *out) {
+    uint32_t t;
+    int k, best = 0;
+    s4q_reset(st);
+    for (t = 0; t < steps; t++) s4q_advance(st, inputs + (uint32_t)S4Q_D_INPUT * t);
+    s4q_logits(st, out);
+    for (k = 1; k < S4Q_CLASSES; k++)
+        if (out[k] > out[best]) best = k;
+    return best;
+}
+"#;
