@@ -244,7 +244,13 @@ fn specs_select_the_grid_and_old_specs_stay_cartesian() {
 
 const H: usize = 4;
 
+/// burn's device RNG is process-wide: seeding and drawing a model's initial weights happen
+/// under one lock, or a test running beside would draw between the two (the reload test then
+/// compared two differently initialised models, under load).
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn model(device: &Device, seed: u64) -> s4d_model::S4dClassifier {
+    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
     S4dClassifierConfig::new(S4dConfig::new(H).with_d_state(8))
         .with_activation(Activation::Qgelu)
