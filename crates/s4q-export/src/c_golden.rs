@@ -149,6 +149,7 @@ void s4q_out(const char *s) { semihost(0x04, s); }
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define SCB_ICSR (*(volatile uint32_t *)0xE000ED04u)
 
 /* SysTick on the processor clock, 24-bit, counting down; wraps counted by the interrupt. */
 uint32_t s4q_ticks(void) {
@@ -157,11 +158,20 @@ uint32_t s4q_ticks(void) {
         SYST_RVR = 0xFFFFFFu;
         SYST_CVR = 0;
         SYST_CSR = 7u;
+        /* The write above cleared the counter; until it reloads, a read says 0, which would
+         * time the first interval from 2^24 - 1 and make it negative. */
+        while (SYST_CVR == 0u) {}
     }
+    uint32_t pending;
     do {
         w = systick_wraps;
         v = SYST_CVR;
+        pending = SCB_ICSR & (1u << 26); /* PENDSTSET: a wrap whose handler has not run yet */
     } while (w != systick_wraps);
+    /* Counted from the reload value again but not yet in systick_wraps: without this a read
+     * in that window goes back 2^24 ticks (short sequences read the clock often enough to
+     * hit it). */
+    if (pending && v > 0x800000u) w++;
     return w * 0x1000000u + (0xFFFFFFu - v);
 }
 
