@@ -78,10 +78,19 @@ fn import_torch_s4d(args: &ImportArgs) -> Result<()> {
         PathBuf::from("runs").join(format!("imported-{stem}"))
     });
     save_classifier(&imported.model, &imported.config, &out)?;
-    write_json(
-        &out.join("config.json"),
-        &run_config(&imported.config, args.dataset)?,
-    )?;
+    let train_cfg = run_config(&imported.config, args.dataset)?;
+    write_json(&out.join("config.json"), &train_cfg)?;
+    // The typed run description: raw inputs, classes named by index (a PyTorch checkpoint
+    // carries no preprocessing).
+    let preprocess =
+        s4q_train::Preprocess::identity(imported.config.d_input, imported.config.n_classes);
+    s4q_train::RunManifest::new(
+        s4q_train::RunKind::Imported,
+        &imported.config,
+        &train_cfg.data,
+        &preprocess,
+    )
+    .save(&out)?;
     // Read it back the way every other command will, so a broken run fails here.
     let reloaded = load_classifier(&out, &device)
         .with_context(|| format!("re-reading the imported run {}", out.display()))?;
