@@ -279,7 +279,10 @@ fn committed_exports_are_bit_exact_on_real_test_sequences() {
         // Each golden sequence's length: `golden_steps.txt` where they differ (data of your
         // own), else all equal.
         let steps: Vec<usize> = match std::fs::read_to_string(dir.join("golden_steps.txt")) {
-            Ok(text) => text.lines().map(|l| l.trim().parse().expect("step count")).collect(),
+            Ok(text) => text
+                .lines()
+                .map(|l| l.trim().parse().expect("step count"))
+                .collect(),
             Err(_) => vec![golden.len() / lines.len() / reference.d_input; lines.len()],
         };
         assert_eq!(steps.len(), lines.len(), "{}", dir.display());
