@@ -207,13 +207,8 @@ impl<'a> Reader<'a> {
         Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// An array of `len` elements of `width` bytes, after its `u32` count.
-    pub(crate) fn array(
-        &mut self,
-        len: usize,
-        width: usize,
-        field: &'static str,
-    ) -> Result<&'a [u8], Error> {
+    /// An element count (`u32`) that must equal `len`.
+    fn count(&mut self, len: usize, field: &'static str) -> Result<(), Error> {
         let found = {
             let b = self.take(4, field)?;
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -225,6 +220,17 @@ impl<'a> Reader<'a> {
                 found,
             });
         }
+        Ok(())
+    }
+
+    /// An array of `len` elements of `width` bytes, after its `u32` count.
+    pub(crate) fn array(
+        &mut self,
+        len: usize,
+        width: usize,
+        field: &'static str,
+    ) -> Result<&'a [u8], Error> {
+        self.count(len, field)?;
         let bytes = len.checked_mul(width).ok_or(Error::Truncated { field })?;
         self.take(bytes, field)
     }
@@ -236,17 +242,7 @@ impl<'a> Reader<'a> {
         bits: usize,
         field: &'static str,
     ) -> Result<&'a [u8], Error> {
-        let found = {
-            let b = self.take(4, field)?;
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        };
-        if found as usize != len {
-            return Err(Error::ArrayLength {
-                field,
-                expected: len,
-                found,
-            });
-        }
+        self.count(len, field)?;
         let bits_total = len.checked_mul(bits).ok_or(Error::Truncated { field })?;
         self.take(bits_total.div_ceil(8), field)
     }
