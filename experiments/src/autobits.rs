@@ -18,8 +18,8 @@ use clap::Args;
 use datasets::SequenceDataset;
 use qat::autobits::{Allocation, Budget, CostModel, SensitivityPoint, allocate, choices};
 use qat::{
-    AbarGrid, Calibration, Component, MemoryReport, ModelDims, Parameterization, QuantSpec,
-    QuantizedClassifier, calibrate,
+    AbarGrid, Calibration, Component, MemoryReport, ModelDims, Parameterization, PointFields,
+    PointOverride, QuantPoint, QuantSpec, QuantizedClassifier, calibrate,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -94,6 +94,11 @@ pub struct AutobitsArgs {
     /// Learned step sizes (LSQ) for every static quantizer of the chosen spec.
     #[arg(long)]
     lsq: bool,
+    /// Measure and choose the block points per block (`blocks.<i>.<point>` overrides) instead
+    /// of one width per point shared by every block: deep models spend bits where the
+    /// sensitive block is.
+    #[arg(long)]
+    per_block: bool,
     /// Stop after the search (no QAT).
     #[arg(long)]
     no_qat: bool,
@@ -169,9 +174,26 @@ fn loss_and_accuracy(
     Ok((e.loss, e.accuracy))
 }
 
-/// The one-component spec of a sensitivity case.
-fn case_spec(c: Component, bits: u32, grid: AbarGrid) -> Result<QuantSpec> {
-    let spec = QuantSpec::only(c, bits)?.with_a_bar_grid(grid);
+/// The one-point spec of a sensitivity case: `c` at `bits` (on `grid` for `Abar`) in `block`
+/// only, or everywhere for `None`.
+fn case_spec(c: Component, block: Option<usize>, bits: u32, grid: AbarGrid) -> Result<QuantSpec> {
+    let spec = match block {
+        None => QuantSpec::only(c, bits)?.with_a_bar_grid(grid),
+        Some(i) => {
+            let mut spec = QuantSpec::fp32();
+            let change = if c == Component::ABar && !grid.is_cartesian() {
+                PointOverride::Fields(PointFields {
+                    bits: Some(bits),
+                    grid: Some(grid),
+                    ..PointFields::default()
+                })
+            } else {
+                PointOverride::Bits(bits)
+            };
+            spec.set_block(Some(i), c, change)?;
+            spec
+        }
+    };
     spec.validate()?;
     Ok(spec)
 }
@@ -244,7 +266,23 @@ fn sensitivity(
         }
     };
     let grids: Vec<AbarGrid> = args.grids.iter().map(|g| AbarGrid::from(*g)).collect();
-    for c in Component::ALL {
+    let points: Vec<QuantPoint> = Component::ALL
+        .into_iter()
+        .flat_map(|c| -> Vec<QuantPoint> {
+            if args.per_block && c.is_per_block() {
+                (0..model.blocks.len())
+                    .map(|i| QuantPoint::new(Some(i), c))
+                    .collect()
+            } else {
+                vec![QuantPoint::new(None, c)]
+            }
+        })
+        .collect();
+    for point in points {
+        let QuantPoint {
+            block,
+            component: c,
+        } = point;
         let case_grids: &[AbarGrid] = if c == Component::ABar {
             &grids
         } else {
@@ -252,17 +290,16 @@ fn sensitivity(
         };
         for &bits in &args.bits {
             for &grid in case_grids {
-                let done = file
-                    .points
-                    .iter()
-                    .any(|p| p.component == c && p.bits == bits && p.grid == grid);
+                let done = file.points.iter().any(|p| {
+                    p.component == c && p.block == block && p.bits == bits && p.grid == grid
+                });
                 if done {
                     continue;
                 }
                 let started = Instant::now();
                 let mut q = QuantizedClassifier::from_float(
                     model.clone(),
-                    case_spec(c, bits, grid)?,
+                    case_spec(c, block, bits, grid)?,
                     Parameterization::Continuous,
                 )?;
                 // Weights calibrate from their values in `from_float`; activations need data.
@@ -272,13 +309,14 @@ fn sensitivity(
                 let (loss, acc) = loss_and_accuracy(&q, train, &sens, args.batch_size, device)?;
                 let point = SensitivityPoint {
                     component: c,
+                    block,
                     bits,
                     grid,
                     loss_delta: loss - file.float_loss,
                     acc_delta: acc - file.float_acc,
                 };
                 info!(
-                    component = c.name(),
+                    point = %point_name(block, c),
                     bits,
                     grid = grid.name(),
                     loss_delta = format!("{:.4}", point.loss_delta),
@@ -308,17 +346,21 @@ fn sensitivity_markdown(file: &SensitivityFile, bits: &[u32]) -> String {
     s.push_str("\n|---|---|");
     s.push_str(&"---:|".repeat(bits.len()));
     s.push('\n');
-    for c in Component::ALL {
+    let mut keys: Vec<(Component, Option<usize>)> =
+        file.points.iter().map(|p| (p.component, p.block)).collect();
+    keys.sort();
+    keys.dedup();
+    for (c, block) in keys {
         for grid in AbarGrid::ALL {
             let row: Vec<&SensitivityPoint> = file
                 .points
                 .iter()
-                .filter(|p| p.component == c && p.grid == grid)
+                .filter(|p| p.component == c && p.block == block && p.grid == grid)
                 .collect();
             if row.is_empty() {
                 continue;
             }
-            s.push_str(&format!("| {} | {} |", c.name(), grid.name()));
+            s.push_str(&format!("| {} | {} |", point_name(block, c), grid.name()));
             for b in bits {
                 match row.iter().find(|p| p.bits == *b) {
                     Some(p) => s.push_str(&format!(" {:.4} ({:+.1}) |", p.loss_delta, p.acc_delta)),
@@ -331,6 +373,11 @@ fn sensitivity_markdown(file: &SensitivityFile, bits: &[u32]) -> String {
     s
 }
 
+/// `a_bar` or `blocks.1.a_bar`.
+fn point_name(block: Option<usize>, c: Component) -> String {
+    QuantPoint::new(block, c).to_string()
+}
+
 /// Sets `learned_scale` on every static quantizer of `spec` (the `--lsq` option).
 fn with_lsq(mut spec: QuantSpec) -> QuantSpec {
     for c in Component::ALL {
@@ -338,6 +385,24 @@ fn with_lsq(mut spec: QuantSpec) -> QuantSpec {
             && cfg.calibration == Calibration::Static
         {
             spec.set(c, Some(cfg.with_learned_scale(true)));
+        }
+    }
+    // Per-block overrides: every quantized point learns its scale too (the presets are
+    // static, so there is no dynamic quantizer to skip here).
+    for points in spec.blocks.values_mut() {
+        for change in points.values_mut() {
+            let fields = match change {
+                PointOverride::Bits(b) => PointFields {
+                    bits: Some(*b),
+                    ..PointFields::default()
+                },
+                PointOverride::Fields(f) if f.float => continue,
+                PointOverride::Fields(f) => f.clone(),
+            };
+            *change = PointOverride::Fields(PointFields {
+                learned_scale: Some(true),
+                ..fields
+            });
         }
     }
     spec
@@ -351,6 +416,20 @@ fn describe(spec: &QuantSpec) -> String {
         .collect();
     if !spec.a_bar_grid.is_cartesian() {
         parts.push(format!("a_bar_grid:{}", spec.a_bar_grid.name()));
+    }
+    for (block, points) in &spec.blocks {
+        for (name, change) in points {
+            let text = match change {
+                PointOverride::Bits(b) => b.to_string(),
+                PointOverride::Fields(f) if f.float => "32".into(),
+                PointOverride::Fields(f) => match (f.bits, f.grid) {
+                    (Some(b), Some(g)) => format!("{b}/{}", g.name()),
+                    (Some(b), None) => b.to_string(),
+                    _ => "custom".into(),
+                },
+            };
+            parts.push(format!("blocks.{block}.{name}:{text}"));
+        }
     }
     parts.join(" ")
 }

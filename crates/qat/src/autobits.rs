@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{QatError, Result};
 use crate::memory::{MemoryReport, ModelDims};
 use crate::polar::AbarGrid;
-use crate::spec::{Component, QuantSpec};
+use crate::spec::{Component, PointFields, PointOverride, QuantPoint, QuantSpec};
 
 /// Cap on one candidate's cost: a diverged model's loss increase can reach 1e17, which would
 /// swamp every other term's precision in the sums; anything this large means "never" anyway.
@@ -38,6 +38,10 @@ pub const FLOAT_BITS: u32 = 32;
 pub struct SensitivityPoint {
     /// The quantized component.
     pub component: Component,
+    /// The block it was quantized in alone (`None`: in every block at once, or a component
+    /// at the classifier's ends). Per-block points make the search choose widths per block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<usize>,
     /// Its bit width.
     pub bits: u32,
     /// `Abar`'s grid (Cartesian for every other component).
@@ -116,15 +120,46 @@ fn invalid(message: String) -> QatError {
 /// where `T(b)` is the total with only `c` at `b` bits. Components with no values are left
 /// out.
 pub fn component_values(dims: ModelDims) -> BTreeMap<Component, u64> {
-    let total = |c: Component, bits: u32| {
-        let spec = QuantSpec::fp32().with(c, Some(c.default_config(bits)));
+    point_values(dims, false)
+        .into_iter()
+        .map(|(p, n)| (p.component, n))
+        .collect()
+}
+
+/// Values stored per search item, read off [`MemoryReport`] like [`component_values`]: with
+/// `per_block`, every block point of every block is its own item (`blocks.<i>.<c>`, changed
+/// through a spec override) and the classifier's ends are items with `block: None`; without,
+/// a block component counts over all blocks as one item.
+pub fn point_values(dims: ModelDims, per_block: bool) -> BTreeMap<QuantPoint, u64> {
+    let total = |p: QuantPoint, bits: u32| -> u64 {
+        let mut spec = QuantSpec::fp32();
+        match p.block {
+            Some(i) => {
+                // Only fails for a non-block component, which never reaches here.
+                let _ = spec.set_block(Some(i), p.component, PointOverride::Bits(bits));
+            }
+            None => spec.set(p.component, Some(p.component.default_config(bits))),
+        }
         MemoryReport::new(dims, &spec).total_bits()
     };
-    Component::ALL
+    let mut points = Vec::new();
+    for c in Component::ALL {
+        if per_block && c.is_per_block() {
+            points.extend((0..dims.n_layers).map(|i| QuantPoint::new(Some(i), c)));
+        } else {
+            points.push(QuantPoint::new(None, c));
+        }
+    }
+    points
         .into_iter()
-        .map(|c| (c, (total(c, 32) - total(c, 16)) / 16))
+        .map(|p| (p, (total(p, 32) - total(p, 16)) / 16))
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+/// Whether `points` hold per-block measurements (then the search works per block).
+pub fn is_per_block(points: &[SensitivityPoint]) -> bool {
+    points.iter().any(|p| p.block.is_some())
 }
 
 /// One candidate of a component in the search.
@@ -171,15 +206,22 @@ pub fn choices(
     bits: &[u32],
     model: CostModel,
     dims: ModelDims,
-) -> Result<BTreeMap<Component, Vec<Choice>>> {
+) -> Result<BTreeMap<QuantPoint, Vec<Choice>>> {
     let allow_float = model.allow_float;
+    let per_block = is_per_block(points);
     let mut out = BTreeMap::new();
-    for (c, _) in component_values(dims) {
+    for (item, _) in point_values(dims, per_block) {
+        let c = item.component;
         let mut best: BTreeMap<u32, Choice> = BTreeMap::new();
         // A diverged case (NaN/inf loss) is no candidate at all.
         let usable: Vec<&SensitivityPoint> = points
             .iter()
-            .filter(|p| p.component == c && bits.contains(&p.bits) && p.loss_delta.is_finite())
+            .filter(|p| {
+                p.component == c
+                    && p.block == item.block
+                    && bits.contains(&p.bits)
+                    && p.loss_delta.is_finite()
+            })
             .collect();
         for p in &usable {
             let grid = if c == Component::ABar {
@@ -224,7 +266,7 @@ pub fn choices(
         }
         if best.is_empty() {
             return Err(invalid(format!(
-                "no measured sensitivity for `{c}` at any of the bit widths {bits:?}"
+                "no measured sensitivity for `{item}` at any of the bit widths {bits:?}"
             )));
         }
         // Highest width first; cost(b) = max(cost(b), cost(next wider)).
@@ -232,7 +274,7 @@ pub fn choices(
         for i in 1..list.len() {
             list[i].cost = list[i].cost.max(list[i - 1].cost);
         }
-        out.insert(c, list);
+        out.insert(item, list);
     }
     Ok(out)
 }
@@ -242,6 +284,9 @@ pub fn choices(
 pub struct Pick {
     /// The component.
     pub component: Component,
+    /// Its block, for a per-block search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<usize>,
     /// Chosen width ([`FLOAT_BITS`] = float).
     pub bits: u32,
     /// `Abar`'s grid (Cartesian elsewhere).
@@ -281,11 +326,12 @@ const MAX_CELLS: u64 = 400_000_000;
 /// cost; ties go to more bits. Fails when even the narrowest choices exceed the budget.
 pub fn allocate(
     dims: ModelDims,
-    choices: &BTreeMap<Component, Vec<Choice>>,
+    choices: &BTreeMap<QuantPoint, Vec<Choice>>,
     budget: Budget,
 ) -> Result<Allocation> {
-    let values = component_values(dims);
-    let comps: Vec<(Component, u64, &Vec<Choice>)> = values
+    let per_block = choices.keys().any(|p| p.block.is_some());
+    let values = point_values(dims, per_block);
+    let comps: Vec<(QuantPoint, u64, &Vec<Choice>)> = values
         .iter()
         .map(|(c, n)| {
             choices
@@ -351,16 +397,36 @@ pub fn allocate(
     }
     let mut spec = QuantSpec::fp32();
     let mut picks = Vec::new();
-    for ((c, n, list), k) in comps.iter().zip(&chosen) {
+    for ((item, n, list), k) in comps.iter().zip(&chosen) {
         let ch = &list[*k];
-        if ch.bits != FLOAT_BITS {
-            spec.set(*c, Some(c.default_config(ch.bits)));
-        }
-        if *c == Component::ABar {
-            spec.a_bar_grid = ch.grid;
+        let c = item.component;
+        match item.block {
+            None => {
+                if ch.bits != FLOAT_BITS {
+                    spec.set(c, Some(c.default_config(ch.bits)));
+                }
+                if c == Component::ABar {
+                    spec.a_bar_grid = ch.grid;
+                }
+            }
+            // Per-block items are overrides of a base that keeps them in float.
+            Some(i) if ch.bits != FLOAT_BITS => {
+                let change = if c == Component::ABar && !ch.grid.is_cartesian() {
+                    PointOverride::Fields(PointFields {
+                        bits: Some(ch.bits),
+                        grid: Some(ch.grid),
+                        ..PointFields::default()
+                    })
+                } else {
+                    PointOverride::Bits(ch.bits)
+                };
+                spec.set_block(Some(i), c, change)?;
+            }
+            Some(_) => {}
         }
         picks.push(Pick {
-            component: *c,
+            component: c,
+            block: item.block,
             bits: ch.bits,
             grid: ch.grid,
             cost: ch.cost,

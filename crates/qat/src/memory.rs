@@ -107,132 +107,102 @@ impl MemoryReport {
         } = dims;
         use Component as C;
         use MemoryKind::*;
-        let rows: Vec<(String, MemoryKind, usize, u32)> = vec![
-            (
-                C::EncoderWeight.name().into(),
-                Weight,
-                d_input * h,
-                spec.bits(C::EncoderWeight),
-            ),
-            (
-                C::EncoderBias.name().into(),
-                Weight,
-                h,
-                spec.bits(C::EncoderBias),
-            ),
-            (
-                C::BBar.name().into(),
-                Weight,
-                n * 2 * h * m,
-                spec.bits(C::BBar),
-            ),
-            (
-                C::CBar.name().into(),
-                Weight,
-                n * 2 * h * m,
-                spec.bits(C::CBar),
-            ),
-            (C::DBar.name().into(), Weight, n * h, spec.bits(C::DBar)),
-            (
-                C::ConvWeight.name().into(),
-                Weight,
-                n * 2 * h * h,
-                spec.bits(C::ConvWeight),
-            ),
-            (
-                C::ConvBias.name().into(),
-                Weight,
-                n * 2 * h,
-                spec.bits(C::ConvBias),
-            ),
-            (
-                C::DecoderWeight.name().into(),
-                Weight,
-                n_classes * h,
-                spec.bits(C::DecoderWeight),
-            ),
-            (
-                C::DecoderBias.name().into(),
-                Weight,
-                n_classes,
-                spec.bits(C::DecoderBias),
-            ),
-            (
-                C::State.name().into(),
-                State,
-                n * 2 * h * m,
-                spec.bits(C::State),
-            ),
-            (
-                C::Input.name().into(),
-                Activation,
-                d_input,
-                spec.bits(C::Input),
-            ),
-            (
-                C::SsmOutput.name().into(),
-                Activation,
-                n * h,
-                spec.bits(C::SsmOutput),
-            ),
-            (
-                C::Activation.name().into(),
-                Activation,
-                n * h,
-                spec.bits(C::Activation),
-            ),
-            (
-                "conv_output".into(),
-                Activation,
-                n * 2 * h,
-                spec.bits(C::GluOutput),
-            ),
-            (
-                C::GluOutput.name().into(),
-                Activation,
-                n * h,
-                spec.bits(C::GluOutput),
-            ),
-            (
-                C::Logits.name().into(),
-                Activation,
-                n_classes,
-                spec.bits(C::Logits),
-            ),
-        ];
-        // Abar: one row, or one row per bit width when the spec gives per-head widths (every
-        // block uses the same list; a list of the wrong length is rejected by the model).
-        let a_bar_rows: Vec<(String, MemoryKind, usize, u32)> = match &spec.a_bar_head_bits {
-            Some(bits) if spec.get(C::ABar).is_some() && bits.len() == h => {
-                let mut widths: Vec<u32> = bits.clone();
-                widths.sort_unstable();
-                widths.dedup();
-                widths
-                    .into_iter()
-                    .map(|b| {
-                        let heads = bits.iter().filter(|x| **x == b).count();
-                        (
-                            format!("{}@{b}", C::ABar.name()),
-                            Weight,
-                            n * 2 * heads * m,
-                            b,
-                        )
-                    })
+        // Each block counts under its own spec (the base spec plus its overrides); a spec
+        // whose overrides do not resolve is counted as its base (validation reports it).
+        let specs: Vec<QuantSpec> = (0..n)
+            .map(|i| spec.block_spec(i).unwrap_or_else(|_| spec.clone()))
+            .collect();
+        let top =
+            |label: &str, kind, count, c: C| vec![(label.to_string(), kind, count, spec.bits(c))];
+        // A block row: one row over all blocks when every block uses the same bits, else one
+        // row per block labelled with its path.
+        let block = |label: &str, kind, count: usize, c: C| {
+            let bits: Vec<u32> = specs.iter().map(|s| s.bits(c)).collect();
+            if bits.windows(2).all(|w| w[0] == w[1]) {
+                vec![(
+                    label.to_string(),
+                    kind,
+                    n * count,
+                    bits.first().copied().unwrap_or(32),
+                )]
+            } else {
+                bits.iter()
+                    .enumerate()
+                    .map(|(i, &b)| (format!("blocks.{i}.{label}"), kind, count, b))
                     .collect()
             }
-            _ => vec![(
-                C::ABar.name().into(),
-                Weight,
-                n * 2 * h * m,
-                spec.bits(C::ABar),
-            )],
         };
-        let mut rows = rows;
-        let at = rows
-            .iter()
-            .position(|r| r.0 == C::BBar.name())
-            .unwrap_or(rows.len());
-        rows.splice(at..at, a_bar_rows);
+        // Abar: one row per block, or one row per bit width when the block has per-head widths
+        // (a list of the wrong length is rejected by the model); merged across blocks when the
+        // blocks agree.
+        let a_bar_of = |s: &QuantSpec| -> Vec<(String, u32, usize)> {
+            match &s.a_bar_head_bits {
+                Some(bits) if s.get(C::ABar).is_some() && bits.len() == h => {
+                    let mut widths = bits.clone();
+                    widths.sort_unstable();
+                    widths.dedup();
+                    widths
+                        .into_iter()
+                        .map(|b| {
+                            let heads = bits.iter().filter(|x| **x == b).count();
+                            (format!("{}@{b}", C::ABar.name()), b, 2 * heads * m)
+                        })
+                        .collect()
+                }
+                _ => vec![(C::ABar.name().to_string(), s.bits(C::ABar), 2 * h * m)],
+            }
+        };
+        let per_block: Vec<Vec<(String, u32, usize)>> = specs.iter().map(a_bar_of).collect();
+        let a_bar_rows: Vec<(String, MemoryKind, usize, u32)> =
+            if per_block.windows(2).all(|w| w[0] == w[1]) {
+                per_block
+                    .first()
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|(l, b, c)| (l.clone(), Weight, n * c, *b))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                per_block
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, rows)| {
+                        rows.iter()
+                            .map(move |(l, b, c)| (format!("blocks.{i}.{l}"), Weight, *c, *b))
+                    })
+                    .collect()
+            };
+        let rows: Vec<(String, MemoryKind, usize, u32)> = [
+            top(
+                C::EncoderWeight.name(),
+                Weight,
+                d_input * h,
+                C::EncoderWeight,
+            ),
+            top(C::EncoderBias.name(), Weight, h, C::EncoderBias),
+            a_bar_rows,
+            block(C::BBar.name(), Weight, 2 * h * m, C::BBar),
+            block(C::CBar.name(), Weight, 2 * h * m, C::CBar),
+            block(C::DBar.name(), Weight, h, C::DBar),
+            block(C::ConvWeight.name(), Weight, 2 * h * h, C::ConvWeight),
+            block(C::ConvBias.name(), Weight, 2 * h, C::ConvBias),
+            top(
+                C::DecoderWeight.name(),
+                Weight,
+                n_classes * h,
+                C::DecoderWeight,
+            ),
+            top(C::DecoderBias.name(), Weight, n_classes, C::DecoderBias),
+            block(C::State.name(), State, 2 * h * m, C::State),
+            top(C::Input.name(), Activation, d_input, C::Input),
+            block(C::SsmOutput.name(), Activation, h, C::SsmOutput),
+            block(C::Activation.name(), Activation, h, C::Activation),
+            block("conv_output", Activation, 2 * h, C::GluOutput),
+            block(C::GluOutput.name(), Activation, h, C::GluOutput),
+            top(C::Logits.name(), Activation, n_classes, C::Logits),
+        ]
+        .concat();
         Self {
             entries: rows
                 .into_iter()

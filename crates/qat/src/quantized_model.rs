@@ -213,6 +213,9 @@ pub struct QuantizedClassifier {
     /// The spec.
     #[module(skip)]
     pub spec: QuantSpec,
+    /// Each block's spec after the spec's per-block overrides ([`QuantSpec::block_spec`]).
+    #[module(skip)]
+    pub block_specs: Vec<QuantSpec>,
     /// The QAT parameterization.
     #[module(skip)]
     pub parameterization: Parameterization,
@@ -240,14 +243,20 @@ impl QuantizedClassifier {
         parameterization: Parameterization,
     ) -> Result<Self> {
         spec.validate()?;
+        spec.check_blocks(model.blocks.len())?;
+        let block_specs = (0..model.blocks.len())
+            .map(|i| spec.block_spec(i))
+            .collect::<Result<Vec<_>>>()?;
         let heads = model.encoder.weight.dims()[1];
-        if let Some(bits) = &spec.a_bar_head_bits
-            && bits.len() != heads
-        {
-            return Err(QatError::InvalidConfig {
-                component: "a_bar_head_bits".into(),
-                message: format!("{} entries for a model with {heads} heads", bits.len()),
-            });
+        for (i, s) in block_specs.iter().enumerate() {
+            if let Some(bits) = &s.a_bar_head_bits
+                && bits.len() != heads
+            {
+                return Err(QatError::InvalidConfig {
+                    component: format!("blocks.{i}.a_bar_head_bits"),
+                    message: format!("{} entries for a model with {heads} heads", bits.len()),
+                });
+            }
         }
         let discrete = match parameterization {
             Parameterization::Continuous => Vec::new(),
@@ -257,8 +266,9 @@ impl QuantizedClassifier {
                 .map(|b| DiscreteSsm::from_s4d(&b.s4d, p == Parameterization::FrozenA))
                 .collect(),
         };
-        let blocks = (0..model.blocks.len())
-            .map(|_| ComponentQuantizers::build(&spec, true))
+        let blocks = block_specs
+            .iter()
+            .map(|s| ComponentQuantizers::build(s, true))
             .collect::<Result<Vec<_>>>()?;
         let mut out = Self {
             top: ComponentQuantizers::build(&spec, false)?,
@@ -266,6 +276,7 @@ impl QuantizedClassifier {
             discrete,
             blocks,
             spec,
+            block_specs,
             parameterization,
         };
         out.recalibrate_weights()?;
@@ -334,17 +345,13 @@ impl QuantizedClassifier {
             let (a, b, c, d) = self.ssm_matrices(i);
             let conv_w = self.float.blocks[i].conv.weight.val();
             let conv_b = self.float.blocks[i].conv.bias.as_ref().map(|b| b.val());
+            let spec = &self.block_specs[i];
             let qs = &mut self.blocks[i];
             let q = qs.get_mut(Component::ABar);
             if is_static(&q)
                 && let Some(q) = q
             {
-                calibrate_abar(
-                    q,
-                    self.spec.a_bar_grid,
-                    self.spec.a_bar_head_bits.as_deref(),
-                    &a,
-                )?;
+                calibrate_abar(q, spec.a_bar_grid, spec.a_bar_head_bits.as_deref(), &a)?;
             }
             for (comp, z) in [(Component::BBar, &b), (Component::CBar, &c)] {
                 let q = qs.get_mut(comp);
@@ -449,11 +456,12 @@ impl QuantizedClassifier {
         let mut h = linear(x, enc_w, enc_b);
         for (i, block) in self.float.blocks.iter().enumerate() {
             let qs = &self.blocks[i];
+            let spec = &self.block_specs[i];
             let (a, b, c, d) = self.ssm_matrices(i);
             let a = weight_abar(
                 qs,
-                self.spec.a_bar_grid,
-                self.spec.a_bar_head_bits.as_deref(),
+                spec.a_bar_grid,
+                spec.a_bar_head_bits.as_deref(),
                 a,
                 pass,
             );

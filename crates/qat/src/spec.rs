@@ -4,6 +4,7 @@
 //! presets (`fp32`, `wWaA`, `wWaA-aPxS`), from TOML/JSON files, or from
 //! [`QuantSpec::only`] for per-component sensitivity sweeps.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -247,6 +248,114 @@ pub struct QuantSpec {
     /// See [`Component::Logits`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logits: Option<QuantizerConfig>,
+    /// Per-block overrides of the block points above, keyed by block (`"0"`, `"1"`, ... or
+    /// `"*"` for every block) and then by point name: in TOML `blocks.1.state = 6` or
+    /// `blocks."*".a_bar = { bits = 6, grid = "log_polar" }`. `"*"` applies first, so an
+    /// index overrides it; see [`QuantSpec::block_spec`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocks: BTreeMap<String, BTreeMap<String, PointOverride>>,
+}
+
+/// A change to one quantization point of one block (or of every block): a deep model rarely
+/// wants the same widths in every block, and the first and last blocks are often the
+/// sensitive ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PointOverride {
+    /// Only the bit width: the base spec's config of that point at these bits, or the
+    /// point's [`Component::default_config`] when the base keeps it in float.
+    Bits(u32),
+    /// Field by field (fields left out keep the base config's values).
+    Fields(PointFields),
+}
+
+/// The fields a [`PointOverride`] can change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointFields {
+    /// Bit width (needed when the base spec keeps the point in float).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<u32>,
+    /// Keep the point in float in this block (no other field may be set then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub float: bool,
+    /// One scale per channel instead of one per tensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_channel: Option<bool>,
+    /// Symmetric grid (zero point 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+    /// Learned step size (LSQ) during QAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_scale: Option<bool>,
+    /// `Abar`'s grid in this block (`a_bar` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<AbarGrid>,
+    /// `Abar`'s per-head widths in this block (`a_bar` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_bits: Option<Vec<u32>>,
+}
+
+/// Where a quantizer sits: at the classifier's ends (`block: None`) or in one block. The
+/// unit that memory accounting, mixed-precision search and sensitivity work in. Written as
+/// its path (`a_bar`, `blocks.1.state`), so it can key a JSON or TOML map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuantPoint {
+    /// The block, or `None` for an end of the classifier (or "every block" where a caller
+    /// does not split blocks).
+    pub block: Option<usize>,
+    /// The component.
+    pub component: Component,
+}
+
+impl QuantPoint {
+    /// The point `component` in `block` (or in every block / at the ends for `None`).
+    pub fn new(block: Option<usize>, component: Component) -> Self {
+        Self { block, component }
+    }
+}
+
+impl std::str::FromStr for QuantPoint {
+    type Err = QatError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let Some(rest) = text.strip_prefix("blocks.") else {
+            return Ok(Self::new(None, Component::from_name(text)?));
+        };
+        let (key, name) = rest
+            .split_once('.')
+            .ok_or_else(|| QatError::InvalidConfig {
+                component: text.to_string(),
+                message: "a block path is `blocks.<i>.<point>`".into(),
+            })?;
+        let block = match parse_block_key(key)? {
+            BlockKey::Index(i) => Some(i),
+            BlockKey::All => None,
+        };
+        Ok(Self::new(block, block_point(key, name)?))
+    }
+}
+
+impl Serialize for QuantPoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for QuantPoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for QuantPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.block {
+            Some(i) => write!(f, "blocks.{i}.{}", self.component.name()),
+            None => f.write_str(self.component.name()),
+        }
+    }
 }
 
 impl Default for QuantSpec {
@@ -290,6 +399,7 @@ impl QuantSpec {
             decoder_weight: None,
             decoder_bias: None,
             logits: None,
+            blocks: BTreeMap::new(),
         }
     }
 
@@ -443,6 +553,169 @@ impl QuantSpec {
         Ok(out)
     }
 
+    /// Only `component` of `block` quantized, at `bits` with its default config (per-block
+    /// sensitivity: which block can take fewer bits).
+    pub fn only_in_block(block: usize, component: Component, bits: u32) -> Result<Self> {
+        let mut spec = Self::fp32();
+        spec.set_block(Some(block), component, PointOverride::Bits(bits))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Sets the override of `component` in `block` (`None`: every block, key `"*"`).
+    /// Fails for a component that is not a block point.
+    pub fn set_block(
+        &mut self,
+        block: Option<usize>,
+        component: Component,
+        change: PointOverride,
+    ) -> Result<()> {
+        let key = block.map_or_else(|| "*".to_string(), |i| i.to_string());
+        block_point(&key, component.name())?;
+        self.blocks
+            .entry(key)
+            .or_default()
+            .insert(component.name().to_string(), change);
+        Ok(())
+    }
+
+    /// Whether any block overrides exist (every block then uses the base spec as it is).
+    pub fn has_block_overrides(&self) -> bool {
+        self.blocks.values().any(|points| !points.is_empty())
+    }
+
+    /// The spec that block `block` runs with: the base spec, then the `"*"` overrides, then
+    /// block `block`'s own; the result has no overrides left. The classifier's ends always use
+    /// the base spec.
+    pub fn block_spec(&self, block: usize) -> Result<Self> {
+        self.resolve(
+            &["*".to_string(), block.to_string()],
+            &format!("blocks.{block}"),
+        )
+    }
+
+    /// The base spec with the overrides under `keys` applied in order; errors are located
+    /// under `label`.
+    fn resolve(&self, keys: &[String], label: &str) -> Result<Self> {
+        let mut out = self.clone();
+        out.blocks.clear();
+        for key in keys {
+            let Some(points) = self.blocks.get(key) else {
+                continue;
+            };
+            for (name, change) in points {
+                let c = block_point(key, name)?;
+                out.apply_override(c, change)
+                    .map_err(|e| in_path(&format!("blocks.{key}"), e))?;
+            }
+        }
+        out.validate().map_err(|e| in_path(label, e))?;
+        Ok(out)
+    }
+
+    /// Fails when an override names a block the model does not have (`n_blocks` blocks).
+    pub fn check_blocks(&self, n_blocks: usize) -> Result<()> {
+        for key in self.blocks.keys() {
+            if let BlockKey::Index(i) = parse_block_key(key)?
+                && i >= n_blocks
+            {
+                let valid = if n_blocks == 1 {
+                    "blocks.0".to_string()
+                } else {
+                    format!("blocks.0 .. blocks.{}", n_blocks - 1)
+                };
+                return Err(QatError::InvalidConfig {
+                    component: format!("blocks.{key}"),
+                    message: format!(
+                        "the model has {n_blocks} block(s); valid: {valid}, or blocks.\"*\" for every block"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every path a block override can name, for error messages and documentation.
+    pub fn block_paths() -> Vec<String> {
+        Component::ALL
+            .into_iter()
+            .filter(|c| c.is_per_block())
+            .map(|c| format!("blocks.<i>.{}", c.name()))
+            .collect()
+    }
+
+    fn apply_override(&mut self, c: Component, change: &PointOverride) -> Result<()> {
+        let bad = |message: String| QatError::InvalidConfig {
+            component: c.name().into(),
+            message,
+        };
+        match change {
+            PointOverride::Bits(bits) => {
+                let cfg = match self.get(c) {
+                    Some(cfg) => QuantizerConfig {
+                        bits: *bits,
+                        ..cfg.clone()
+                    },
+                    None => c.default_config(*bits),
+                };
+                self.set(c, Some(cfg));
+            }
+            PointOverride::Fields(f) => {
+                if f.float {
+                    if *f
+                        != (PointFields {
+                            float: true,
+                            ..PointFields::default()
+                        })
+                    {
+                        return Err(bad(
+                            "`float = true` cannot be combined with other fields".into()
+                        ));
+                    }
+                    self.set(c, None);
+                    if c == Component::ABar {
+                        self.a_bar_head_bits = None;
+                        self.a_bar_grid = AbarGrid::Cartesian;
+                    }
+                    return Ok(());
+                }
+                if c != Component::ABar && (f.grid.is_some() || f.head_bits.is_some()) {
+                    return Err(bad("`grid` and `head_bits` apply to `a_bar` only".into()));
+                }
+                let mut cfg = match (self.get(c), f.bits) {
+                    (Some(cfg), _) => cfg.clone(),
+                    (None, Some(bits)) => c.default_config(bits),
+                    (None, None) => {
+                        return Err(bad(
+                            "the base spec keeps this point in float, so the override needs `bits`"
+                                .into(),
+                        ));
+                    }
+                };
+                if let Some(bits) = f.bits {
+                    cfg.bits = bits;
+                }
+                if let Some(v) = f.per_channel {
+                    cfg.per_channel = v;
+                }
+                if let Some(v) = f.symmetric {
+                    cfg.symmetric = v;
+                }
+                if let Some(v) = f.learned_scale {
+                    cfg.learned_scale = v;
+                }
+                self.set(c, Some(cfg));
+                if let Some(grid) = f.grid {
+                    self.a_bar_grid = grid;
+                }
+                if let Some(bits) = &f.head_bits {
+                    self.a_bar_head_bits = Some(bits.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every entry (bits, percentile, ...) and the state clamp.
     pub fn validate(&self) -> Result<()> {
         for c in Component::ALL {
@@ -472,6 +745,22 @@ impl QuantSpec {
                 component: "state_clamp".into(),
                 message: format!("must be finite and > 0, got {}", self.state_clamp),
             });
+        }
+        // Every override must name a block point and give a valid block spec; blocks past the
+        // model's depth are caught by `check_blocks`, which needs the model.
+        for (key, points) in &self.blocks {
+            let block = match parse_block_key(key)? {
+                BlockKey::All => 0,
+                BlockKey::Index(i) => i,
+            };
+            for name in points.keys() {
+                block_point(key, name)?;
+            }
+            if key == "*" {
+                self.resolve(&[key.clone()], "blocks.*")?;
+            } else {
+                self.block_spec(block)?;
+            }
         }
         Ok(())
     }
@@ -540,4 +829,51 @@ fn parse_pair(text: &str, p: char, q: char) -> Option<(u32, u32)> {
         return None;
     }
     Some((n.parse().ok()?, m.parse().ok()?))
+}
+
+/// A block key of [`QuantSpec::blocks`].
+enum BlockKey {
+    All,
+    Index(usize),
+}
+
+fn parse_block_key(key: &str) -> Result<BlockKey> {
+    if key == "*" {
+        return Ok(BlockKey::All);
+    }
+    match key.parse::<usize>() {
+        Ok(i) if i.to_string() == key => Ok(BlockKey::Index(i)),
+        _ => Err(QatError::InvalidConfig {
+            component: format!("blocks.{key}"),
+            message: "a block is named by its index (0, 1, ...) or \"*\" for every block".into(),
+        }),
+    }
+}
+
+/// The block component `name` of an override under `blocks.<key>`, or an error that lists
+/// every valid path.
+fn block_point(key: &str, name: &str) -> Result<Component> {
+    match Component::from_name(name) {
+        Ok(c) if c.is_per_block() => Ok(c),
+        _ => Err(QatError::InvalidConfig {
+            component: format!("blocks.{key}.{name}"),
+            message: format!(
+                "no such point in a block; valid paths: {} (<i> a block index or \"*\")",
+                QuantSpec::block_paths().join(", ")
+            ),
+        }),
+    }
+}
+
+/// Puts an error's component under the block path it came from (`a_bar` -> `blocks.1.a_bar`).
+fn in_path(path: &str, e: QatError) -> QatError {
+    match e {
+        QatError::InvalidConfig { component, message } if !component.starts_with("blocks.") => {
+            QatError::InvalidConfig {
+                component: format!("{path}.{component}"),
+                message,
+            }
+        }
+        other => other,
+    }
 }

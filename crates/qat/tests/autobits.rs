@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use qat::autobits::{
     Budget, Choice, CostModel, FLOAT_BITS, SensitivityPoint, allocate, choices, component_values,
 };
-use qat::{AbarGrid, Component, MemoryReport, ModelDims, QuantSpec};
+use qat::{AbarGrid, Component, MemoryReport, ModelDims, QuantPoint, QuantSpec};
 use s4d_model::S4dClassifierConfig;
 
 /// Measurements used as they are (no saturation rule).
@@ -51,6 +51,7 @@ fn synthetic(bits: &[u32], seed: u64) -> Vec<SensitivityPoint> {
                 };
                 out.push(SensitivityPoint {
                     component: c,
+                    block: None,
                     bits: b,
                     grid: g,
                     loss_delta: base + noise,
@@ -109,7 +110,7 @@ fn budget_is_respected_exactly_and_used_well() {
         // optimality check that holds for the exact optimum.
         for p in &a.picks {
             let n = component_values(d)[&p.component];
-            for ch in &table[&p.component] {
+            for ch in &table[&QuantPoint::new(None, p.component)] {
                 let extra = n * u64::from(ch.bits) - p.memory_bits.min(n * u64::from(ch.bits));
                 if ch.bits > p.bits && a.total_bits + extra <= b {
                     assert!(ch.cost >= p.cost - 1e-12, "{:?} could widen", p.component);
@@ -172,7 +173,15 @@ fn exact_search_matches_brute_force() {
                 best = cost;
             }
         }
-        let a = allocate(d, &table, Budget { bits: budget }).unwrap();
+        let a = allocate(
+            d,
+            &table
+                .iter()
+                .map(|(c, l)| (QuantPoint::new(None, *c), l.clone()))
+                .collect(),
+            Budget { bits: budget },
+        )
+        .unwrap();
         assert!(a.total_bits <= budget);
         assert!(
             (a.cost - best).abs() < 1e-9,
@@ -212,6 +221,7 @@ fn costs_are_cleaned_and_abar_takes_its_best_grid() {
         for (b, delta) in [(8, -0.01), (6, 0.2), (4, 0.1)] {
             points.push(SensitivityPoint {
                 component: c,
+                block: None,
                 bits: b,
                 grid: AbarGrid::Cartesian,
                 loss_delta: delta,
@@ -221,17 +231,18 @@ fn costs_are_cleaned_and_abar_takes_its_best_grid() {
     }
     points.push(SensitivityPoint {
         component: Component::ABar,
+        block: None,
         bits: 6,
         grid: AbarGrid::LogPolar,
         loss_delta: 0.05,
         acc_delta: 0.0,
     });
     let t = choices(&points, &[4, 6, 8], raw(true), d).unwrap();
-    let list = &t[&Component::State];
+    let list = &t[&QuantPoint::new(None, Component::State)];
     let got: Vec<(u32, f64)> = list.iter().map(|c| (c.bits, c.cost)).collect();
     // Negative -> 0; 4 bits measured cheaper than 6 is raised to 6's cost.
     assert_eq!(got, vec![(FLOAT_BITS, 0.0), (8, 0.0), (6, 0.2), (4, 0.2)]);
-    let abar = &t[&Component::ABar];
+    let abar = &t[&QuantPoint::new(None, Component::ABar)];
     assert_eq!(abar[2].grid, AbarGrid::LogPolar);
     assert_eq!(abar[2].cost, 0.05);
     assert_eq!(abar[3].cost, 0.1);
@@ -239,6 +250,7 @@ fn costs_are_cleaned_and_abar_takes_its_best_grid() {
     let mut more = points.clone();
     more.push(SensitivityPoint {
         component: Component::ABar,
+        block: None,
         bits: 3,
         grid: AbarGrid::Cartesian,
         loss_delta: f64::NAN,
@@ -246,13 +258,14 @@ fn costs_are_cleaned_and_abar_takes_its_best_grid() {
     });
     more.push(SensitivityPoint {
         component: Component::ABar,
+        block: None,
         bits: 2,
         grid: AbarGrid::Cartesian,
         loss_delta: 3e17,
         acc_delta: 0.0,
     });
     let t = choices(&more, &[2, 3, 4, 6, 8], raw(false), d).unwrap();
-    let abar: Vec<(u32, f64)> = t[&Component::ABar]
+    let abar: Vec<(u32, f64)> = t[&QuantPoint::new(None, Component::ABar)]
         .iter()
         .map(|c| (c.bits, c.cost))
         .collect();
@@ -275,6 +288,7 @@ fn saturated_measurements_are_extrapolated_by_noise_power() {
         for (b, loss) in [(8u32, 0.01), (7, 0.02), (6, 0.1)] {
             points.push(SensitivityPoint {
                 component: c,
+                block: None,
                 bits: b,
                 grid: AbarGrid::Cartesian,
                 loss_delta: loss,
@@ -291,13 +305,22 @@ fn saturated_measurements_are_extrapolated_by_noise_power() {
         p.acc_delta = -80.0;
     }
     let t = choices(&points, &[6, 7, 8], CostModel::default(), d).unwrap();
-    let state: Vec<f64> = t[&Component::State].iter().map(|c| c.cost).collect();
+    let state: Vec<f64> = t[&QuantPoint::new(None, Component::State)]
+        .iter()
+        .map(|c| c.cost)
+        .collect();
     assert_eq!(state, vec![6.2, 6.2 * 4.0, 6.2 * 16.0]);
-    let abar: Vec<f64> = t[&Component::ABar].iter().map(|c| c.cost).collect();
+    let abar: Vec<f64> = t[&QuantPoint::new(None, Component::ABar)]
+        .iter()
+        .map(|c| c.cost)
+        .collect();
     assert_eq!(abar, vec![0.01, 0.02, 0.1]);
     // Raw costs: 7 bits ties with 8 after cleaning, and the search takes the cheaper memory.
     let t = choices(&points, &[6, 7, 8], raw(false), d).unwrap();
-    let state: Vec<f64> = t[&Component::State].iter().map(|c| c.cost).collect();
+    let state: Vec<f64> = t[&QuantPoint::new(None, Component::State)]
+        .iter()
+        .map(|c| c.cost)
+        .collect();
     assert_eq!(state, vec![6.2, 6.2, 7.2]);
     let budget = Budget {
         bits: MemoryReport::new(d, &QuantSpec::preset("w8a8").unwrap()).total_bits() - 1,
@@ -313,6 +336,7 @@ fn saturated_measurements_are_extrapolated_by_noise_power() {
 fn sensitivity_points_round_trip_through_json_with_nan() {
     let p = SensitivityPoint {
         component: Component::ABar,
+        block: None,
         bits: 3,
         grid: AbarGrid::LogPolar,
         loss_delta: f64::NAN,
