@@ -94,9 +94,12 @@ pub struct ShapeArgs {
     /// Residual connection around each block.
     #[arg(long)]
     pub residual: bool,
-    /// Normalisation after each block: none or layer.
+    /// Normalisation in each block: none, layer or batch.
     #[arg(long, value_enum, default_value_t = NormArg::None)]
     pub norm: NormArg,
+    /// Normalise each block's input (pre-norm) instead of its output after the residual sum.
+    #[arg(long)]
+    pub prenorm: bool,
     /// Dropout after each block (training only).
     #[arg(long)]
     pub dropout: Option<f64>,
@@ -109,6 +112,8 @@ pub enum NormArg {
     None,
     /// LayerNorm over the H channels of each step.
     Layer,
+    /// BatchNorm per channel (running statistics at inference; a per-channel affine there).
+    Batch,
 }
 
 impl ShapeArgs {
@@ -128,6 +133,8 @@ impl ShapeArgs {
         }
         cfg.residual = self.residual;
         cfg.layer_norm = self.norm == NormArg::Layer;
+        cfg.batch_norm = self.norm == NormArg::Batch;
+        cfg.prenorm = self.prenorm;
         if let Some(p) = self.dropout {
             cfg.dropout = p;
         }

@@ -16,7 +16,9 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::Args;
 use datasets::SequenceDataset;
-use qat::autobits::{Allocation, Budget, CostModel, SensitivityPoint, allocate, choices};
+use qat::autobits::{
+    Allocation, Budget, CostModel, SensitivityPoint, allocate, choices, point_values,
+};
 use qat::{
     AbarGrid, Calibration, Component, MemoryReport, ModelDims, Parameterization, PointFields,
     PointOverride, QuantPoint, QuantSpec, QuantizedClassifier, calibrate,
@@ -201,6 +203,7 @@ fn case_spec(c: Component, block: Option<usize>, bits: u32, grid: AbarGrid) -> R
 /// Measures (or loads and completes) the sensitivity table.
 fn sensitivity(
     args: &AutobitsArgs,
+    dims: ModelDims,
     model: &s4d_model::S4dClassifier,
     train: &SequenceDataset,
     device: &Device,
@@ -266,18 +269,8 @@ fn sensitivity(
         }
     };
     let grids: Vec<AbarGrid> = args.grids.iter().map(|g| AbarGrid::from(*g)).collect();
-    let points: Vec<QuantPoint> = Component::ALL
-        .into_iter()
-        .flat_map(|c| -> Vec<QuantPoint> {
-            if args.per_block && c.is_per_block() {
-                (0..model.blocks.len())
-                    .map(|i| QuantPoint::new(Some(i), c))
-                    .collect()
-            } else {
-                vec![QuantPoint::new(None, c)]
-            }
-        })
-        .collect();
+    // Every point the model stores something for (no residual sum in a model without one).
+    let points: Vec<QuantPoint> = point_values(dims, args.per_block).into_keys().collect();
     for point in points {
         let QuantPoint {
             block,
@@ -499,7 +492,7 @@ pub fn run_autobits(args: &AutobitsArgs) -> Result<()> {
         "memory budget"
     );
 
-    let sens = sensitivity(args, &src.model, &src.train, &device)?;
+    let sens = sensitivity(args, dims, &src.model, &src.train, &device)?;
     std::fs::write(
         args.out_dir.join("sensitivity.md"),
         sensitivity_markdown(&sens, &args.bits),

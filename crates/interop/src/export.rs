@@ -151,6 +151,13 @@ fn check_expressible(
             model.blocks.len()
         ));
     }
+    if config.batch_norm || config.prenorm {
+        return fail(
+            "the model has BatchNorm or pre-norm blocks; the state-spaces layouts hold post-norm \
+             LayerNorm models only"
+                .to_string(),
+        );
+    }
     if config.layer_norm != layout.has(Role::NormWeight) {
         return fail(if config.layer_norm {
             "the model has a LayerNorm after each block and the layout names none".to_string()

@@ -3,12 +3,16 @@
 //! Definition (ours; the paper does not define its Table III number):
 //! - **weights**: the parameters a device stores, counted in their *discrete* form: encoder
 //!   `d_input*H + H`, `Abar`, `Bbar`, `Cbar` `2*H*M` each (real + imaginary), `Dbar` `H`, conv
-//!   `2H^2 + 2H`, decoder `n_classes*H + n_classes` (per block where applicable);
+//!   `2H^2 + 2H`, decoder `n_classes*H + n_classes` (per block where applicable), and for
+//!   blocks with a norm its `2H` scale and shift, kept at 32 bits (`norm_params`);
 //! - **state**: `2*H*M` values per block for one sample;
 //! - **activations**: one time step of one sample: input `d_input`, SSM output `H`, activation
 //!   output `H`, conv output `2H` (counted at the GLU output's bits: the GLU stage has no
-//!   quantizer of its own), GLU output `H`, logits `n_classes`.
+//!   quantizer of its own), GLU output `H`, residual sum `H` and norm output `H` (blocks that
+//!   have them), logits `n_classes`.
 //!
+//! Blocks count under their own spec ([`QuantSpec::block_spec`]): a block point whose width
+//! differs between blocks is reported per block (`blocks.1.state`), otherwise in one row.
 //! Each count is multiplied by its component's bits (32 when float); the FP32 baseline is the
 //! same counts at 32 bits; savings = `1 - bits / fp32_bits`.
 //! With per-head `Abar` widths (`QuantSpec::a_bar_head_bits`) the `Abar` row splits into one
@@ -41,6 +45,12 @@ pub struct ModelDims {
     pub n_classes: usize,
     /// Number of S4D blocks.
     pub n_layers: usize,
+    /// Blocks add their input back (a residual sum to store per step).
+    #[serde(default)]
+    pub residual: bool,
+    /// Blocks have a norm (its output per step, and `2H` affine parameters per block).
+    #[serde(default)]
+    pub norm: bool,
 }
 
 impl ModelDims {
@@ -52,6 +62,8 @@ impl ModelDims {
             d_input: cfg.d_input,
             n_classes: cfg.n_classes,
             n_layers: cfg.n_layers,
+            residual: cfg.residual,
+            norm: cfg.norm_kind().is_some(),
         }
     }
 }
@@ -104,6 +116,8 @@ impl MemoryReport {
             d_input,
             n_classes,
             n_layers: n,
+            residual,
+            norm,
         } = dims;
         use Component as C;
         use MemoryKind::*;
@@ -200,9 +214,28 @@ impl MemoryReport {
             block(C::Activation.name(), Activation, h, C::Activation),
             block("conv_output", Activation, 2 * h, C::GluOutput),
             block(C::GluOutput.name(), Activation, h, C::GluOutput),
+            if residual {
+                block(C::Residual.name(), Activation, h, C::Residual)
+            } else {
+                Vec::new()
+            },
+            if norm {
+                block(C::NormOutput.name(), Activation, h, C::NormOutput)
+            } else {
+                Vec::new()
+            },
             top(C::Logits.name(), Activation, n_classes, C::Logits),
         ]
         .concat();
+        // The norm's per-channel scale and shift stay 32-bit (fixed point in integer code).
+        let mut rows = rows;
+        if norm {
+            let at = rows
+                .iter()
+                .position(|r| r.0 == C::DecoderWeight.name())
+                .unwrap_or(rows.len());
+            rows.insert(at, ("norm_params".into(), Weight, n * 2 * h, 32));
+        }
         Self {
             entries: rows
                 .into_iter()

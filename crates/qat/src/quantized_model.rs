@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
-use s4d_model::{ComplexTensor, S4d, S4dClassifier, linear_glu, masked_mean};
+use s4d_model::{ComplexTensor, S4d, S4dBlock, S4dClassifier, linear_glu, masked_mean};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
@@ -68,48 +68,80 @@ impl DiscreteSsm {
     }
 }
 
-/// One optional quantizer per [`Component`]; entries that do not apply to the owner (block vs
-/// classifier ends) stay `None`.
-#[derive(Module, Debug)]
-pub struct ComponentQuantizers {
-    /// [`Component::Input`].
-    pub input: Option<Quantizer>,
-    /// [`Component::EncoderWeight`].
-    pub encoder_weight: Option<Quantizer>,
-    /// [`Component::EncoderBias`].
-    pub encoder_bias: Option<Quantizer>,
-    /// [`Component::ABar`].
-    pub a_bar: Option<Quantizer>,
-    /// [`Component::BBar`].
-    pub b_bar: Option<Quantizer>,
-    /// [`Component::CBar`].
-    pub c_bar: Option<Quantizer>,
-    /// [`Component::DBar`].
-    pub d_bar: Option<Quantizer>,
-    /// [`Component::State`].
-    pub state: Option<Quantizer>,
-    /// [`Component::SsmOutput`].
-    pub ssm_output: Option<Quantizer>,
-    /// [`Component::Activation`].
-    pub activation: Option<Quantizer>,
-    /// [`Component::ConvWeight`].
-    pub conv_weight: Option<Quantizer>,
-    /// [`Component::ConvBias`].
-    pub conv_bias: Option<Quantizer>,
-    /// [`Component::GluOutput`].
-    pub glu_output: Option<Quantizer>,
-    /// [`Component::DecoderWeight`].
-    pub decoder_weight: Option<Quantizer>,
-    /// [`Component::DecoderBias`].
-    pub decoder_bias: Option<Quantizer>,
-    /// [`Component::Logits`].
-    pub logits: Option<Quantizer>,
+/// Declares [`ComponentQuantizers`] from one list of `field => Component` pairs, so a new
+/// quantization point is one line here (plus its [`Component`] entry) rather than a struct
+/// field and two match tables kept in step by hand. Field names are the burnpack keys of
+/// learned scales, so they stay the component names.
+macro_rules! component_quantizers {
+    ($($field:ident => $comp:ident),* $(,)?) => {
+        /// One optional quantizer per [`Component`]; entries that do not apply to the owner
+        /// (block vs classifier ends, or a block without a residual or norm) stay `None`.
+        #[derive(Module, Debug)]
+        pub struct ComponentQuantizers {
+            $(
+                #[doc = concat!("[`Component::", stringify!($comp), "`].")]
+                pub $field: Option<Quantizer>,
+            )*
+        }
+
+        impl ComponentQuantizers {
+            /// The quantizer of `c`, if any.
+            pub fn get(&self, c: Component) -> Option<&Quantizer> {
+                match c {
+                    $(Component::$comp => self.$field.as_ref(),)*
+                }
+            }
+
+            /// Mutable access to the quantizer of `c`, if any.
+            pub fn get_mut(&mut self, c: Component) -> Option<&mut Quantizer> {
+                match c {
+                    $(Component::$comp => self.$field.as_mut(),)*
+                }
+            }
+
+            /// A quantizer for every component `make` returns one for.
+            fn build_with(
+                mut make: impl FnMut(Component) -> Result<Option<Quantizer>>,
+            ) -> Result<Self> {
+                Ok(Self {
+                    $($field: make(Component::$comp)?,)*
+                })
+            }
+        }
+    };
+}
+
+component_quantizers! {
+    input => Input,
+    encoder_weight => EncoderWeight,
+    encoder_bias => EncoderBias,
+    a_bar => ABar,
+    b_bar => BBar,
+    c_bar => CBar,
+    d_bar => DBar,
+    state => State,
+    ssm_output => SsmOutput,
+    activation => Activation,
+    conv_weight => ConvWeight,
+    conv_bias => ConvBias,
+    glu_output => GluOutput,
+    residual => Residual,
+    norm_output => NormOutput,
+    decoder_weight => DecoderWeight,
+    decoder_bias => DecoderBias,
+    logits => Logits,
 }
 
 impl ComponentQuantizers {
-    fn build(spec: &QuantSpec, per_block: bool) -> Result<Self> {
-        let make = |c: Component| -> Result<Option<Quantizer>> {
-            if c.is_per_block() != per_block {
+    /// The quantizers of `spec` for the classifier's ends (`block: None`) or for a block
+    /// (`Some(features)`: which optional points the block has).
+    fn build(spec: &QuantSpec, block: Option<BlockFeatures>) -> Result<Self> {
+        Self::build_with(|c| {
+            let wanted = match block {
+                None => !c.is_per_block(),
+                Some(f) => c.is_per_block() && f.has(c),
+            };
+            if !wanted {
                 return Ok(None);
             }
             spec.get(c)
@@ -118,68 +150,34 @@ impl ComponentQuantizers {
                     Quantizer::new(cfg.clone(), axis, rank, c.name())
                 })
                 .transpose()
-        };
-        Ok(Self {
-            input: make(Component::Input)?,
-            encoder_weight: make(Component::EncoderWeight)?,
-            encoder_bias: make(Component::EncoderBias)?,
-            a_bar: make(Component::ABar)?,
-            b_bar: make(Component::BBar)?,
-            c_bar: make(Component::CBar)?,
-            d_bar: make(Component::DBar)?,
-            state: make(Component::State)?,
-            ssm_output: make(Component::SsmOutput)?,
-            activation: make(Component::Activation)?,
-            conv_weight: make(Component::ConvWeight)?,
-            conv_bias: make(Component::ConvBias)?,
-            glu_output: make(Component::GluOutput)?,
-            decoder_weight: make(Component::DecoderWeight)?,
-            decoder_bias: make(Component::DecoderBias)?,
-            logits: make(Component::Logits)?,
         })
     }
+}
 
-    /// The quantizer of `c`, if any.
-    pub fn get(&self, c: Component) -> Option<&Quantizer> {
-        match c {
-            Component::Input => self.input.as_ref(),
-            Component::EncoderWeight => self.encoder_weight.as_ref(),
-            Component::EncoderBias => self.encoder_bias.as_ref(),
-            Component::ABar => self.a_bar.as_ref(),
-            Component::BBar => self.b_bar.as_ref(),
-            Component::CBar => self.c_bar.as_ref(),
-            Component::DBar => self.d_bar.as_ref(),
-            Component::State => self.state.as_ref(),
-            Component::SsmOutput => self.ssm_output.as_ref(),
-            Component::Activation => self.activation.as_ref(),
-            Component::ConvWeight => self.conv_weight.as_ref(),
-            Component::ConvBias => self.conv_bias.as_ref(),
-            Component::GluOutput => self.glu_output.as_ref(),
-            Component::DecoderWeight => self.decoder_weight.as_ref(),
-            Component::DecoderBias => self.decoder_bias.as_ref(),
-            Component::Logits => self.logits.as_ref(),
+/// The optional points a block has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockFeatures {
+    /// A residual connection (the [`Component::Residual`] point).
+    pub residual: bool,
+    /// A norm (the [`Component::NormOutput`] point).
+    pub norm: bool,
+}
+
+impl BlockFeatures {
+    /// The features of a float block.
+    pub fn of(block: &S4dBlock) -> Self {
+        Self {
+            residual: block.residual,
+            norm: block.norm_kind().is_some(),
         }
     }
 
-    /// Mutable access to the quantizer of `c`, if any.
-    pub fn get_mut(&mut self, c: Component) -> Option<&mut Quantizer> {
+    /// Whether the block has point `c` (every non-optional point it has).
+    pub fn has(self, c: Component) -> bool {
         match c {
-            Component::Input => self.input.as_mut(),
-            Component::EncoderWeight => self.encoder_weight.as_mut(),
-            Component::EncoderBias => self.encoder_bias.as_mut(),
-            Component::ABar => self.a_bar.as_mut(),
-            Component::BBar => self.b_bar.as_mut(),
-            Component::CBar => self.c_bar.as_mut(),
-            Component::DBar => self.d_bar.as_mut(),
-            Component::State => self.state.as_mut(),
-            Component::SsmOutput => self.ssm_output.as_mut(),
-            Component::Activation => self.activation.as_mut(),
-            Component::ConvWeight => self.conv_weight.as_mut(),
-            Component::ConvBias => self.conv_bias.as_mut(),
-            Component::GluOutput => self.glu_output.as_mut(),
-            Component::DecoderWeight => self.decoder_weight.as_mut(),
-            Component::DecoderBias => self.decoder_bias.as_mut(),
-            Component::Logits => self.logits.as_mut(),
+            Component::Residual => self.residual,
+            Component::NormOutput => self.norm,
+            _ => true,
         }
     }
 }
@@ -244,8 +242,44 @@ impl QuantizedClassifier {
     ) -> Result<Self> {
         spec.validate()?;
         spec.check_blocks(model.blocks.len())?;
+        let features: Vec<BlockFeatures> = model.blocks.iter().map(BlockFeatures::of).collect();
+        // An override must name a point its block has; a base-spec setting of an optional
+        // point (the presets set every point) is dropped where no block has it, so a model
+        // without residuals or norms keeps the spec (and saved state) it always had.
+        for (key, points) in &spec.blocks {
+            for name in points.keys() {
+                let c = Component::from_name(name)?;
+                let lacking: Vec<usize> = (0..features.len())
+                    .filter(|&i| key == "*" || *key == i.to_string())
+                    .filter(|&i| !features[i].has(c))
+                    .collect();
+                if !lacking.is_empty() {
+                    return Err(QatError::InvalidConfig {
+                        component: format!("blocks.{key}.{name}"),
+                        message: format!(
+                            "block(s) {lacking:?} have no {} point (residual: {}, norm: {})",
+                            name, features[lacking[0]].residual, features[lacking[0]].norm
+                        ),
+                    });
+                }
+            }
+        }
+        let mut spec = spec;
+        for c in Component::ALL.into_iter().filter(|c| c.is_optional()) {
+            if !features.iter().any(|f| f.has(c)) {
+                spec.set(c, None);
+            }
+        }
         let block_specs = (0..model.blocks.len())
-            .map(|i| spec.block_spec(i))
+            .map(|i| {
+                let mut s = spec.block_spec(i)?;
+                for c in Component::ALL.into_iter().filter(|c| c.is_optional()) {
+                    if !features[i].has(c) {
+                        s.set(c, None);
+                    }
+                }
+                Ok(s)
+            })
             .collect::<Result<Vec<_>>>()?;
         let heads = model.encoder.weight.dims()[1];
         for (i, s) in block_specs.iter().enumerate() {
@@ -268,10 +302,11 @@ impl QuantizedClassifier {
         };
         let blocks = block_specs
             .iter()
-            .map(|s| ComponentQuantizers::build(s, true))
+            .zip(&features)
+            .map(|(s, f)| ComponentQuantizers::build(s, Some(*f)))
             .collect::<Result<Vec<_>>>()?;
         let mut out = Self {
-            top: ComponentQuantizers::build(&spec, false)?,
+            top: ComponentQuantizers::build(&spec, None)?,
             float: model,
             discrete,
             blocks,
@@ -438,7 +473,38 @@ impl QuantizedClassifier {
         Ok(self.run(x, &mut Pass::Quantize, lengths))
     }
 
+    /// Per-time-step features `[B, L, H]` before pooling, fake-quantized like
+    /// [`QuantizedClassifier::forward`] computes them (for checks against references and for
+    /// streaming use). Fails if a static quantizer is not calibrated.
+    pub fn features(&self, x: Tensor<3>) -> Result<Tensor<3>> {
+        let missing = self.uncalibrated();
+        if !missing.is_empty() {
+            return Err(QatError::NotCalibrated(missing));
+        }
+        Ok(self.features_pass(x, &mut Pass::Quantize))
+    }
+
     fn run(&self, x: Tensor<3>, pass: &mut Pass<'_>, lengths: &[usize]) -> Tensor<2> {
+        let h = self.features_pass(x, pass);
+        let top = &self.top;
+        let pooled = masked_mean(h, lengths);
+        let dec_w = weight(
+            top,
+            Component::DecoderWeight,
+            self.float.decoder.weight.val(),
+            pass,
+        );
+        let dec_b = self
+            .float
+            .decoder
+            .bias
+            .as_ref()
+            .map(|b| weight(top, Component::DecoderBias, b.val(), pass));
+        let logits = linear(pooled, dec_w, dec_b);
+        apply(top, None, Component::Logits, logits, pass)
+    }
+
+    fn features_pass(&self, x: Tensor<3>, pass: &mut Pass<'_>) -> Tensor<3> {
         let top = &self.top;
         let x = apply(top, None, Component::Input, x, pass);
         let enc_w = weight(
@@ -468,7 +534,14 @@ impl QuantizedClassifier {
             let b = weight_complex(qs, Component::BBar, b, pass);
             let c = weight_complex(qs, Component::CBar, c, pass);
             let d = weight(qs, Component::DBar, d, pass);
-            let u = h.clone(); // [B, L, H]: the scan takes the time-major layout
+            // Pre-norm normalises the block's input; the residual adds the unnormalised one.
+            let x_in = h;
+            let u = if block.prenorm {
+                let z = block.normalize_frozen(x_in.clone());
+                apply(qs, Some(i), Component::NormOutput, z, pass)
+            } else {
+                x_in.clone()
+            };
             let clamp = self.spec.clamp_state.then_some(self.spec.state_clamp);
             let y = match pass {
                 Pass::Quantize => {
@@ -505,29 +578,22 @@ impl QuantizedClassifier {
                 .map(|b| weight(qs, Component::ConvBias, b.val(), pass));
             let y = linear_glu(y, w, bias);
             let y = apply(qs, Some(i), Component::GluOutput, y, pass);
-            // Dropout, residual and norm are outside the paper's model and stay float.
+            // Dropout is the identity outside training; the residual sum and the norm get
+            // their own quantizers (the integer model computes both on codes).
             let y = block.dropout.forward(y);
-            let y = if block.residual { y + h } else { y };
-            h = match &block.norm {
-                Some(norm) => norm.forward(y),
-                None => y,
+            let y = if block.residual {
+                apply(qs, Some(i), Component::Residual, y + x_in, pass)
+            } else {
+                y
+            };
+            h = if !block.prenorm && block.norm_kind().is_some() {
+                let z = block.normalize_frozen(y);
+                apply(qs, Some(i), Component::NormOutput, z, pass)
+            } else {
+                y
             };
         }
-        let pooled = masked_mean(h, lengths);
-        let dec_w = weight(
-            top,
-            Component::DecoderWeight,
-            self.float.decoder.weight.val(),
-            pass,
-        );
-        let dec_b = self
-            .float
-            .decoder
-            .bias
-            .as_ref()
-            .map(|b| weight(top, Component::DecoderBias, b.val(), pass));
-        let logits = linear(pooled, dec_w, dec_b);
-        apply(top, None, Component::Logits, logits, pass)
+        h
     }
 
     /// Every quantizer's state (learned scales read back), plus spec and parameterization.

@@ -44,6 +44,10 @@ pub enum Component {
     ConvBias,
     /// GLU output `[B, L, H]`.
     GluOutput,
+    /// Residual sum `x + f(x)` of a block with a residual connection `[B, L, H]`.
+    Residual,
+    /// Norm output of a block with a norm (LayerNorm or BatchNorm) `[B, L, H]`.
+    NormOutput,
     /// Decoder weight `[H, n_classes]`.
     DecoderWeight,
     /// Decoder bias `[n_classes]`.
@@ -54,7 +58,7 @@ pub enum Component {
 
 impl Component {
     /// Every component, in forward order.
-    pub const ALL: [Component; 16] = [
+    pub const ALL: [Component; 18] = [
         Component::Input,
         Component::EncoderWeight,
         Component::EncoderBias,
@@ -68,6 +72,8 @@ impl Component {
         Component::ConvWeight,
         Component::ConvBias,
         Component::GluOutput,
+        Component::Residual,
+        Component::NormOutput,
         Component::DecoderWeight,
         Component::DecoderBias,
         Component::Logits,
@@ -89,6 +95,8 @@ impl Component {
             Component::ConvWeight => "conv_weight",
             Component::ConvBias => "conv_bias",
             Component::GluOutput => "glu_output",
+            Component::Residual => "residual",
+            Component::NormOutput => "norm_output",
             Component::DecoderWeight => "decoder_weight",
             Component::DecoderBias => "decoder_bias",
             Component::Logits => "logits",
@@ -118,8 +126,16 @@ impl Component {
                 | Component::SsmOutput
                 | Component::Activation
                 | Component::GluOutput
+                | Component::Residual
+                | Component::NormOutput
                 | Component::Logits
         )
+    }
+
+    /// Only some blocks have it (a residual connection, a norm): a spec may set it for every
+    /// model, and models without it ignore the setting.
+    pub fn is_optional(self) -> bool {
+        matches!(self, Component::Residual | Component::NormOutput)
     }
 
     /// Complex-valued (real and imaginary parts share one grid).
@@ -156,7 +172,9 @@ impl Component {
             Component::Input
             | Component::SsmOutput
             | Component::Activation
-            | Component::GluOutput => (3, 2),
+            | Component::GluOutput
+            | Component::Residual
+            | Component::NormOutput => (3, 2),
             Component::Logits => (2, 1),
         }
     }
@@ -239,6 +257,12 @@ pub struct QuantSpec {
     /// See [`Component::GluOutput`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glu_output: Option<QuantizerConfig>,
+    /// See [`Component::Residual`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual: Option<QuantizerConfig>,
+    /// See [`Component::NormOutput`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_output: Option<QuantizerConfig>,
     /// See [`Component::DecoderWeight`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder_weight: Option<QuantizerConfig>,
@@ -396,6 +420,8 @@ impl QuantSpec {
             conv_weight: None,
             conv_bias: None,
             glu_output: None,
+            residual: None,
+            norm_output: None,
             decoder_weight: None,
             decoder_bias: None,
             logits: None,
@@ -445,6 +471,8 @@ impl QuantSpec {
             Component::ConvWeight => &self.conv_weight,
             Component::ConvBias => &self.conv_bias,
             Component::GluOutput => &self.glu_output,
+            Component::Residual => &self.residual,
+            Component::NormOutput => &self.norm_output,
             Component::DecoderWeight => &self.decoder_weight,
             Component::DecoderBias => &self.decoder_bias,
             Component::Logits => &self.logits,
@@ -466,6 +494,8 @@ impl QuantSpec {
             Component::ConvWeight => &mut self.conv_weight,
             Component::ConvBias => &mut self.conv_bias,
             Component::GluOutput => &mut self.glu_output,
+            Component::Residual => &mut self.residual,
+            Component::NormOutput => &mut self.norm_output,
             Component::DecoderWeight => &mut self.decoder_weight,
             Component::DecoderBias => &mut self.decoder_bias,
             Component::Logits => &mut self.logits,

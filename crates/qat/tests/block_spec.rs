@@ -34,6 +34,8 @@ fn two_block_dims() -> ModelDims {
         d_input: 1,
         n_classes: 3,
         n_layers: 2,
+        residual: false,
+        norm: false,
     }
 }
 

@@ -377,6 +377,8 @@ fn per_head_bits_set_each_heads_grid_and_its_memory() {
             d_input: 1,
             n_classes: 10,
             n_layers: 1,
+            residual: false,
+            norm: false,
         };
         let r = MemoryReport::new(dims, &spec);
         let abar_bits: u64 = r

@@ -1,5 +1,8 @@
 use burn::config::Config;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
 use burn::prelude::*;
 
 use crate::activation::Activation;
@@ -29,9 +32,17 @@ pub struct S4dClassifierConfig {
     /// Nonlinearity after each SSM (the paper's quantized models use qGELU).
     #[config(default = "Activation::Gelu")]
     pub activation: Activation,
-    /// Post-block LayerNorm, for the deeper S4D recipe (off in the paper).
+    /// LayerNorm in each block, for the deeper S4D recipe (off in the paper).
     #[config(default = false)]
     pub layer_norm: bool,
+    /// BatchNorm in each block instead (a per-channel affine at inference, so it folds into
+    /// integer code); exclusive with `layer_norm`.
+    #[config(default = false)]
+    pub batch_norm: bool,
+    /// Normalise each block's input (`x + f(norm(x))`) instead of its output
+    /// (`norm(x + f(x))`, the default and the state-spaces example's).
+    #[config(default = false)]
+    pub prenorm: bool,
     /// Residual connection around each block (off in the paper).
     #[config(default = false)]
     pub residual: bool,
@@ -71,6 +82,16 @@ impl S4dClassifierConfig {
                 self.d_input, self.n_classes, self.n_layers
             )));
         }
+        if self.layer_norm && self.batch_norm {
+            return Err(ModelError::InvalidConfig(
+                "layer_norm and batch_norm are exclusive: a block has one norm".into(),
+            ));
+        }
+        if self.prenorm && self.norm_kind().is_none() {
+            return Err(ModelError::InvalidConfig(
+                "prenorm needs a norm (layer_norm or batch_norm)".into(),
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelError::InvalidConfig(format!(
                 "dropout must be in [0, 1), got {}",
@@ -78,6 +99,17 @@ impl S4dClassifierConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The blocks' norm, if any.
+    pub fn norm_kind(&self) -> Option<NormKind> {
+        if self.layer_norm {
+            Some(NormKind::Layer)
+        } else if self.batch_norm {
+            Some(NormKind::Batch)
+        } else {
+            None
+        }
     }
 
     /// Builds the classifier.
@@ -96,8 +128,12 @@ impl S4dClassifierConfig {
                 norm: self
                     .layer_norm
                     .then(|| LayerNormConfig::new(h).init(device)),
+                batch_norm: self
+                    .batch_norm
+                    .then(|| BatchNormConfig::new(h).init(device)),
                 dropout: DropoutConfig::new(self.dropout).init(),
                 residual: self.residual,
+                prenorm: self.prenorm,
                 activation: self.activation,
             })
             .collect();
@@ -107,6 +143,17 @@ impl S4dClassifierConfig {
             decoder: LinearConfig::new(h, self.n_classes).init(device),
         }
     }
+}
+
+/// Which norm a block has: both are per-channel at inference time for BatchNorm, per-step
+/// over the channels for LayerNorm, and the integer export treats them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// LayerNorm over the `H` channels of each step.
+    Layer,
+    /// BatchNorm per channel (running statistics at inference).
+    Batch,
 }
 
 /// One S4D block: `S4D -> act -> Conv1d(H -> 2H, k = 1) -> GLU`, plus the optional extras.
@@ -119,30 +166,78 @@ pub struct S4dBlock {
     pub s4d: S4d,
     /// The pointwise `H -> 2H` mixing before GLU.
     pub conv: Linear,
-    /// Optional post-norm.
+    /// Optional LayerNorm (the field keeps its name so older checkpoints load).
     pub norm: Option<LayerNorm>,
+    /// Optional BatchNorm over the `H` channels.
+    pub batch_norm: Option<BatchNorm>,
     /// Dropout (identity when its probability is 0 or outside training).
     pub dropout: Dropout,
     /// Whether the block adds its input to its output.
     #[module(skip)]
     pub residual: bool,
+    /// Whether the norm comes before the block (else after the residual sum).
+    #[module(skip)]
+    pub prenorm: bool,
     /// Nonlinearity after the SSM.
     #[module(skip)]
     pub activation: Activation,
 }
 
 impl S4dBlock {
-    /// `x: [B, L, H] -> [B, L, H]`.
+    /// `x: [B, L, H] -> [B, L, H]`: `norm(x + f(x))` (post-norm) or `x + f(norm(x))`
+    /// (pre-norm), without the parts the block does not have.
     pub fn forward(&self, x: Tensor<3>, mode: SsmMode) -> Tensor<3> {
-        let y = self.s4d.forward(x.clone(), mode);
+        let z = if self.prenorm {
+            self.normalize(x.clone())
+        } else {
+            x.clone()
+        };
+        let y = self.s4d.forward(z, mode);
         let y = self.activation.forward(y);
         let bias = self.conv.bias.as_ref().map(|b| b.val());
         let y = linear_glu(y, self.conv.weight.val(), bias); // first half * sigmoid(second half)
         let y = self.dropout.forward(y);
         let y = if self.residual { y + x } else { y };
-        match &self.norm {
-            Some(norm) => norm.forward(y),
-            None => y,
+        if self.prenorm { y } else { self.normalize(y) }
+    }
+
+    /// The block's norm applied to `x: [B, L, H]` (identity without one). BatchNorm takes
+    /// channels on axis 1, so the time and channel axes swap around it.
+    pub fn normalize(&self, x: Tensor<3>) -> Tensor<3> {
+        match (&self.norm, &self.batch_norm) {
+            (Some(norm), _) => norm.forward(x),
+            (None, Some(bn)) => bn.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
+            (None, None) => x,
+        }
+    }
+
+    /// [`S4dBlock::normalize`] with BatchNorm always in its inference form (running
+    /// statistics, which stay fixed): the per-channel affine that quantization-aware training
+    /// sees and the integer export folds. LayerNorm is unchanged.
+    pub fn normalize_frozen(&self, x: Tensor<3>) -> Tensor<3> {
+        match (&self.norm, &self.batch_norm) {
+            (None, Some(bn)) => {
+                let device = x.device();
+                let y = burn::tensor::module::batch_norm(
+                    x.swap_dims(1, 2),
+                    bn.gamma.val(),
+                    bn.beta.val(),
+                    bn.running_mean.value().to_device(&device),
+                    bn.running_var.value().to_device(&device),
+                    bn.epsilon,
+                );
+                y.swap_dims(1, 2)
+            }
+            _ => self.normalize(x),
+        }
+    }
+
+    /// The block's norm kind.
+    pub fn norm_kind(&self) -> Option<NormKind> {
+        match (&self.norm, &self.batch_norm) {
+            (Some(_), _) => Some(NormKind::Layer),
+            (None, Some(_)) => Some(NormKind::Batch),
+            (None, None) => None,
         }
     }
 }

@@ -52,7 +52,7 @@ mod scan_op;
 
 pub use activation::{Activation, qgelu};
 pub use backend::{BackendKind, backend_kind, has_native_fft};
-pub use classifier::{S4dBlock, S4dClassifier, S4dClassifierConfig, masked_mean};
+pub use classifier::{NormKind, S4dBlock, S4dClassifier, S4dClassifierConfig, masked_mean};
 pub use complex::ComplexTensor;
 pub use config::{Discretization, S4dConfig, S4dInit, SsmMode};
 pub use conv::{causal_conv, causal_conv_fft, causal_conv_toeplitz};

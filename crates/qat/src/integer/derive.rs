@@ -243,9 +243,9 @@ impl IntegerModel {
             )));
         }
         let block = &f.blocks[0];
-        if block.residual || block.norm.is_some() {
+        if block.residual || block.norm_kind().is_some() {
             return Err(IntegerError::Unsupported(
-                "residual connections or LayerNorm".into(),
+                "residual connections or norms".into(),
             ));
         }
         let states: BTreeMap<String, QuantizerState> = qc.quant_state()?.quantizers;
