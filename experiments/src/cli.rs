@@ -24,6 +24,10 @@ use crate::train::{TrainConfig, train};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
+    /// Run burn's composed tensor ops instead of the fused CPU kernels everywhere (the path
+    /// GPUs take), to check any model against it; the same as `S4Q_FORCE_COMPOSED=1`.
+    #[arg(long, global = true)]
+    composed: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -161,6 +165,10 @@ struct EvalArgs {
 
 /// Dispatches a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if cli.composed {
+        s4d_model::set_force_composed(true);
+        tracing::info!("composed tensor ops forced (--composed)");
+    }
     match cli.command {
         Command::Fetch(args) => {
             if args.ucr.is_empty() || !args.names.is_empty() {

@@ -27,11 +27,11 @@ use burn::backend::{
 };
 use burn::prelude::*;
 use rayon::prelude::*;
+use s4d_model::backend_kind;
 use s4d_model::host::{
     HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
 };
 use s4d_model::scan_kernel::round_half_even_small;
-use s4d_model::{BackendKind, backend_kind};
 
 /// The integer grid and the channel layout of one fused fake quantization: element `i` of the
 /// flat input belongs to channel `(i / inner) % channels`, `channels` being the length of
@@ -368,10 +368,7 @@ impl<B: Backend + FakeQuantBackend, C: CheckpointStrategy> FakeQuantBackend for 
 /// Whether [`fused_fake_quant`] runs on this device (the CPU backends); elsewhere
 /// [`crate::fake_quant_affine`] computes the same function from tensor ops.
 pub fn fused_fake_quant_supported(device: &Device) -> bool {
-    matches!(
-        backend_kind(device),
-        BackendKind::Flex | BackendKind::NdArray
-    )
+    s4d_model::op_path(device) == s4d_model::OpPath::Fused
 }
 
 /// Fake-quantizes `x` with per-channel `scale` and `zero_point` (`[C]`, channel axis `axis`

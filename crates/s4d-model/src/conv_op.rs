@@ -21,7 +21,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 
-use crate::backend::{BackendKind, backend_kind};
+use crate::backend::backend_kind;
 use crate::complex::ComplexTensor;
 use crate::conv_kernel::{ConvDims, ConvForward, ConvParams, conv_backward, conv_forward};
 use crate::host::{
@@ -206,10 +206,7 @@ impl<B: Backend + FusedConvBackend, C: CheckpointStrategy> FusedConvBackend for 
 /// Whether [`fused_s4d_conv`] runs on this device (the CPU backends). Elsewhere the layer
 /// composes [`crate::vandermonde_kernel`] and [`crate::causal_conv`], the same function.
 pub fn fused_conv_supported(device: &Device) -> bool {
-    matches!(
-        backend_kind(device),
-        BackendKind::Flex | BackendKind::NdArray
-    )
+    crate::backend::op_path(device) == crate::backend::OpPath::Fused
 }
 
 /// The S4D layer's convolution view in one op: `y = causal_conv(u, K) + D u` with

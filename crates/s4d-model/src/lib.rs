@@ -51,7 +51,10 @@ pub mod scan_kernel;
 mod scan_op;
 
 pub use activation::{Activation, qgelu};
-pub use backend::{BackendKind, backend_kind, has_native_fft};
+pub use backend::{
+    BackendKind, FORCE_COMPOSED_ENV, OpPath, backend_kind, force_composed, has_native_fft, op_path,
+    set_force_composed,
+};
 pub use classifier::{NormKind, S4dBlock, S4dClassifier, S4dClassifierConfig, masked_mean};
 pub use complex::ComplexTensor;
 pub use config::{Discretization, S4dConfig, S4dInit, SsmMode};

@@ -24,7 +24,6 @@ use burn::backend::{
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::backend::{BackendKind, backend_kind};
 use crate::host::{
     HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
 };
@@ -324,10 +323,7 @@ impl<B: Backend + FusedPointwiseBackend, C: CheckpointStrategy> FusedPointwiseBa
 
 /// Whether the fused pointwise ops run on this device (the CPU backends).
 pub fn fused_pointwise_supported(device: &Device) -> bool {
-    matches!(
-        backend_kind(device),
-        BackendKind::Flex | BackendKind::NdArray
-    )
+    crate::backend::op_path(device) == crate::backend::OpPath::Fused
 }
 
 /// Exact GELU: the fused op on CPU backends, burn's composed `gelu` elsewhere.

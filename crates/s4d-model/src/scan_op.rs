@@ -23,7 +23,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 
-use crate::backend::{BackendKind, backend_kind};
+use crate::backend::backend_kind;
 use crate::complex::ComplexTensor;
 use crate::host::{
     HostTarget, HostValues, from_host, host_values, record_host_op, register_host_grads,
@@ -335,10 +335,7 @@ pub struct FusedStateQuant {
 /// Whether [`fused_diagonal_scan`] runs on this device (the CPU backends). Elsewhere callers
 /// use the composed scan ([`crate::diagonal_scan_with`]), which computes the same function.
 pub fn fused_scan_supported(device: &Device) -> bool {
-    matches!(
-        backend_kind(device),
-        BackendKind::Flex | BackendKind::NdArray
-    )
+    crate::backend::op_path(device) == crate::backend::OpPath::Fused
 }
 
 /// The whole diagonal recurrence in one op: `x_t = Q(Abar x_{t-1} + Bbar u_t)`,
