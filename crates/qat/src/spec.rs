@@ -787,7 +787,7 @@ impl QuantSpec {
                 block_point(key, name)?;
             }
             if key == "*" {
-                self.resolve(&[key.clone()], "blocks.*")?;
+                self.resolve(std::slice::from_ref(key), "blocks.*")?;
             } else {
                 self.block_spec(block)?;
             }

@@ -30,6 +30,7 @@
 pub mod fixed;
 pub mod format;
 mod model;
+pub mod norm;
 
 pub use format::{Error, HEADER_LEN, MAGIC, VERSION, crc32};
 pub use model::{

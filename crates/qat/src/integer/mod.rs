@@ -31,6 +31,7 @@
 
 mod derive;
 mod format;
+pub mod norm;
 
 use s4q_runtime::fixed::{div_round, sat32, shr_round};
 use s4q_runtime::{SIGMOID_IN_FRAC, SIGMOID_INTERP_BITS, SIGMOID_LEN, SIGMOID_OUT_FRAC};

@@ -1,0 +1,217 @@
+//! Integer constants of the deep-block stages (residual sum, BatchNorm, LayerNorm), derived
+//! from the fake-quant model's grids and the float norm parameters, and their application
+//! through `s4q_runtime::norm` (the arithmetic itself, shared with the runtime).
+//!
+//! Every stage rescales into an output grid with per-channel multipliers that share one shift
+//! (as the other stages do, so the C export's shifts are constants), with the output zero
+//! point and the float shift folded into a pre-scaled bias.
+
+use s4q_runtime::norm::{
+    AddRequant, LN_FRAC, LN_SQRT_FRAC, add_code, affine_code, layer_norm_fits, layer_norm_q22,
+};
+use serde::{Deserialize, Serialize};
+
+use super::IntGrid;
+use super::derive::IntegerError;
+
+type Result<T> = std::result::Result<T, IntegerError>;
+
+/// Per-channel affine to an output grid: `clamp(shr_round(x m_c + bias_c, shift))`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAffine {
+    /// Multipliers, one per channel.
+    pub m: Vec<i32>,
+    /// Pre-scaled biases (output zero point included).
+    pub bias: Vec<i64>,
+    /// The stage's shared shift.
+    pub shift: u32,
+    /// Output grid.
+    pub out: IntGrid,
+}
+
+impl ChannelAffine {
+    /// `y_c = r_c x + b_c` in output-code units (`b_c` without the zero point), as integers.
+    pub fn derive(r: &[f64], b: &[f64], out: IntGrid, what: &str) -> Result<Self> {
+        if r.len() != b.len() {
+            return Err(IntegerError::Bounds(format!(
+                "{what}: {} scales, {} shifts",
+                r.len(),
+                b.len()
+            )));
+        }
+        let shift = shared_shift(r, what)?;
+        let scale = 2f64.powi(shift as i32);
+        let mut m = Vec::with_capacity(r.len());
+        let mut bias = Vec::with_capacity(r.len());
+        for (&rc, &bc) in r.iter().zip(b) {
+            m.push((rc * scale).round_ties_even() as i32);
+            let bf = ((bc + out.z as f64) * scale).round_ties_even();
+            if !bf.is_finite() || bf.abs() >= 2f64.powi(62) {
+                return Err(IntegerError::Bounds(format!(
+                    "{what}: bias {bc} at shift {shift}"
+                )));
+            }
+            bias.push(bf as i64);
+        }
+        Ok(Self {
+            m,
+            bias,
+            shift,
+            out,
+        })
+    }
+
+    /// Output code of channel `c` for input `x`.
+    pub fn apply(&self, c: usize, x: i32) -> i32 {
+        affine_code(
+            x,
+            self.m[c],
+            self.bias[c],
+            self.shift,
+            self.out.qmin,
+            self.out.qmax,
+        )
+    }
+}
+
+/// The largest shift at which every `|r| 2^shift` stays below `2^31` (and at most 62).
+fn shared_shift(r: &[f64], what: &str) -> Result<u32> {
+    let rmax = r.iter().fold(0f64, |a, &v| a.max(v.abs()));
+    if !rmax.is_finite() || r.iter().any(|v| !v.is_finite()) {
+        return Err(IntegerError::Bounds(format!(
+            "{what}: a multiplier is not finite"
+        )));
+    }
+    if rmax == 0.0 {
+        return Ok(31);
+    }
+    let mut shift = 62i32;
+    while shift >= 0 && rmax * 2f64.powi(shift) >= 2f64.powi(31) - 1.0 {
+        shift -= 1;
+    }
+    if shift < 0 {
+        return Err(IntegerError::Bounds(format!(
+            "{what}: multiplier {rmax} too large"
+        )));
+    }
+    Ok(shift as u32)
+}
+
+/// A block's residual sum `x + f(x)`: two grids (the block output `f` and its input `x`)
+/// into the residual grid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidualAdd {
+    /// Multiplier of the block output (`s_f / s_r`).
+    pub m_f: i32,
+    /// Multiplier of the block input (`s_x / s_r`).
+    pub m_x: i32,
+    /// Pre-scaled output zero point.
+    pub bias: i64,
+    /// Shared shift.
+    pub shift: u32,
+    /// Zero points of the two inputs.
+    pub z_f: i32,
+    /// Zero point of the block input.
+    pub z_x: i32,
+    /// Residual grid.
+    pub out: IntGrid,
+}
+
+impl ResidualAdd {
+    /// From the scales of the block output, block input and residual grids (per tensor).
+    pub fn derive(s_f: f64, z_f: i32, s_x: f64, z_x: i32, s_r: f64, out: IntGrid) -> Result<Self> {
+        let r = [s_f / s_r, s_x / s_r];
+        let shift = shared_shift(&r, "residual sum")?;
+        let scale = 2f64.powi(shift as i32);
+        let bias = out.z as f64 * scale;
+        if bias.abs() >= 2f64.powi(62) {
+            return Err(IntegerError::Bounds(format!(
+                "residual sum: zero point {} at shift {shift}",
+                out.z
+            )));
+        }
+        Ok(Self {
+            m_f: (r[0] * scale).round_ties_even() as i32,
+            m_x: (r[1] * scale).round_ties_even() as i32,
+            bias: bias as i64,
+            shift,
+            z_f,
+            z_x,
+            out,
+        })
+    }
+
+    /// Residual code from a block-output code `f` and a block-input code `x`.
+    pub fn apply(&self, f: i32, x: i32) -> i32 {
+        let k = AddRequant {
+            ma: self.m_f,
+            mb: self.m_x,
+            bias: self.bias,
+            shift: self.shift,
+            lo: self.out.qmin,
+            hi: self.out.qmax,
+        };
+        add_code(f - self.z_f, x - self.z_x, &k)
+    }
+}
+
+/// LayerNorm over the `H` channels of a step, from input codes to output codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntLayerNorm {
+    /// `round(2^16 H^2 eps / s_in^2)`: eps in the units of the integer variance term.
+    pub e16: u64,
+    /// `gamma / s_out` on the `Q22` normalised value, `beta / s_out + z_out` as bias.
+    pub affine: ChannelAffine,
+}
+
+impl IntLayerNorm {
+    /// From LayerNorm's `gamma`, `beta` and `eps`, the input grid's scale and code range, and
+    /// the output grid (scale `s_out`).
+    pub fn derive(
+        gamma: &[f64],
+        beta: &[f64],
+        eps: f64,
+        s_in: f64,
+        in_range: u32,
+        s_out: f64,
+        out: IntGrid,
+    ) -> Result<Self> {
+        let h = gamma.len();
+        let e = (h as f64 * h as f64 * eps / (s_in * s_in) * 65536.0).round_ties_even();
+        if !(e.is_finite() && e >= 0.0 && e < 2f64.powi(60)) {
+            return Err(IntegerError::Bounds(format!("LayerNorm eps term {e}")));
+        }
+        let e = e as u64;
+        if !layer_norm_fits(h, in_range, e) {
+            return Err(IntegerError::Bounds(format!(
+                "LayerNorm over {h} channels of a {in_range}-code range (eps term {e}) overflows"
+            )));
+        }
+        let r: Vec<f64> = gamma
+            .iter()
+            .map(|g| g / s_out * 2f64.powi(-(LN_FRAC as i32)))
+            .collect();
+        let b: Vec<f64> = beta.iter().map(|b| b / s_out).collect();
+        Ok(Self {
+            e16: e,
+            affine: ChannelAffine::derive(&r, &b, out, "LayerNorm")?,
+        })
+    }
+
+    /// Output codes of one step's input codes `q` (`out.len() == q.len()`).
+    pub fn apply(&self, q: &[i32], out: &mut [i32]) {
+        let mut n = vec![0i32; q.len()];
+        layer_norm_q22(q, self.e16, &mut n);
+        for (c, (o, &v)) in out.iter_mut().zip(&n).enumerate() {
+            *o = self.affine.apply(c, v);
+        }
+    }
+}
+
+/// Worst-case error (real units) of the integer normalised value of magnitude `n_abs` for a
+/// step whose variance term is `t = V / H + E` (`s4q_runtime::norm` module doc).
+pub fn layer_norm_error_bound(n_abs: f64, t: f64) -> f64 {
+    let t = t.max(2f64.powi(-16));
+    n_abs * (2f64.powi(-(LN_SQRT_FRAC as i32)) / t.sqrt() + 2f64.powi(-16) / t + 2f64.powi(-30))
+        + 2f64.powi(-(LN_FRAC as i32))
+}

@@ -1,0 +1,145 @@
+//! Integer stages of deep S4D blocks: LayerNorm by integer mean, variance and square root,
+//! a per-channel affine on codes (BatchNorm at inference, and LayerNorm's scale and shift),
+//! and the residual sum of two grids. One definition for the integer reference (`qat`) and
+//! this runtime; the C export writes the same operations out again.
+//!
+//! **LayerNorm.** For the `H` codes `q` of one step (one grid, so its scale cancels):
+//! `d_i = H q_i - sum q`, `V = sum d_i^2`, and `T = V / H + E` kept with 16 fraction bits,
+//! `T16 = V 2^16 / H + E16` (integer division), `E16 = round(2^16 H^2 eps / s^2)` fixed at
+//! export (`s` the input scale), so that `d_i / sqrt(T) = (x_i - mean) / sqrt(var + eps)`
+//! exactly in real arithmetic. Then `r = isqrt(T16)` (exact floor square root, `~2^8
+//! sqrt(T)`), `inv = 2^46 / r` (one division per step) and the normalised value in `Q22` is
+//! `n_i = shr_round(d_i inv, 16)`. Its error against exact arithmetic is at most
+//! `|n| (2^-8 / sqrt(T) + 2^-16 / T + 2^-30) + 2^-22` (floor square root, the integer
+//! division of `V` with the rounding of `E16`, the reciprocal, the last rounding), which
+//! `qat::integer::layer_norm_error_bound` evaluates and its tests check against `f64`.
+//! [`layer_norm_fits`] checks the sizes (up to `H = 256` channels of 8-bit codes).
+
+use crate::fixed::shr_round;
+
+/// Extra fraction bits of the square root: `r ~ 2^LN_SQRT_FRAC sqrt(T)`.
+pub const LN_SQRT_FRAC: u32 = 8;
+/// The reciprocal is `2^LN_INV_BITS / r`.
+pub const LN_INV_BITS: u32 = 46;
+/// Fraction bits of the normalised value.
+pub const LN_FRAC: u32 = 22;
+
+/// `floor(sqrt(x))`, exactly, by the digit-by-digit method (no floating point; the C export
+/// writes the same loop).
+pub fn isqrt_u64(x: u64) -> u64 {
+    let mut rem = x;
+    let mut root = 0u64;
+    let mut bit = 1u64 << 62;
+    while bit > rem {
+        bit >>= 2;
+    }
+    while bit != 0 {
+        if rem >= root + bit {
+            rem -= root + bit;
+            root = (root >> 1) + bit;
+        } else {
+            root >>= 1;
+        }
+        bit >>= 2;
+    }
+    root
+}
+
+/// Whether LayerNorm's integer arithmetic cannot overflow for `h` channels of codes spanning
+/// `range = qmax - qmin` and the eps term `e16`: `V 2^16` and `T16` must fit `u64` with room.
+pub fn layer_norm_fits(h: usize, range: u32, e16: u64) -> bool {
+    if h == 0 || h > 4096 || range > u16::MAX as u32 {
+        return false;
+    }
+    // |d_i| <= h range, so V <= h (h range)^2.
+    let d_max = h as u128 * range as u128;
+    let v_max = h as u128 * d_max * d_max;
+    let t_max = (v_max << (2 * LN_SQRT_FRAC)) + e16 as u128;
+    (v_max << (2 * LN_SQRT_FRAC)) < (1u128 << 62) && t_max < (1u128 << 62)
+}
+
+/// The normalised values of one step, `(x_i - mean) / sqrt(var + eps)` in `Q22`, from codes
+/// `q` (any zero point: it cancels) and the export-time constant `e16` (module doc). Writes
+/// `out[i]` for every `i < q.len()`; a constant step with `e16 = 0` normalises to zeros.
+pub fn layer_norm_q22(q: &[i32], e16: u64, out: &mut [i32]) {
+    let h = q.len() as i64;
+    if h == 0 {
+        return;
+    }
+    let sum: i64 = q.iter().map(|&v| v as i64).sum();
+    let mut v = 0u64;
+    for &x in q {
+        let d = h * x as i64 - sum;
+        v += (d * d) as u64;
+    }
+    let t16 = (v << (2 * LN_SQRT_FRAC)) / h as u64 + e16;
+    let r = isqrt_u64(t16);
+    if r == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return;
+    }
+    let inv = ((1u64 << LN_INV_BITS) / r) as i64;
+    for (o, &x) in out.iter_mut().zip(q) {
+        let d = h * x as i64 - sum;
+        *o = shr_round(d * inv, LN_INV_BITS - LN_SQRT_FRAC - LN_FRAC) as i32;
+    }
+}
+
+/// `clamp(shr_round(x m + bias, shift), lo, hi)`: a per-channel affine requantization of a
+/// value `x` (a code minus its zero point, or a `Q22` normalised value) to an output code;
+/// `bias` holds the shift's scale, the output zero point and the rounding offset-free bias.
+#[inline]
+pub fn affine_code(x: i32, m: i32, bias: i64, shift: u32, lo: i32, hi: i32) -> i32 {
+    let y = shr_round((x as i64 * m as i64).wrapping_add(bias), shift);
+    y.clamp(lo as i64, hi as i64) as i32
+}
+
+/// The constants of a residual sum of two grids into a third.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddRequant {
+    /// Multiplier of the first input.
+    pub ma: i32,
+    /// Multiplier of the second input.
+    pub mb: i32,
+    /// Pre-scaled bias (the output zero point).
+    pub bias: i64,
+    /// Shared shift.
+    pub shift: u32,
+    /// Smallest output code.
+    pub lo: i32,
+    /// Largest output code.
+    pub hi: i32,
+}
+
+/// `clamp(shr_round(a ma + b mb + bias, shift), lo, hi)`: the residual sum of two grids
+/// (`a`, `b` codes minus their zero points) requantized to the residual grid.
+#[inline]
+pub fn add_code(a: i32, b: i32, k: &AddRequant) -> i32 {
+    let acc = (a as i64 * k.ma as i64)
+        .wrapping_add(b as i64 * k.mb as i64)
+        .wrapping_add(k.bias);
+    shr_round(acc, k.shift).clamp(k.lo as i64, k.hi as i64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isqrt_is_the_exact_floor() {
+        for x in 0u64..20_000 {
+            let r = isqrt_u64(x);
+            assert!(r * r <= x && (r + 1) * (r + 1) > x, "{x}");
+        }
+        for &x in &[
+            u64::MAX,
+            (1 << 62) - 1,
+            1 << 62,
+            999_999_999_999,
+            ((1u64 << 32) - 1) * ((1 << 32) - 1),
+        ] {
+            let r = isqrt_u64(x) as u128;
+            assert!(r * r <= x as u128 && (r + 1) * (r + 1) > x as u128, "{x}");
+        }
+    }
+}
