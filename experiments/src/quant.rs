@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::args::{DataArgs, ShapeArgs, data_shape};
-use crate::checkpoint::write_json;
+use crate::checkpoint::{read_json, write_json};
 use crate::device::DeviceName;
 use crate::eval::evaluate;
 use s4d_model::{S4dClassifierConfig, SsmMode};
@@ -142,6 +142,10 @@ pub struct MemoryArgs {
     /// Model preset.
     #[arg(long, default_value = "s4d-64h")]
     model: String,
+    /// Or a run directory: its `model.json` gives the shape (depth, residual, norm), and the
+    /// spec's per-block overrides are checked against it.
+    #[arg(long, conflicts_with = "model")]
+    run: Option<PathBuf>,
 }
 
 /// One evaluated configuration.
@@ -326,13 +330,24 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
 
 /// `experiments memory`.
 pub fn run_memory(args: &MemoryArgs) -> Result<()> {
-    let cfg = S4dClassifierConfig::preset(&args.model)?;
+    let (cfg, name) = match &args.run {
+        Some(dir) => {
+            let cfg: S4dClassifierConfig = read_json(&dir.join("model.json"))
+                .with_context(|| format!("{} is not a run directory", dir.display()))?;
+            (cfg, dir.display().to_string())
+        }
+        None => (
+            S4dClassifierConfig::preset(&args.model)?,
+            args.model.clone(),
+        ),
+    };
     let spec = QuantSpec::load(&args.spec)?;
+    spec.check_model(cfg.n_layers, cfg.residual, cfg.norm_kind().is_some())
+        .with_context(|| format!("spec {} for {name}", args.spec))?;
     let report = MemoryReport::new(ModelDims::from_config(&cfg), &spec);
     println!("{report}");
     println!(
-        "{} {}: {:.2}% smaller than FP32",
-        args.model,
+        "{name} {}: {:.2}% smaller than FP32",
         args.spec,
         report.savings_percent()
     );

@@ -665,6 +665,32 @@ impl QuantSpec {
         Ok(())
     }
 
+    /// Fails when an override names a block the model lacks or a point its blocks lack (a
+    /// residual sum without `residual`, a norm output without `norm`): what a model built from
+    /// this spec would refuse, checked from the model's shape alone.
+    pub fn check_model(&self, n_blocks: usize, residual: bool, norm: bool) -> Result<()> {
+        self.validate()?;
+        self.check_blocks(n_blocks)?;
+        for (key, points) in &self.blocks {
+            for name in points.keys() {
+                let missing = match Component::from_name(name)? {
+                    Component::Residual => !residual,
+                    Component::NormOutput => !norm,
+                    _ => false,
+                };
+                if missing {
+                    return Err(QatError::InvalidConfig {
+                        component: format!("blocks.{key}.{name}"),
+                        message: format!(
+                            "the model's blocks have no {name} point (residual: {residual}, norm: {norm})"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every path a block override can name, for error messages and documentation.
     pub fn block_paths() -> Vec<String> {
         Component::ALL
