@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Args;
 use datasets::{DataFileSpec, DatasetName};
-use s4d_model::{S4dClassifierConfig, S4dConfig};
+use s4d_model::{NormKind, NormPosition, S4dClassifierConfig, S4dConfig};
 
 use crate::data::DataConfig;
 
@@ -132,9 +132,13 @@ impl ShapeArgs {
             cfg.n_layers = l;
         }
         cfg.residual = self.residual;
-        cfg.layer_norm = self.norm == NormArg::Layer;
-        cfg.batch_norm = self.norm == NormArg::Batch;
-        cfg.prenorm = self.prenorm;
+        cfg.layer_norm = false;
+        cfg.norm = match self.norm {
+            NormArg::None => None,
+            NormArg::Layer => Some(NormKind::Layer),
+            NormArg::Batch => Some(NormKind::Batch),
+        };
+        cfg.norm_position = self.prenorm.then_some(NormPosition::Pre);
         if let Some(p) = self.dropout {
             cfg.dropout = p;
         }

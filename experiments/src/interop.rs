@@ -111,7 +111,7 @@ fn import_torch_s4d(args: &ImportArgs) -> Result<()> {
         cfg.n_layers,
         cfg.d_input,
         cfg.n_classes,
-        cfg.layer_norm,
+        cfg.norm_kind().is_some(),
         cfg.residual,
         cfg.ssm.trainable_b,
         reloaded.num_params(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use s4d_model::{Activation, Discretization, S4dClassifier, S4dClassifierConfig};
+use s4d_model::{Activation, Discretization, NormKind, S4dClassifier, S4dClassifierConfig};
 
 use crate::error::InteropError;
 use crate::import::transpose;
@@ -151,15 +151,16 @@ fn check_expressible(
             model.blocks.len()
         ));
     }
-    if config.batch_norm || config.prenorm {
+    if config.norm_kind() == Some(NormKind::Batch) || config.prenorm() {
         return fail(
             "the model has BatchNorm or pre-norm blocks; the state-spaces layouts hold post-norm \
              LayerNorm models only"
                 .to_string(),
         );
     }
-    if config.layer_norm != layout.has(Role::NormWeight) {
-        return fail(if config.layer_norm {
+    let layer_norm = config.norm_kind() == Some(NormKind::Layer);
+    if layer_norm != layout.has(Role::NormWeight) {
+        return fail(if layer_norm {
             "the model has a LayerNorm after each block and the layout names none".to_string()
         } else {
             "the model has no LayerNorm after its blocks and the layout expects one".to_string()

@@ -12,7 +12,9 @@ use qat::{
     Component, MemoryReport, ModelDims, Parameterization, QuantSpec, QuantizedClassifier,
     Quantizer, calibrate,
 };
-use s4d_model::{NormKind, S4dBlock, S4dClassifier, S4dClassifierConfig, S4dConfig, SsmMode};
+use s4d_model::{
+    NormKind, NormPosition, S4dBlock, S4dClassifier, S4dClassifierConfig, S4dConfig, SsmMode,
+};
 
 const H: usize = 6;
 const B: usize = 4;
@@ -27,9 +29,8 @@ fn config(norm: Option<NormKind>, prenorm: bool) -> S4dClassifierConfig {
         .with_d_input(D_IN)
         .with_n_classes(3)
         .with_residual(true)
-        .with_layer_norm(norm == Some(NormKind::Layer))
-        .with_batch_norm(norm == Some(NormKind::Batch))
-        .with_prenorm(prenorm)
+        .with_norm(norm)
+        .with_norm_position(prenorm.then_some(NormPosition::Pre))
 }
 
 /// A model whose norms are not the identity: random affine parameters and, for BatchNorm,

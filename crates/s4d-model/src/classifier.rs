@@ -32,17 +32,19 @@ pub struct S4dClassifierConfig {
     /// Nonlinearity after each SSM (the paper's quantized models use qGELU).
     #[config(default = "Activation::Gelu")]
     pub activation: Activation,
-    /// LayerNorm in each block, for the deeper S4D recipe (off in the paper).
+    /// LayerNorm in each block, for the deeper S4D recipe (off in the paper). Kept for the
+    /// configs written before `norm` existed; `norm` names either kind.
     #[config(default = false)]
     pub layer_norm: bool,
-    /// BatchNorm in each block instead (a per-channel affine at inference, so it folds into
-    /// integer code); exclusive with `layer_norm`.
-    #[config(default = false)]
-    pub batch_norm: bool,
-    /// Normalise each block's input (`x + f(norm(x))`) instead of its output
-    /// (`norm(x + f(x))`, the default and the state-spaces example's).
-    #[config(default = false)]
-    pub prenorm: bool,
+    /// The blocks' norm: LayerNorm, or BatchNorm (a per-channel affine at inference, so it
+    /// folds into integer code). `None` leaves it to `layer_norm`. (Optional fields read as
+    /// absent from configs saved before they existed.)
+    #[config(default = "None")]
+    pub norm: Option<NormKind>,
+    /// Where the norm sits: after the residual sum (`norm(x + f(x))`, the default and the
+    /// state-spaces example's) or on the block's input (`x + f(norm(x))`).
+    #[config(default = "None")]
+    pub norm_position: Option<NormPosition>,
     /// Residual connection around each block (off in the paper).
     #[config(default = false)]
     pub residual: bool,
@@ -82,14 +84,14 @@ impl S4dClassifierConfig {
                 self.d_input, self.n_classes, self.n_layers
             )));
         }
-        if self.layer_norm && self.batch_norm {
+        if self.layer_norm && self.norm == Some(NormKind::Batch) {
             return Err(ModelError::InvalidConfig(
-                "layer_norm and batch_norm are exclusive: a block has one norm".into(),
+                "layer_norm = true and norm = batch: a block has one norm".into(),
             ));
         }
-        if self.prenorm && self.norm_kind().is_none() {
+        if self.prenorm() && self.norm_kind().is_none() {
             return Err(ModelError::InvalidConfig(
-                "prenorm needs a norm (layer_norm or batch_norm)".into(),
+                "norm_position = pre needs a norm (norm = layer or batch)".into(),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -103,13 +105,16 @@ impl S4dClassifierConfig {
 
     /// The blocks' norm, if any.
     pub fn norm_kind(&self) -> Option<NormKind> {
-        if self.layer_norm {
-            Some(NormKind::Layer)
-        } else if self.batch_norm {
-            Some(NormKind::Batch)
-        } else {
-            None
+        match (self.norm, self.layer_norm) {
+            (Some(kind), _) => Some(kind),
+            (None, true) => Some(NormKind::Layer),
+            (None, false) => None,
         }
+    }
+
+    /// Whether the norm is on the blocks' input.
+    pub fn prenorm(&self) -> bool {
+        self.norm_position == Some(NormPosition::Pre)
     }
 
     /// Builds the classifier.
@@ -125,15 +130,13 @@ impl S4dClassifierConfig {
             .map(|_| S4dBlock {
                 s4d: self.ssm.init(device),
                 conv: LinearConfig::new(h, 2 * h).init(device),
-                norm: self
-                    .layer_norm
+                norm: (self.norm_kind() == Some(NormKind::Layer))
                     .then(|| LayerNormConfig::new(h).init(device)),
-                batch_norm: self
-                    .batch_norm
+                batch_norm: (self.norm_kind() == Some(NormKind::Batch))
                     .then(|| BatchNormConfig::new(h).init(device)),
                 dropout: DropoutConfig::new(self.dropout).init(),
                 residual: self.residual,
-                prenorm: self.prenorm,
+                prenorm: self.prenorm(),
                 activation: self.activation,
             })
             .collect();
@@ -154,6 +157,16 @@ pub enum NormKind {
     Layer,
     /// BatchNorm per channel (running statistics at inference).
     Batch,
+}
+
+/// Where a block's norm sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPosition {
+    /// `norm(x + f(x))`.
+    Post,
+    /// `x + f(norm(x))`.
+    Pre,
 }
 
 /// One S4D block: `S4D -> act -> Conv1d(H -> 2H, k = 1) -> GLU`, plus the optional extras.

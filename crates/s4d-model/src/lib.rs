@@ -55,7 +55,9 @@ pub use backend::{
     BackendKind, FORCE_COMPOSED_ENV, OpPath, backend_kind, force_composed, has_native_fft, op_path,
     set_force_composed,
 };
-pub use classifier::{NormKind, S4dBlock, S4dClassifier, S4dClassifierConfig, masked_mean};
+pub use classifier::{
+    NormKind, NormPosition, S4dBlock, S4dClassifier, S4dClassifierConfig, masked_mean,
+};
 pub use complex::ComplexTensor;
 pub use config::{Discretization, S4dConfig, S4dInit, SsmMode};
 pub use conv::{causal_conv, causal_conv_fft, causal_conv_toeplitz};

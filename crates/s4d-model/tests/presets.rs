@@ -66,3 +66,33 @@ fn deeper_recipe_builds_and_runs() {
         3_850 + 194 * h + 2 * h * h + 2 * h + 2 * 2 * h
     );
 }
+
+/// Configs saved before `norm` and `norm_position` existed (every committed run) still load,
+/// and mean what they meant; the new fields round-trip.
+#[test]
+fn configs_without_the_norm_fields_still_load() {
+    let old = r#"{"ssm":{"d_model":16,"d_state":64,"dt_min":0.001,"dt_max":0.1,"init":"lin",
+        "discretization":"zoh","trainable_b":true},"d_input":1,"n_classes":10,"n_layers":2,
+        "activation":"gelu","layer_norm":true,"residual":true,"dropout":0.0}"#;
+    let cfg: S4dClassifierConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(cfg.norm_kind(), Some(s4d_model::NormKind::Layer));
+    assert!(!cfg.prenorm());
+    let mut cfg = cfg;
+    cfg.layer_norm = false;
+    cfg.norm = Some(s4d_model::NormKind::Batch);
+    cfg.norm_position = Some(s4d_model::NormPosition::Pre);
+    cfg.validate().unwrap();
+    let back: S4dClassifierConfig =
+        serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    assert_eq!(back.norm_kind(), Some(s4d_model::NormKind::Batch));
+    assert!(back.prenorm());
+    let model = back.init(&Device::flex());
+    assert!(model.blocks[1].batch_norm.is_some() && model.blocks[1].norm.is_none());
+    // Both norms at once, or pre-norm without a norm, are refused.
+    cfg.layer_norm = true;
+    assert!(cfg.validate().is_err());
+    cfg.layer_norm = false;
+    cfg.norm = None;
+    assert!(cfg.validate().is_err());
+}
