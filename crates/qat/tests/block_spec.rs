@@ -318,3 +318,35 @@ fn quant_points_parse_their_paths() {
     assert!("blocks.2.logits".parse::<QuantPoint>().is_err());
     assert!("nope".parse::<QuantPoint>().is_err());
 }
+
+/// The README's example spec file parses to the preset plus its overrides.
+#[test]
+fn committed_example_spec_is_the_preset_plus_overrides() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../specs/deep-w4a6-mixed.toml"
+    );
+    let spec = QuantSpec::load(path).unwrap();
+    let mut want = QuantSpec::preset("w4a6-a8x8").unwrap();
+    want.state = Some(Component::State.default_config(6));
+    want.set_block(Some(3), Component::State, PointOverride::Bits(8))
+        .unwrap();
+    want.set_block(
+        None,
+        Component::ABar,
+        PointOverride::Fields(PointFields {
+            bits: Some(6),
+            grid: Some(AbarGrid::LogPolar),
+            ..PointFields::default()
+        }),
+    )
+    .unwrap();
+    assert_eq!(spec, want);
+    spec.check_model(4, true, true).unwrap();
+    assert!(spec.check_model(3, true, true).is_err());
+    let b3 = spec.block_spec(3).unwrap();
+    assert_eq!(
+        (b3.bits(Component::State), b3.bits(Component::ABar)),
+        (8, 6)
+    );
+}
