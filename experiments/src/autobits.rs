@@ -405,6 +405,7 @@ fn with_lsq(mut spec: QuantSpec) -> QuantSpec {
 fn describe(spec: &QuantSpec) -> String {
     let mut parts: Vec<String> = Component::ALL
         .into_iter()
+        .filter(|c| !c.is_optional() || spec.get(*c).is_some())
         .map(|c| format!("{}:{}", c.name(), spec.bits(c)))
         .collect();
     if !spec.a_bar_grid.is_cartesian() {

@@ -222,7 +222,9 @@ pub fn run_ptq(args: &PtqArgs) -> Result<()> {
         push(name.clone(), acc, savings);
     }
     if args.sensitivity {
-        for case in QuantSpec::sensitivity_grid(&Component::ALL, &args.bits)? {
+        let points =
+            Component::for_model(src.float_cfg.residual, src.float_cfg.norm_kind().is_some());
+        for case in QuantSpec::sensitivity_grid(&points, &args.bits)? {
             let (acc, savings) = ptq_eval(
                 &src,
                 case.spec,

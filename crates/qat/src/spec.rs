@@ -79,6 +79,40 @@ impl Component {
         Component::Logits,
     ];
 
+    /// The components of the paper's classifier: every one but the optional points of deep
+    /// blocks (the residual sum and the norm output).
+    pub const CORE: [Component; 16] = [
+        Component::Input,
+        Component::EncoderWeight,
+        Component::EncoderBias,
+        Component::ABar,
+        Component::BBar,
+        Component::CBar,
+        Component::DBar,
+        Component::State,
+        Component::SsmOutput,
+        Component::Activation,
+        Component::ConvWeight,
+        Component::ConvBias,
+        Component::GluOutput,
+        Component::DecoderWeight,
+        Component::DecoderBias,
+        Component::Logits,
+    ];
+
+    /// The components a model with (or without) residual sums and norms has, in forward
+    /// order: what a sensitivity sweep over that model should visit.
+    pub fn for_model(residual: bool, norm: bool) -> Vec<Component> {
+        Self::ALL
+            .into_iter()
+            .filter(|&c| match c {
+                Component::Residual => residual,
+                Component::NormOutput => norm,
+                _ => true,
+            })
+            .collect()
+    }
+
     /// The spec/file name (`a_bar`, `conv_weight`, ...).
     pub fn name(self) -> &'static str {
         match self {

@@ -513,7 +513,7 @@ impl SweepConfig {
                 match target {
                     Target::PtqSensitivity => {
                         for case in
-                            QuantSpec::sensitivity_grid(&Component::ALL, &b.sensitivity_bits)?
+                            QuantSpec::sensitivity_grid(&Component::CORE, &b.sensitivity_bits)?
                         {
                             let name = sensitivity_name(case.component, case.bits);
                             push(self.ptq_run(seed, &name, case.spec), &mut runs);
