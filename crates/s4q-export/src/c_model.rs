@@ -207,21 +207,41 @@ pub fn c_source(im: &IntegerModel) -> String {
     // readout done on raw state codes: sum c (q - zx) = sum c q - zx CSUM.
     let b = centered_pairs(&im.b_re, &im.b_im, &im.b_z, im.modes);
     let c = centered_pairs(&im.c_re, &im.c_im, &im.c_z, im.modes);
-    // Compact record (12 bytes) when Bbar and C minus their zero points fit int8 (grids of
-    // at most 4 bits, or centred 8-bit ones): one word of bytes (C_re, Bbar_re, -C_im,
-    // Bbar_im), so SXTB16 gives the (C_re, -C_im) pair and SXTB with a rotation each Bbar.
+    // Compact records when Bbar and C minus their zero points fit int8 (grids of at most 4
+    // bits, or centred 8-bit ones), every pre-scaled Abar fits 24 bits and the modes pair
+    // up: one 20-byte group per two modes, {A_re0:24|B_re0:8, A_im0:24|B_im0:8, C bytes
+    // (C_re0, C_re1, -C_im0, -C_im1), A_re1:24|B_re1:8, A_im1:24|B_im1:8} (10 bytes a mode
+    // instead of 20; Abar's codes are exact, only the container is narrower). SXTB gives
+    // Bbar, ASR #8 Abar, SXTB16 (ror 8 for the second mode) the (C_re, -C_im) pair; a
+    // Cortex-M4 loads the first mode's three words and the second's two with one LDM each.
     let i8ok = |v: i32| (-128..=127).contains(&v);
-    let compact = b.iter().all(|&v| i8ok(v)) && c.iter().all(|&v| i8ok(v) && i8ok(-v));
-    let modes: Vec<String> = (0..im.heads * im.modes)
-        .map(|k| {
-            if compact {
-                let byte = |v: i32, i: u32| ((v as u32) & 0xFF) << (8 * i);
-                let bc = byte(c[2 * k], 0)
-                    | byte(b[2 * k], 1)
-                    | byte(-c[2 * k + 1], 2)
-                    | byte(b[2 * k + 1], 3);
-                format!("{{{}, {}, {bc:#010x}u}}", im.a_re[k], im.a_im[k])
-            } else {
+    let i24ok = |v: i32| (-(1 << 23)..(1 << 23)).contains(&v);
+    let compact = b.iter().all(|&v| i8ok(v))
+        && c.iter().all(|&v| i8ok(v) && i8ok(-v))
+        && im.a_re.iter().chain(&im.a_im).all(|&v| i24ok(v))
+        && im.modes % 2 == 0;
+    let modes: Vec<String> = if compact {
+        let ab = |a: i32, b: i32| ((a as u32) << 8) | (b as u32 & 0xFF);
+        let byte = |v: i32, i: u32| ((v as u32) & 0xFF) << (8 * i);
+        (0..im.heads * im.modes / 2)
+            .map(|g| {
+                let (k0, k1) = (2 * g, 2 * g + 1);
+                let cw = byte(c[2 * k0], 0)
+                    | byte(c[2 * k1], 1)
+                    | byte(-c[2 * k0 + 1], 2)
+                    | byte(-c[2 * k1 + 1], 3);
+                format!(
+                    "{{{:#010x}u, {:#010x}u, {cw:#010x}u, {:#010x}u, {:#010x}u}}",
+                    ab(im.a_re[k0], b[2 * k0]),
+                    ab(im.a_im[k0], b[2 * k0 + 1]),
+                    ab(im.a_re[k1], b[2 * k1]),
+                    ab(im.a_im[k1], b[2 * k1 + 1]),
+                )
+            })
+            .collect()
+    } else {
+        (0..im.heads * im.modes)
+            .map(|k| {
                 let cw = (c[2 * k] as u32 & 0xFFFF) | ((-c[2 * k + 1]) as u32) << 16;
                 format!(
                     "{{{}, {}, {}, {}, {cw:#010x}u}}",
@@ -230,14 +250,16 @@ pub fn c_source(im: &IntegerModel) -> String {
                     b[2 * k],
                     b[2 * k + 1]
                 )
-            }
-        })
-        .collect();
+            })
+            .collect()
+    };
     let _ = writeln!(s, "#define MODE_COMPACT {}", u8::from(compact));
     s.push_str(if compact {
-        "typedef struct { int32_t ar, ai; uint32_t bc; } s4q_mode_t;\n"
+        "typedef struct { uint32_t r0, i0, c, r1, i1; } s4q_mode_t;\n\
+         #define S4Q_RECORDS (S4Q_MODES / 2)\n"
     } else {
-        "typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;\n"
+        "typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;\n\
+         #define S4Q_RECORDS S4Q_MODES\n"
     });
     c_array(&mut s, "s4q_mode_t", "MODES", &modes);
     let csum: Vec<i32> = (0..im.heads)
@@ -420,40 +442,121 @@ S4Q_INLINE int32_t s4q_lin_code(const uint32_t *row, uint32_t h) {
 #endif
 }
 
+/* Abar from a compact record word (A << 8 | Bbar byte): the signed top 24 bits. */
+S4Q_INLINE int32_t s4q_a24(uint32_t w) {
+    const int32_t v = (int32_t)(w >> 8);
+    return v - ((v & 0x800000) << 1);
+}
+
 /* One complex mode (module doc of s4q_runtime::model, steps 3-4): the 32-bit state update of
- * the raw codes x[0..2] and the readout added to acc (on raw codes; CSUM corrects it). */
-S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w, int32_t sz,
+ * the raw codes x[0..2] and the readout cr q_re + cn q_im (cn = -C_im) added to acc (on raw
+ * codes; CSUM corrects it). */
+S4Q_INLINE int32_t s4q_mode(int32_t ar, int32_t ai, int32_t br, int32_t bi, int32_t cr,
+                            int32_t cn, int8_t *x, int32_t kk, int32_t w, int32_t sz,
                             int32_t lo, int32_t hi, int32_t acc) {
-    const int32_t xr = x[0] - sz, xi = x[1] - sz, ar = p->ar, ai = p->ai;
-#if MODE_COMPACT && S4Q_SIMD
-    const int32_t br = s4q_sxtb_ror(p->bc, 8), bi = s4q_sxtb_ror(p->bc, 24);
-    const uint32_t cw = __sxtb16(p->bc);
-#elif MODE_COMPACT
-    const int32_t br = s4q_sbyte(p->bc, 1), bi = s4q_sbyte(p->bc, 3);
-#else
-    const int32_t br = p->br, bi = p->bi;
-    const uint32_t cw = p->cw;
-#endif
+    const int32_t xr = x[0] - sz, xi = x[1] - sz;
     int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
     int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
-#if STATE_FULL_GRID && S4Q_SIMD
-    (void)lo; (void)hi;
-    qr = __ssat(qr, 8);
-    qi = __ssat(qi, 8);
-#else
     qr = qr < lo ? lo : (qr > hi ? hi : qr);
     qi = qi < lo ? lo : (qi > hi ? hi : qi);
-#endif
     x[0] = (int8_t)qr;
     x[1] = (int8_t)qi;
-#if S4Q_SIMD
-    return __smlad(cw, s4q_pkhbt(qr, qi), acc);
-#elif MODE_COMPACT
-    return acc + s4q_sbyte(p->bc, 0) * qr + s4q_sbyte(p->bc, 2) * qi;
-#else
-    return acc + s4q_lo16(cw) * qr + s4q_hi16(cw) * qi;
-#endif
+    return acc + cr * qr + cn * qi;
 }
+
+/* Every mode of one head: its records p[0..S4Q_RECORDS], its state codes x; returns the
+ * readout sum. */
+static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w,
+                                int32_t sz, int32_t lo, int32_t hi) {
+    int32_t acc = 0;
+    int n;
+    for (n = 0; n < S4Q_RECORDS; n++, p++) {
+#if MODE_COMPACT
+        acc = s4q_mode(s4q_a24(p->r0), s4q_a24(p->i0), s4q_sbyte(p->r0, 0), s4q_sbyte(p->i0, 0),
+                       s4q_sbyte(p->c, 0), s4q_sbyte(p->c, 2), x, kk, w, sz, lo, hi, acc);
+        acc = s4q_mode(s4q_a24(p->r1), s4q_a24(p->i1), s4q_sbyte(p->r1, 0), s4q_sbyte(p->i1, 0),
+                       s4q_sbyte(p->c, 1), s4q_sbyte(p->c, 3), x + 2, kk, w, sz, lo, hi, acc);
+        x += 4;
+#else
+        acc = s4q_mode(p->ar, p->ai, p->br, p->bi, s4q_lo16(p->cw), s4q_hi16(p->cw), x, kk, w,
+                       sz, lo, hi, acc);
+        x += 2;
+#endif
+    }
+    return acc;
+}
+
+#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+#define S4Q_ASM 1
+#define S4Q_STR_(x) #x
+#define S4Q_STR(x) S4Q_STR_(x)
+/* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
+ * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
+ * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
+ * state codes minus zx. Per mode: LDRH + 2 SXTAB (codes minus zx), 6 MLA/MLS (32-bit,
+ * wrapping as the C does; the export bound keeps the true sums inside i32), 2 SSAT #8 with
+ * the state shift (floor, then the full-grid clamp), 2 STRB, PKHBT + SMLAD (readout). */
+#define S4Q_ASM_STATE                                                                          \
+    "ldrh r12, [r1]\n\t"                                                                       \
+    "sxtab lr, r10, r12\n\t"                                                                   \
+    "sxtab r12, r10, r12, ror #8\n\t"
+#define S4Q_ASM_UPDATE                                                                         \
+    "mla r6, r6, r9, r3\n\t"                                                                   \
+    "mla r7, r7, r9, r3\n\t"                                                                   \
+    "mla r6, r4, lr, r6\n\t"                                                                   \
+    "mls r6, r5, r12, r6\n\t"                                                                  \
+    "mla r7, r4, r12, r7\n\t"                                                                  \
+    "mla r7, r5, lr, r7\n\t"                                                                   \
+    "ssat r6, #8, r6, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "ssat r7, #8, r7, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "strb r7, [r1, #1]\n\t"                                                                    \
+    "strb r6, [r1], #2\n\t"                                                                    \
+    "pkhbt r6, r6, r7, lsl #16\n\t"
+#if MODE_COMPACT
+/* A compact record's mode: r4/r5 = A << 8 | Bbar byte (SXTB, ASR #8), r8 the C bytes. */
+#define S4Q_ASM_MODE(LOAD, CPAIR)                                                              \
+    LOAD S4Q_ASM_STATE                                                                         \
+    "sxtb r6, r4\n\t"                                                                          \
+    "sxtb r7, r5\n\t"                                                                          \
+    "asr r4, r4, #8\n\t"                                                                       \
+    "asr r5, r5, #8\n\t"                                                                       \
+    S4Q_ASM_UPDATE CPAIR                                                                       \
+    "smlad r11, r7, r6, r11\n\t"
+#define S4Q_ASM_BODY                                                                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5, r8}\n\t", "sxtb16 r7, r8\n\t")                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5}\n\t", "sxtb16 r7, r8, ror #8\n\t")
+#else
+/* A full record's mode: r4-r8 = A_re, A_im, Bbar_re, Bbar_im, (C_re, -C_im). */
+#define S4Q_ASM_MODE                                                                           \
+    "ldmia r0!, {r4, r5, r6, r7, r8}\n\t" S4Q_ASM_STATE S4Q_ASM_UPDATE                         \
+    "smlad r11, r8, r6, r11\n\t"
+#if S4Q_MODES % 2 == 0
+#define S4Q_ASM_BODY S4Q_ASM_MODE S4Q_ASM_MODE
+#else
+#define S4Q_ASM_BODY S4Q_ASM_MODE
+#endif
+#endif
+/* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
+#define S4Q_UNUSED __attribute__((unused))
+__attribute__((naked, noinline)) static int32_t s4q_modes_asm(
+    S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
+    S4Q_UNUSED const int32_t *k) {
+    __asm__ volatile(
+        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "ldr r9, [r3, #4]\n\t"
+        "ldr r10, [r3, #8]\n\t"
+        "ldr r3, [r3]\n\t"
+        "mov r11, #0\n"
+        "1:\n\t"
+        S4Q_ASM_BODY
+        "cmp r0, r2\n\t"
+        "bne 1b\n\t"
+        "mov r0, r11\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+#define S4Q_ASM 0
+#endif
 
 void s4q_reset(s4q_state *st) {
     int k;
@@ -466,7 +569,7 @@ void s4q_reset(s4q_state *st) {
 }
 
 int s4q_advance(s4q_state *st, const int8_t *input) {
-    int h, n, i, j;
+    int h, i, j;
     int32_t gsum = 0;
     int16_t gc[S4Q_HEADS];
 #if S4Q_SIMD
@@ -474,7 +577,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
 #endif
     if (st->t >= S4Q_MAX_STEPS) return -1;
     for (h = 0; h < S4Q_HEADS; h++) {
-        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx = 0;
+        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx;
         const int32_t sz = ST_Z[h];
         /* (v + 2^(S-1)) >> S, plus sz, in one constant: exact since sz 2^S is a multiple of
          * 2^S, and inside i32 by the export bound. */
@@ -484,7 +587,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
 #else
         const int32_t lo = ST_LO[h], hi = ST_HI[h];
 #endif
-        const s4q_mode_t *p = MODES + h * S4Q_MODES;
+        const s4q_mode_t *p = MODES + h * S4Q_RECORDS;
         int8_t *x = st->x + 2 * h * S4Q_MODES;
         int64_t yacc, qy;
         for (i = 0; i < S4Q_D_INPUT; i++) {
@@ -494,11 +597,18 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-        for (n = 0; n + 1 < S4Q_MODES; n += 2, p += 2, x += 2 * 2) {
-            re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
-            re_cx = s4q_mode(p + 1, x + 2, kk, w, sz, lo, hi, re_cx);
+#if S4Q_ASM
+        {
+            int32_t k[3];
+            k[0] = kk;
+            k[1] = w;
+            k[2] = -sz;
+            (void)lo; (void)hi;
+            re_cx = s4q_modes_asm(p, x, p + S4Q_RECORDS, k);
         }
-        if (S4Q_MODES & 1) re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+#else
+        re_cx = s4q_modes(p, x, kk, w, sz, lo, hi);
+#endif
         re_cx -= sz * CSUM[h];
         yacc = s4q_requant(re_cx, CYRQ_M[h], 0, CYRQ_SH(h))
              + s4q_requant(u, DYRQ_M[h], 0, DYRQ_SH(h));
