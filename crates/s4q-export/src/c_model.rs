@@ -554,6 +554,58 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
+#if !LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
+ * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
+ * sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) " / 2\n\t"
+        "ldmia r0!, {r4, r5}\n\t"
+        "ldmia r1!, {r6, r7}\n\t"
+        "ldmia r2!, {r8, r9, r10, r11}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r5\n\t"
+        "smlad r12, r3, r10, r12\n\t"
+        "sxtb16 r3, r5, ror #8\n\t"
+        "smlad r12, r3, r11, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        "sxtb16 r3, r7\n\t"
+        "smlad lr, r3, r10, lr\n\t"
+        "sxtb16 r3, r7, ror #8\n\t"
+        "smlad lr, r3, r11, lr\n\t"
+        ".endr\n\t"
+        ".if " S4Q_STR(LIN_WORDS) " % 2\n\t"
+        "ldr r4, [r0]\n\t"
+        "ldr r6, [r1]\n\t"
+        "ldmia r2, {r8, r9}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endif\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#endif
 #else
 #define S4Q_ASM 0
 #endif
@@ -652,6 +704,13 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
+        }
+#elif S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {
