@@ -30,6 +30,21 @@ pub(crate) fn c_array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &s
     out.push_str("\n};\n");
 }
 
+/// An `i32` array in the narrowest of `int8_t`, `int16_t`, `int32_t` that holds every value
+/// (zero points and sums that fit a byte need not take a word of flash each; C promotes
+/// them back to `int` wherever they are used).
+fn c_narrow_array(out: &mut String, name: &str, v: &[i32]) {
+    let fits = |lo: i32, hi: i32| v.iter().all(|x| (lo..=hi).contains(x));
+    let ty = if fits(i8::MIN.into(), i8::MAX.into()) {
+        "int8_t"
+    } else if fits(i16::MIN.into(), i16::MAX.into()) {
+        "int16_t"
+    } else {
+        "int32_t"
+    };
+    c_array(out, ty, name, v);
+}
+
 /// `int64_t` literals: `INT64_C` keeps large constants well-typed in C99.
 fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
     let lits: Vec<String> = v
@@ -199,7 +214,7 @@ pub fn c_source(im: &IntegerModel) -> String {
     let full = im.state_lo.iter().all(|&l| l == -128) && im.state_hi.iter().all(|&h| h == 127);
     let _ = writeln!(s, "#define STATE_FULL_GRID {}", u8::from(full));
     c_array(&mut s, "int8_t", "ENC_W", &im.enc_w);
-    c_array(&mut s, "int32_t", "ENC_WZ", &im.enc_wz);
+    c_narrow_array(&mut s, "ENC_WZ", &im.enc_wz);
     c_requant(&mut s, "ENC", &im.enc);
     // One record per mode, loaded with one `ldm` on a Cortex-M4: Abar pre-scaled (i32 re,
     // im), Bbar minus its zero point (i32 re, im), and C minus its zero point as an int16
@@ -269,12 +284,12 @@ pub fn c_source(im: &IntegerModel) -> String {
                 .sum()
         })
         .collect();
-    c_array(&mut s, "int32_t", "CSUM", &csum);
+    c_narrow_array(&mut s, "CSUM", &csum);
     c_requant(&mut s, "BURQ", &im.bu_rq);
     c_array(&mut s, "int32_t", "W_MAX", &im.w_max);
     c_requant(&mut s, "CYRQ", &im.cy_rq);
     c_requant(&mut s, "DYRQ", &im.dy_rq);
-    c_array(&mut s, "int32_t", "ST_Z", &im.state_z);
+    c_narrow_array(&mut s, "ST_Z", &im.state_z);
     if !full {
         c_array(&mut s, "int32_t", "ST_LO", &im.state_lo);
         c_array(&mut s, "int32_t", "ST_HI", &im.state_hi);
@@ -309,7 +324,7 @@ pub fn c_source(im: &IntegerModel) -> String {
     );
     c_array(&mut s, "uint32_t", "LIN_WT", &lin_t);
     let lin_wz: Vec<i32> = im.lin_wz.iter().map(|&z| z + bias).collect();
-    c_array(&mut s, "int32_t", "LIN_WZ", &lin_wz);
+    c_narrow_array(&mut s, "LIN_WZ", &lin_wz);
     c_array(&mut s, "int32_t", "LIN_M", &im.lin.m);
     c_requant_shift(&mut s, "LINA", &im.lin.shift[..h]);
     c_requant_shift(&mut s, "LINB", &im.lin.shift[h..]);
@@ -318,9 +333,9 @@ pub fn c_source(im: &IntegerModel) -> String {
     }
     c_array(&mut s, "int32_t", "SIGMOID", &im.sigmoid);
     c_array(&mut s, "int8_t", "DEC_W", &im.dec_w);
-    c_array(&mut s, "int32_t", "DEC_WZ", &im.dec_wz);
+    c_narrow_array(&mut s, "DEC_WZ", &im.dec_wz);
     c_requant(&mut s, "DEC", &im.dec);
-    c_array(&mut s, "int32_t", "L_Z", &im.logits_z);
+    c_narrow_array(&mut s, "L_Z", &im.logits_z);
     s.push_str(C_ENGINE);
     s
 }
@@ -486,10 +501,15 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
     return acc;
 }
 
-#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
 #define S4Q_ASM 1
 #define S4Q_STR_(x) #x
 #define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
 /* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
  * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
  * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
@@ -537,7 +557,6 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #endif
 #endif
 /* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-#define S4Q_UNUSED __attribute__((unused))
 __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
     S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
     S4Q_UNUSED const int32_t *k) {
@@ -554,7 +573,54 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
-#if !LIN_NIB
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 /* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
  * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
  * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
@@ -608,6 +674,7 @@ __attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint3
 #endif
 #else
 #define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
 #endif
 
 void s4q_reset(s4q_state *st) {
@@ -649,7 +716,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-#if S4Q_ASM
+#if S4Q_ASM_MODES
         {
             int32_t k[3];
             k[0] = kk;
@@ -691,7 +758,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -704,13 +778,6 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
-        }
-#elif S4Q_ASM
-        {
-            int32_t ab[2];
-            s4q_conv_asm(wa, wb, gp, ab);
-            acc_a = ab[0];
-            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {

@@ -44,7 +44,7 @@ static const int8_t ENC_W[384] = {
     64, 104, -29, -117, -128, 111, -114, -83, 76, -63, -9, 22, 127, 26, 55, -128, 
     22, -57, -50, -17, -128, -16, -46, 10, -125, -28, -128, -128, -60, 127, 19, 125, 
 };
-static const int32_t ENC_WZ[32] = {
+static const int8_t ENC_WZ[32] = {
     9, 4, -7, -19, 18, 43, -46, -19, 14, -9, -23, -20, 5, -16, -3, -13, 
     8, 8, 11, -42, 14, 8, 5, 5, -37, -27, -29, -6, -29, 9, -4, 28, 
 };
@@ -94,7 +94,7 @@ static const s4q_mode_t MODES[512] = {
     {4179061, 0, 251, 0, 0xffee002cu}, {4179061, 98331, 250, 2, 0xffe2ffe9u}, {4179061, 196662, 250, 5, 0xffb90001u}, {4162672, 278604, 250, 8, 0xffda0029u}, {4162672, 376935, 250, 11, 0xfffdff62u}, {4146284, 475266, 250, 13, 0xffbbffd2u}, {4146284, 557208, 250, 18, 0x004e0022u}, {4129896, 655539, 249, 21, 0x00230019u}, {4113507, 753870, 248, 23, 0xffe7ffefu}, {4097119, 835812, 248, 26, 0x004dffd0u}, {4080730, 934143, 247, 29, 0x0018fff1u}, {4047953, 1032474, 247, 32, 0xffbbffeeu}, {4031565, 1114416, 247, 34, 0x00280006u}, {3998788, 1212747, 246, 36, 0xffa50059u}, {3966011, 1294690, 246, 40, 0xffe3ff5du}, {3949622, 1393020, 245, 41, 0x0019003du}, 
     {4178822, 0, 231, 9, 0xffd9001du}, {4178822, 98325, 249, -6, 0x006dffb8u}, {4178822, 196650, 249, 15, 0xffabffc9u}, {4162434, 278588, 232, 17, 0xffcd000eu}, {4162434, 376913, 234, 20, 0xff85003bu}, {4146046, 475239, 234, 23, 0xff890048u}, {4146046, 573564, 248, 21, 0xffa4ffb1u}, {4129659, 655501, 247, 23, 0xffa0ffbcu}, {4113271, 753827, 230, 31, 0x000a003eu}, {4096884, 852152, 228, 16, 0x0021ffe8u}, {4064109, 950477, 232, 35, 0xffe70040u}, {4047721, 1032415, 229, 25, 0x002d0007u}, {4031334, 1130740, 229, 24, 0x0001ffe1u}, {3998558, 1212678, 243, 36, 0xff6effd4u}, {3965784, 1311003, 241, 44, 0xffb90029u}, {3933008, 1392940, 237, 39, 0xffe7fff4u}, 
 };
-static const int32_t CSUM[32] = {
+static const int16_t CSUM[32] = {
     504, 640, 151, 427, 1089, -6, -1293, -1298, -251, -766, -498, -436, 876, 362, -892, -594, 
     926, 650, -1037, -783, 503, 368, -1308, 421, -53, 678, -499, -89, 498, 686, -351, -711, 
 };
@@ -117,7 +117,7 @@ static const int32_t DYRQ_M[32] = {
     518702671, 428700058, -667781865, -192822373, 665472250, -629978752, -171183630, 600133672, -516761458, 965256512, -806755138, -400722495, 657863552, 265149237, -590981098, -689788441, 
 };
 #define DYRQ_SH(c) 25u
-static const int32_t ST_Z[32] = {
+static const int8_t ST_Z[32] = {
     33, -11, -8, -42, -20, -56, 1, 13, 4, 19, -65, 16, -2, -22, -9, 4, 
     -30, -19, 33, -23, 0, -17, -34, -20, 18, -50, -1, 12, -56, -5, -29, 36, 
 };
@@ -176,7 +176,7 @@ static const uint32_t LIN_WT[512] = {
     0x1c956207u, 0x085e97a2u, 0x63820277u, 0x3b80b0e6u, 0x7f05680cu, 0x2f215da5u, 0x1c05a623u, 0x894a4b27u, 0x6bcd4a54u, 0xe4f1e658u, 0xd1efd715u, 0x427f5b28u, 0x8078237fu, 0x0beb3b25u, 0x5fc549e7u, 0xcbfb00e7u, 
     0x1e265b3fu, 0xa90ef37fu, 0xb480d4e0u, 0x3e6be0f2u, 0xc7170a4au, 0xd2a1215cu, 0x1c341f07u, 0xd2be2a10u, 0xf513d71du, 0xc2cedbc2u, 0xf3c59feeu, 0xbb7fd1c3u, 0xb2b680bbu, 0x9daedc1fu, 0xa6010a9fu, 0xbeb39fb4u, 
 };
-static const int32_t LIN_WZ[64] = {
+static const int8_t LIN_WZ[64] = {
     10, 22, 16, 0, -12, -2, -22, 2, 3, -59, 24, -32, -32, 5, -14, 9, 
     -15, -18, 7, -5, 17, -2, 9, 2, -2, 6, -16, 15, -11, 15, -6, 8, 
     -27, -19, -22, -17, -35, 15, -4, -14, 0, 39, -17, 9, 22, -27, 8, -37, 
@@ -283,7 +283,7 @@ static const int8_t DEC_W[288] = {
     -55, -21, 106, 36, -84, 20, -47, 7, -118, 63, 94, -107, 0, 100, 7, -25, 
     -65, -125, -18, -67, 45, 105, 92, -75, -93, 11, -84, 98, 65, 90, 93, 38, 
 };
-static const int32_t DEC_WZ[9] = {
+static const int8_t DEC_WZ[9] = {
     28, -18, 10, -15, 21, 0, 2, -1, 3, 
 };
 static const int32_t DEC_M[9] = {
@@ -293,7 +293,7 @@ static const int32_t DEC_M[9] = {
 static const int64_t DEC_BIAS[9] = {
     INT64_C(583191693027472), INT64_C(-1560989204948908), INT64_C(-782350238636585), INT64_C(-420583619591217), INT64_C(-1450465923107878), INT64_C(-1050231822966753), INT64_C(749496989926670), INT64_C(1019429815870029), INT64_C(1433173042188917), 
 };
-static const int32_t L_Z[9] = {
+static const int8_t L_Z[9] = {
     -12, -12, -12, -12, -12, -12, -12, -12, -12, 
 };
 
@@ -453,10 +453,15 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
     return acc;
 }
 
-#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
 #define S4Q_ASM 1
 #define S4Q_STR_(x) #x
 #define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
 /* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
  * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
  * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
@@ -504,7 +509,6 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #endif
 #endif
 /* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-#define S4Q_UNUSED __attribute__((unused))
 __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
     S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
     S4Q_UNUSED const int32_t *k) {
@@ -521,7 +525,54 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
-#if !LIN_NIB
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 /* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
  * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
  * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
@@ -575,6 +626,7 @@ __attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint3
 #endif
 #else
 #define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
 #endif
 
 void s4q_reset(s4q_state *st) {
@@ -616,7 +668,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-#if S4Q_ASM
+#if S4Q_ASM_MODES
         {
             int32_t k[3];
             k[0] = kk;
@@ -658,7 +710,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -671,13 +730,6 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
-        }
-#elif S4Q_ASM
-        {
-            int32_t ab[2];
-            s4q_conv_asm(wa, wb, gp, ab);
-            acc_a = ab[0];
-            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {

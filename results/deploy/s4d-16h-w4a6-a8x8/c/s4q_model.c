@@ -21,7 +21,7 @@
 static const int8_t ENC_W[16] = {
     7, -8, -8, -8, 7, -8, -8, 7, 7, 7, -8, 7, -8, -8, -8, -8, 
 };
-static const int32_t ENC_WZ[16] = {
+static const int8_t ENC_WZ[16] = {
     -8, 7, 7, 7, -8, 7, 7, -8, -8, -8, 7, -8, 7, 7, 7, 7, 
 };
 static const int32_t ENC_M[16] = {
@@ -52,7 +52,7 @@ static const s4q_mode_t MODES[256] = {
     {0x3e90740cu, 0x00000001u, 0xfffffefdu, 0x3e12570cu, 0x085fef00u}, {0x3c19e20cu, 0x10bfde00u, 0x00ff0301u, 0x3a216e0cu, 0x18a1b102u}, {0x35b2680au, 0x20056603u, 0x060000ffu, 0x3143610cu, 0x27e73807u}, {0x2bd8210au, 0x2cd45b04u, 0xfe01fcfeu, 0x25eec30bu, 0x323f9c07u}, {0x1e8b0e09u, 0x36aea206u, 0xffff0700u, 0x17a5760cu, 0x3a9f8b09u}, {0x0f458709u, 0x3c97ff06u, 0xffff0201u, 0x06677b09u, 0x3e907407u}, {0xfe85a90au, 0x3f0e9109u, 0x00fe03f8u, 0xf625b907u, 0x3e125708u}, {0xedc5ca06u, 0x3c19e208u, 0xff0100feu, 0xe6621506u, 0x39253408u}, {0xde804305u, 0x35344a09u, 0xfdfd06feu, 0xd71c8e04u, 0x2fc90a09u}, {0xd1b14e04u, 0x29dfac09u, 0x00000504u, 0xccc42a03u, 0x23f64f09u}, {0xc7d70702u, 0x1c929a09u, 0x00ff0106u, 0xc4e25802u, 0x152ee508u}, {0xc2e9e401u, 0x0d4d1308u, 0xfe010203u, 0xc16f8c01u, 0x04ed2308u}, {0xc16f8c00u, 0xfc8d3407u, 0x010003feu, 0xc1eda9ffu, 0xf4ab6207u}, {0xc4643bffu, 0xec4b7307u, 0x0000fcfeu, 0xc7d707feu, 0xe469a006u}, {0xcbc7f0feu, 0xdd05ec06u, 0x0100fcfcu, 0xd0b513feu, 0xd71c8e06u}, {0xd71c8efeu, 0xd036f605u, 0xfefefffbu, 0xdd8409fdu, 0xcbc7f004u}, 
     {0x3e92070cu, 0x00000000u, 0x0000fb00u, 0x3e92070du, 0x0763e501u}, {0x3d95c60eu, 0x0e49a902u, 0x04feff05u, 0x3b1f250du, 0x15ad8e02u}, {0x38a8840du, 0x1c153204u, 0x00fcff05u, 0x34b7810bu, 0x227cd602u}, {0x30485e0bu, 0x27e83904u, 0x01020503u, 0x2bd93c0bu, 0x2cd57c05u}, {0x25efb80cu, 0x31c2bf07u, 0x00fd0209u, 0x2006340au, 0x3631e205u}, {0x199e900au, 0x38a88404u, 0x01010204u, 0x123aab09u, 0x3c1b6606u}, {0x0bd3070au, 0x3e13e707u, 0x0004ff07u, 0x046f2307u, 0x3e920707u}, {0xfd0b3e07u, 0x3f102808u, 0x01030204u, 0xf6257a06u, 0x3d95c609u}, {0xeec19507u, 0x3c998608u, 0x04010003u, 0xe859f106u, 0x3a22e409u}, {0xe0f60c05u, 0x372e2209u, 0xff020003u, 0xdb8aa904u, 0x333d2009u}, {0xd5a12604u, 0x2ecdfd0au, 0xff02030au, 0xd0b3e203u, 0x29629a08u}, {0xcc44c003u, 0x23f73608u, 0x01020202u, 0xc853bd02u, 0x1d117208u}, {0xc55efb02u, 0x1727ee09u, 0x05010006u, 0xc3667a01u, 0x10422a08u}, {0xc1ec1901u, 0x08de4608u, 0x01010200u, 0xc16df900u, 0x01f88107u}, {0xc16df900u, 0xfa949d07u, 0xfeff03ffu, 0xc26a3affu, 0xf3aed807u}, {0xc462bbffu, 0xec4af406u, 0xff0001feu, 0xc6d95cffu, 0xe6617006u}, 
 };
-static const int32_t CSUM[16] = {
+static const int8_t CSUM[16] = {
     -16, -18, -22, -65, 4, -56, -30, 9, 31, -12, 2, -24, -10, 16, -13, 94, 
 };
 static const int32_t BURQ_M[16] = {
@@ -70,7 +70,7 @@ static const int32_t DYRQ_M[16] = {
     -452819393, -654771750, -7260687, -633374895, -73947559, 691358090, 448507036, 51408534, 593396438, 1014463036, 1357576976, 309291379, -174202258, -313682764, -198594548, 57519361, 
 };
 #define DYRQ_SH(c) 27u
-static const int32_t ST_Z[16] = {
+static const int8_t ST_Z[16] = {
     -29, 26, 58, 41, -24, 53, 26, -27, -39, -77, 32, -10, -48, 0, 39, 4, 
 };
 static const int8_t GELU[64] = {
@@ -88,7 +88,7 @@ static const uint32_t LIN_WT[64] = {
     0x40ef7b66u, 0xd759ee6cu, 0x0da53d22u, 0x765fab48u, 0x28202641u, 0x73f75051u, 0xc8fc799bu, 0xa9bb8d80u, 0x49354f55u, 0xc7a840a5u, 0x74554486u, 0x65a65f70u, 0x76bb2819u, 0x74c55f20u, 0x6e0badbau, 0xcdfdd98bu, 
     0x7686f5a7u, 0x39a67080u, 0x8ab68f5au, 0xe858af0bu, 0x87664a56u, 0xf50a5684u, 0x45953764u, 0x63095fa3u, 0x964f3635u, 0x85355840u, 0xa5fa970eu, 0x5985b19au, 0x5705f393u, 0x6744c461u, 0x63f65039u, 0x24944045u, 
 };
-static const int32_t LIN_WZ[32] = {
+static const int8_t LIN_WZ[32] = {
     8, 8, 6, 6, 8, 10, 7, 4, 6, 8, 5, 7, 6, 8, 7, 9, 
     9, 7, 4, 9, 6, 6, 7, 11, 6, 9, 7, 5, 5, 9, 4, 5, 
 };
@@ -181,7 +181,7 @@ static const int8_t DEC_W[160] = {
     0, 3, 2, 7, -6, -1, 0, 3, -1, -1, -1, -4, -5, -2, -8, 5, 
     3, 7, -6, 2, 0, 4, 2, -6, 1, -4, -7, 3, 1, 5, 1, 0, 
 };
-static const int32_t DEC_WZ[10] = {
+static const int8_t DEC_WZ[10] = {
     2, -2, -3, -2, -1, 3, 0, 0, 1, -1, 
 };
 static const int32_t DEC_M[10] = {
@@ -191,7 +191,7 @@ static const int32_t DEC_M[10] = {
 static const int64_t DEC_BIAS[10] = {
     INT64_C(-133406904310679), INT64_C(114975888022223), INT64_C(-40162734281006), INT64_C(-16072770374304), INT64_C(171946242650877), INT64_C(5818995272823), INT64_C(-17072277387780), INT64_C(-74838410146670), INT64_C(-15922213694627), INT64_C(-144805856249599), 
 };
-static const int32_t L_Z[10] = {
+static const int8_t L_Z[10] = {
     -2, -2, -2, -2, -2, -2, -2, -2, -2, -2, 
 };
 
@@ -351,10 +351,15 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
     return acc;
 }
 
-#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
 #define S4Q_ASM 1
 #define S4Q_STR_(x) #x
 #define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
 /* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
  * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
  * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
@@ -402,7 +407,6 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #endif
 #endif
 /* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-#define S4Q_UNUSED __attribute__((unused))
 __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
     S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
     S4Q_UNUSED const int32_t *k) {
@@ -419,7 +423,54 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
-#if !LIN_NIB
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 /* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
  * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
  * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
@@ -473,6 +524,7 @@ __attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint3
 #endif
 #else
 #define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
 #endif
 
 void s4q_reset(s4q_state *st) {
@@ -514,7 +566,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-#if S4Q_ASM
+#if S4Q_ASM_MODES
         {
             int32_t k[3];
             k[0] = kk;
@@ -556,7 +608,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -569,13 +628,6 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
-        }
-#elif S4Q_ASM
-        {
-            int32_t ab[2];
-            s4q_conv_asm(wa, wb, gp, ab);
-            acc_a = ab[0];
-            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {

@@ -21,7 +21,7 @@
 static const int8_t ENC_W[16] = {
     127, -128, -128, -128, 127, -128, -128, 127, 127, 127, -128, 127, -128, -128, -128, -128, 
 };
-static const int32_t ENC_WZ[16] = {
+static const int8_t ENC_WZ[16] = {
     -128, 127, 127, 127, -128, 127, 127, -128, -128, -128, 127, -128, 127, 127, 127, 127, 
 };
 static const int32_t ENC_M[16] = {
@@ -68,7 +68,7 @@ static const s4q_mode_t MODES[512] = {
     {4100615, 0, 231, 0, 0x00000013u}, {4100615, 484325, 231, 231, 0x000bffa5u}, {4036038, 936361, 231, 231, 0xffe40060u}, {3874597, 1420686, 231, -24, 0x0029ffecu}, {3713156, 1840434, 231, -24, 0xffa20067u}, {3454849, 2260182, 231, 231, 0x00050023u}, {3164254, 2615353, -24, 231, 0x002d0029u}, {2873660, 2938236, -24, 231, 0x005b0039u}, {2486200, 3261119, 231, 231, 0xffe40099u}, {2098740, 3551714, 231, 231, 0x0022fffcu}, {1678992, 3713156, -24, 231, 0x00040044u}, {1194667, 3939174, -24, -24, 0xfffe0031u}, {774919, 4068327, -24, 231, 0x004a006cu}, {290595, 4100615, 231, -24, 0x001affe5u}, {-193730, 4132904, -24, 231, 0x0028002fu}, {-645766, 4036038, -24, 231, 0x001a0030u}, 
     {-1130091, 3971462, 231, 231, 0x00100028u}, {-1549839, 3810020, -24, -24, 0x0033000fu}, {-2034164, 3616290, 231, 231, 0x00210038u}, {-2389335, 3357984, -24, 231, 0xfffbffebu}, {-2776794, 3067389, -24, 231, 0x001300a4u}, {-3099678, 2712218, -24, 231, 0xffe1fffau}, {-3390272, 2357046, -24, 231, 0x0019003eu}, {-3648579, 1905010, -24, -24, 0x001c0016u}, {-3842309, 1517550, -24, 231, 0x00150055u}, {-3971462, 1065514, -24, 231, 0x0051ffeau}, {-4068327, 581190, -24, -24, 0x000b0005u}, {-4100615, 129153, -24, -24, 0x001d0045u}, {-4100615, -355171, -24, -24, 0x00030005u}, {-4036038, -807208, -24, 231, 0xffdf0015u}, {-3906885, -1291532, -24, 231, 0x0003fff1u}, {-3745444, -1678992, -24, 231, 0xfffb000bu}, 
 };
-static const int32_t CSUM[16] = {
+static const int16_t CSUM[16] = {
     -212, -120, -367, -1013, 157, -807, -336, 120, 222, -197, 153, -439, -283, 308, -140, 1664, 
 };
 static const int32_t BURQ_M[16] = {
@@ -86,7 +86,7 @@ static const int32_t DYRQ_M[16] = {
     -466742368, -674904291, -7483934, -652849491, -76221254, 712615521, 462297458, 52989208, 611641827, 1045655096, 1374328692, 318801266, -179558518, -323327685, -204700798, 59287929, 
 };
 #define DYRQ_SH(c) 27u
-static const int32_t ST_Z[16] = {
+static const int8_t ST_Z[16] = {
     -27, 26, 56, 39, -21, 52, 25, -22, -36, -79, 29, -11, -52, -1, 38, 4, 
 };
 static const int8_t GELU[256] = {
@@ -120,7 +120,7 @@ static const uint32_t LIN_WT[128] = {
     0x7fda2be7u, 0xe70bfee4u, 0x03950980u, 0xb31c15d4u, 0xf57dc225u, 0xe82225eau, 0x237f8037u, 0x6909ea04u, 0xbd33dff1u, 0x01efd103u, 0xdaed06ceu, 0x7fda803cu, 0xa02ad8beu, 0xcce3ed02u, 0xd95123a8u, 0xee94803au, 
     0xaff1a6c4u, 0x03ffba7fu, 0xd9fdd280u, 0x16c2add2u, 0x17e48061u, 0x28d67f23u, 0x2e80130au, 0xb313f6c7u, 0x7fb528adu, 0xc9fe80c3u, 0x47bdcc85u, 0xce15d5b8u, 0xe080b514u, 0xf4bb7fecu, 0xccc5cdceu, 0xa3cd38beu, 
 };
-static const int32_t LIN_WZ[32] = {
+static const int8_t LIN_WZ[32] = {
     15, 8, -24, -25, 15, 49, -5, -56, -26, 5, -36, -4, -23, 10, -15, 22, 
     23, -12, -63, 31, -34, -33, -15, 59, -24, 17, -3, -38, -46, 19, -52, -36, 
 };
@@ -213,7 +213,7 @@ static const int8_t DEC_W[160] = {
     18, 73, 12, 127, -71, -8, 30, 81, 23, -23, -27, -96, -95, -34, -128, 101, 
     61, 123, -82, 45, 19, 74, 58, -108, 17, -50, -128, 75, 1, 124, 32, 10, 
 };
-static const int32_t DEC_WZ[10] = {
+static const int8_t DEC_WZ[10] = {
     34, -24, -39, -20, -13, 64, 9, 1, 27, -1, 
 };
 static const int32_t DEC_M[10] = {
@@ -223,7 +223,7 @@ static const int32_t DEC_M[10] = {
 static const int64_t DEC_BIAS[10] = {
     INT64_C(-153230754438129), INT64_C(132060946581973), INT64_C(-46130791400756), INT64_C(-18461133950233), INT64_C(197496918321688), INT64_C(6683679831518), INT64_C(-19609165788611), INT64_C(-85959164609791), INT64_C(-18288205017269), INT64_C(-166323555102605), 
 };
-static const int32_t L_Z[10] = {
+static const int8_t L_Z[10] = {
     -6, -6, -6, -6, -6, -6, -6, -6, -6, -6, 
 };
 
@@ -383,10 +383,15 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
     return acc;
 }
 
-#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
 #define S4Q_ASM 1
 #define S4Q_STR_(x) #x
 #define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
 /* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
  * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
  * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
@@ -434,7 +439,6 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #endif
 #endif
 /* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-#define S4Q_UNUSED __attribute__((unused))
 __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
     S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
     S4Q_UNUSED const int32_t *k) {
@@ -451,7 +455,54 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
-#if !LIN_NIB
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 /* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
  * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
  * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
@@ -505,6 +556,7 @@ __attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint3
 #endif
 #else
 #define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
 #endif
 
 void s4q_reset(s4q_state *st) {
@@ -546,7 +598,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-#if S4Q_ASM
+#if S4Q_ASM_MODES
         {
             int32_t k[3];
             k[0] = kk;
@@ -588,7 +640,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -601,13 +660,6 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
-        }
-#elif S4Q_ASM
-        {
-            int32_t ab[2];
-            s4q_conv_asm(wa, wb, gp, ab);
-            acc_a = ab[0];
-            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {

@@ -24,7 +24,7 @@ static const int8_t ENC_W[64] = {
     -8, -8, -8, 7, 7, 7, 7, -8, -8, -8, 7, 7, 7, 7, 7, 7, 
     -8, 7, -8, 7, -8, 7, 7, 7, -8, 7, 7, 7, 7, -8, 7, 7, 
 };
-static const int32_t ENC_WZ[64] = {
+static const int8_t ENC_WZ[64] = {
     7, -8, 7, -8, 7, -8, -8, -8, 7, 7, 7, 7, -8, 7, 7, -8, 
     7, -8, -8, -8, -8, 7, 7, -8, 7, 7, 7, 7, 7, -8, 7, -8, 
     7, 7, 7, -8, -8, -8, -8, 7, 7, 7, -8, -8, -8, -8, -8, -8, 
@@ -112,7 +112,7 @@ static const s4q_mode_t MODES[1024] = {
     {0x3fcb8b0du, 0x00000001u, 0x00fd02feu, 0x3fcb8b0du, 0x01804600u}, {0x3fcb8b0du, 0x03008b01u, 0x02020405u, 0x3f8b7f0du, 0x0440c500u}, {0x3f8b7f0cu, 0x05c10b00u, 0x00000101u, 0x3f4b740cu, 0x07415001u}, {0x3f4b740du, 0x08c19601u, 0x01010303u, 0x3f0b680du, 0x0a01d001u}, {0x3ecb5c0du, 0x0b821502u, 0x06040101u, 0x3e8b510eu, 0x0d025b01u}, {0x3e4b460eu, 0x0e429401u, 0x04fc0203u, 0x3dcb2e0eu, 0x0fc2da00u}, {0x3d4b170bu, 0x11432001u, 0x04ffffffu, 0x3d0b0c0du, 0x12835a02u}, {0x3c8af40cu, 0x14039f03u, 0x0301fffeu, 0x3c0add0du, 0x1543d901u}, {0x3b8ac60du, 0x16841302u, 0x000201fbu, 0x3b0aaf0cu, 0x18045802u}, {0x3a8a980cu, 0x19449202u, 0x0601fd01u, 0x3a0a800fu, 0x1ac4d802u}, {0x394a5e0cu, 0x1c051202u, 0xffff03ffu, 0x38ca460cu, 0x1d454c03u}, {0x380a240bu, 0x1e858602u, 0xffff0201u, 0x374a010bu, 0x1fc5c003u}, {0x3689de0bu, 0x2105fa04u, 0x01fffeffu, 0x35c9bc0cu, 0x22463403u}, {0x3509990cu, 0x23866e04u, 0x030100fdu, 0x3449760du, 0x24c6a803u}, {0x3349480fu, 0x25c6d603u, 0xfe06fdfau, 0x3289250du, 0x27071003u}, {0x3188f60fu, 0x28474a06u, 0x00fe0809u, 0x3088c80eu, 0x29477805u}, 
     {0x3d65200cu, 0x000000ffu, 0xfa0407fbu, 0x3b79f80du, 0x0f594802u}, {0x353db20bu, 0x1fa82503u, 0x000105feu, 0x2a35860bu, 0x2c9b7a05u}, {0x1d423209u, 0x35b87c05u, 0x04010200u, 0x0e63b408u, 0x3bf4c206u}, {0xfca47807u, 0x3d652007u, 0xfdfe01feu, 0xecd06605u, 0x3a099908u}, {0xdee77c04u, 0x33528908u, 0x02010000u, 0xd1795d03u, 0x284a5d08u}, {0xc8d72502u, 0x1adc3e08u, 0x04000102u, 0xc3907400u, 0x0b082c07u}, {0xc315aa00u, 0xfab94f07u, 0x00fb00ffu, 0xc67132ffu, 0xea6a7306u}, {0xce1dd6feu, 0xdc06bf05u, 0xfdfffe00u, 0xd9a0ccfeu, 0xd008fe05u}, {0xe789b5feu, 0xc7e19004u, 0x0101ffffu, 0xf75dc7feu, 0xc3907403u}, {0x08276efeu, 0xc315aa02u, 0x0101ff03u, 0x1780b6feu, 0xc766c601u}, {0x25e46afeu, 0xcf8e3401u, 0x000007fcu, 0x31e22affu, 0xdb8bf500u}, {0x391404ffu, 0xe9efa800u, 0x02fd00f8u, 0x3cea5600u, 0xfa3e8500u}, {0x3c6f8c00u, 0x0a8d6200u, 0xfdfe0606u, 0x3728db01u, 0x1a617400u}, {0x2e86a301u, 0x284a5d01u, 0x05010106u, 0x220e1801u, 0x32d7bf01u}, {0x132f9a01u, 0x3a099901u, 0x06000303u, 0x035b8801u, 0x3d652001u}, {0xf30cab01u, 0x3bf4c202u, 0xff02ff02u, 0xe3389901u, 0x36334702u}, 
 };
-static const int32_t CSUM[64] = {
+static const int8_t CSUM[64] = {
     20, -78, 3, 23, 18, -47, -77, -6, 23, -3, 3, 41, 119, 60, -37, 12, 
     32, 31, -9, 7, 36, 62, -43, 59, -72, 55, 48, -13, -41, -124, 54, 70, 
     -25, -7, 15, 21, -53, 84, 11, 13, -8, 108, -45, 33, -7, 31, -45, -19, 
@@ -145,7 +145,7 @@ static const int32_t DYRQ_M[64] = {
     8811000, 85893360, 922162082, 107305291, 115746501, -34578561, 234854426, 497098069, 833387012, 572892150, -130721038, 188960603, -284139181, -26429605, 121772871, -272921519, 
 };
 #define DYRQ_SH(c) 29u
-static const int32_t ST_Z[64] = {
+static const int8_t ST_Z[64] = {
     88, -95, -115, -60, 81, -75, -80, -93, 68, 73, 95, 83, -88, 99, 56, -65, 
     43, -31, 37, -107, -57, 89, 96, 50, 66, 52, 83, 44, 75, -44, 68, -28, 
     -65, 63, 78, -36, -112, -41, -40, 73, -103, 102, -50, -48, -93, 103, -48, -40, 
@@ -226,7 +226,7 @@ static const uint32_t LIN_WT[1024] = {
     0x48345652u, 0x66656547u, 0xc5236866u, 0x764576e5u, 0x36a60656u, 0x5f666965u, 0x65466c44u, 0x14e85756u, 0xa797899fu, 0x97949897u, 0x99d8acf7u, 0x6e796989u, 0xac990869u, 0xa749099au, 0x76ba598au, 0xaa8a77d8u, 
     0xaa76c9bau, 0x9899bb9cu, 0xb9b7abc7u, 0xed09c9bbu, 0xbdca999au, 0xca98cbaau, 0xe7d9fd86u, 0x7ab97bc7u, 0x7a99579cu, 0xa78898adu, 0x78799558u, 0x12a93953u, 0x9978f899u, 0x86999888u, 0x5868029au, 0xe8688a86u, 
 };
-static const int32_t LIN_WZ[128] = {
+static const int8_t LIN_WZ[128] = {
     9, 7, 6, 8, 7, 10, 6, 9, 8, 8, 9, 10, 9, 7, 10, 6, 
     7, 9, 9, 8, 7, 8, 7, 7, 11, 9, 7, 6, 9, 8, 7, 8, 
     7, 7, 8, 5, 5, 9, 8, 5, 10, 8, 8, 9, 6, 7, 5, 8, 
@@ -367,7 +367,7 @@ static const int8_t DEC_W[640] = {
     6, -1, -2, 1, 3, 0, 1, -3, 1, 0, -2, -2, -4, 0, 1, -6, 
     7, -1, -1, 4, -5, -2, 7, -1, -3, 1, -2, -6, 1, 3, 4, -5, 
 };
-static const int32_t DEC_WZ[10] = {
+static const int8_t DEC_WZ[10] = {
     -3, 0, -2, -1, 0, -1, 1, 1, -1, -2, 
 };
 static const int32_t DEC_M[10] = {
@@ -377,7 +377,7 @@ static const int32_t DEC_M[10] = {
 static const int64_t DEC_BIAS[10] = {
     INT64_C(55790325105591), INT64_C(-151294376107244), INT64_C(66690487295016), INT64_C(65542392057003), INT64_C(16205285138847), INT64_C(38335800793419), INT64_C(18657540958968), INT64_C(-108901158647818), INT64_C(42515834359578), INT64_C(-63085980640225), 
 };
-static const int32_t L_Z[10] = {
+static const int8_t L_Z[10] = {
     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 
 };
 
@@ -537,10 +537,15 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
     return acc;
 }
 
-#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
 #define S4Q_ASM 1
 #define S4Q_STR_(x) #x
 #define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
 /* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
  * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
  * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
@@ -588,7 +593,6 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #endif
 #endif
 /* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-#define S4Q_UNUSED __attribute__((unused))
 __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
     S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
     S4Q_UNUSED const int32_t *k) {
@@ -605,7 +609,54 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
-#if !LIN_NIB
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 /* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
  * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
  * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
@@ -659,6 +710,7 @@ __attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint3
 #endif
 #else
 #define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
 #endif
 
 void s4q_reset(s4q_state *st) {
@@ -700,7 +752,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-#if S4Q_ASM
+#if S4Q_ASM_MODES
         {
             int32_t k[3];
             k[0] = kk;
@@ -742,7 +794,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -755,13 +814,6 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
-        }
-#elif S4Q_ASM
-        {
-            int32_t ab[2];
-            s4q_conv_asm(wa, wb, gp, ab);
-            acc_a = ab[0];
-            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {

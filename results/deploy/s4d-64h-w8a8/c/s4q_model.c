@@ -24,7 +24,7 @@ static const int8_t ENC_W[64] = {
     -128, -128, -128, 127, 127, 127, 127, -128, -128, -126, 127, 127, 127, 127, 127, 127, 
     -128, 127, -128, 127, -86, 127, 127, 127, -128, 127, 127, 127, 127, -128, 127, 127, 
 };
-static const int32_t ENC_WZ[64] = {
+static const int8_t ENC_WZ[64] = {
     127, -128, 127, -128, 127, -128, -128, -128, 127, 127, 127, 127, -128, 127, 127, -128, 
     127, -128, -128, -128, -128, 127, 127, -128, 127, 127, 127, 127, 127, -128, 127, -128, 
     127, 127, 127, -128, -128, -128, -128, 127, 127, 127, -128, -128, -128, -128, -128, -128, 
@@ -176,7 +176,7 @@ static const s4q_mode_t MODES[2048] = {
     {4023584, 0, 217, -38, 0x0035ffacu}, {3897848, 1005896, 217, 195, 0xff9a007eu}, {3489202, 2074661, 166, -38, 0x0015ffd5u}, {2766214, 2923386, 114, 194, 0xfffe005cu}, {1917490, 3520636, -1, -26, 0x00110004u}, {943028, 3929282, -15, -38, 0x003c001eu}, {-220040, 4023584, 217, 211, 0xffd5ffe4u}, {-1257370, 3803545, 170, 217, 0xffca0018u}, {-2168964, 3363465, -22, 57, 0x00140007u}, {-3049123, 2640477, -38, 12, 0x001ffffau}, {-3614939, 1760318, -38, 106, 0x0009001bu}, {-3960716, 722988, -38, 19, 0x00420012u}, {-3992150, -345777, 57, 213, 0xffacffebu}, {-3772110, -1414541, -38, 112, 0x00000006u}, {-3269162, -2357569, -38, 204, 0xffeafff9u}, {-2514740, -3143426, 157, 213, 0xffcfffd9u}, 
     {-1603147, -3677808, 99, -2, 0x000fffefu}, {-565817, -3960716, -38, 133, 0x000bffedu}, {534382, -3992150, -38, -38, 0x000f002du}, {1540278, -3709242, 60, 114, 0x000effeau}, {2483306, -3174860, 96, 132, 0x0009ffbeu}, {3269162, -2389003, -38, -38, 0x00020072u}, {3740676, -1445976, -38, 79, 0xffccff7fu}, {3992150, -377211, 76, -38, 0x001b0001u}, {3960716, 691554, -38, 154, 0xffdf0065u}, {3614939, 1728884, 12, 101, 0xffd40063u}, {3049123, 2640477, -38, 113, 0x000c006au}, {2231832, 3332031, -38, -38, 0x005a0010u}, {1257370, 3803545, -38, 113, 0xfff70031u}, {220040, 4023584, -38, -38, 0x005f002bu}, {-848725, 3929282, -38, -38, 0x00240027u}, {-1886055, 3552071, 143, 98, 0xffeefff5u}, 
 };
-static const int32_t CSUM[64] = {
+static const int16_t CSUM[64] = {
     296, -1227, 55, 379, 297, -921, -1243, -8, 351, -37, 48, 640, 1844, 1024, -496, 161, 
     512, 494, -250, 169, 615, 1081, -662, 979, -1171, 1054, 814, -226, -679, -2111, 849, 1225, 
     -412, -148, 248, 443, -779, 1351, 127, 153, -40, 1780, -906, 631, -56, 575, -769, -259, 
@@ -209,7 +209,7 @@ static const int32_t DYRQ_M[64] = {
     9046362, 88187765, 946795046, 110171654, 109487761, -35502229, 241127892, 510376664, 849770360, 588195392, -134212886, 193579275, -291729177, -27135600, 125025702, -280211876, 
 };
 #define DYRQ_SH(c) 29u
-static const int32_t ST_Z[64] = {
+static const int8_t ST_Z[64] = {
     88, -95, -115, -60, 84, -72, -81, -93, 69, 73, 95, 83, -89, 99, 56, -66, 
     44, -33, 37, -108, -58, 90, 96, 52, 63, 52, 83, 45, 75, -41, 68, -27, 
     -62, 63, 77, -37, -112, -40, -40, 74, -102, 101, -52, -49, -93, 103, -44, -40, 
@@ -366,7 +366,7 @@ static const uint32_t LIN_WT[2048] = {
     0x4a1c3235u, 0x2524efebu, 0x382e1b4au, 0x09041b14u, 0x333d43f9u, 0x311738fau, 0x460f3339u, 0x71578019u, 0x111e1528u, 0x30644522u, 0x43322e22u, 0x4d261708u, 0x7f6501e6u, 0x74f45e1bu, 0xf73e45f0u, 0xec2d3e23u, 
     0xe303194bu, 0xff311f21u, 0x1b18375eu, 0x39011915u, 0x22d8df10u, 0xf6120129u, 0xba23e3beu, 0x9fb12c1eu, 0x7f14201cu, 0x2923f80du, 0x1e071112u, 0x0af4181cu, 0x80b12133u, 0xe117f314u, 0x162e09f3u, 0x7f07eb0eu, 
 };
-static const int32_t LIN_WZ[128] = {
+static const int8_t LIN_WZ[128] = {
     17, -16, -34, 16, -14, 35, -23, 17, 10, 4, 31, 41, 26, -16, 34, -21, 
     -3, 20, 32, 5, -11, 6, -6, -14, 67, 30, -5, -21, 26, 9, -16, 6, 
     -10, -16, 6, -35, -41, 30, 5, -44, 42, 7, 9, 19, -34, -10, -46, 6, 
@@ -507,7 +507,7 @@ static const int8_t DEC_W[640] = {
     127, -2, -14, 19, 56, 4, 23, -37, 26, -14, -11, -23, -67, 1, 30, -91, 
     115, 3, 1, 66, -75, -14, 126, -19, -33, 28, -37, -95, 32, 49, 94, -63, 
 };
-static const int32_t DEC_WZ[10] = {
+static const int8_t DEC_WZ[10] = {
     -36, 4, -24, -15, 0, -3, 30, 17, -1, -20, 
 };
 static const int32_t DEC_M[10] = {
@@ -517,7 +517,7 @@ static const int32_t DEC_M[10] = {
 static const int64_t DEC_BIAS[10] = {
     INT64_C(60098093770046), INT64_C(-162976350916848), INT64_C(71839896100987), INT64_C(70603152361988), INT64_C(17456552619142), INT64_C(41295843794999), INT64_C(20098155799385), INT64_C(-88787423072376), INT64_C(45798632562505), INT64_C(-67957072716746), 
 };
-static const int32_t L_Z[10] = {
+static const int8_t L_Z[10] = {
     5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 
 };
 
@@ -677,10 +677,15 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
     return acc;
 }
 
-#if S4Q_SIMD && STATE_FULL_GRID && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
 #define S4Q_ASM 1
 #define S4Q_STR_(x) #x
 #define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
 /* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
  * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
  * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
@@ -728,7 +733,6 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #endif
 #endif
 /* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-#define S4Q_UNUSED __attribute__((unused))
 __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
     S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
     S4Q_UNUSED const int32_t *k) {
@@ -745,7 +749,54 @@ __attribute__((naked, noinline)) static int32_t s4q_modes_asm(
         "mov r0, r11\n\t"
         "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
-#if !LIN_NIB
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 /* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
  * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
  * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
@@ -799,6 +850,7 @@ __attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint3
 #endif
 #else
 #define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
 #endif
 
 void s4q_reset(s4q_state *st) {
@@ -840,7 +892,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-#if S4Q_ASM
+#if S4Q_ASM_MODES
         {
             int32_t k[3];
             k[0] = kk;
@@ -882,7 +934,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -895,13 +954,6 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             acc_b = __smlad(s4q_uxtb16_ror8(blo), g[1], acc_b);
             acc_b = __smlad(__uxtb16(bhi), g[2], acc_b);
             acc_b = __smlad(s4q_uxtb16_ror8(bhi), g[3], acc_b);
-        }
-#elif S4Q_ASM
-        {
-            int32_t ab[2];
-            s4q_conv_asm(wa, wb, gp, ab);
-            acc_a = ab[0];
-            acc_b = ab[1];
         }
 #elif S4Q_SIMD
         for (i = 0; i < LIN_WORDS; i++) {
