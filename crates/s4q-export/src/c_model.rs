@@ -234,7 +234,7 @@ pub fn c_source(im: &IntegerModel) -> String {
     let compact = b.iter().all(|&v| i8ok(v))
         && c.iter().all(|&v| i8ok(v) && i8ok(-v))
         && im.a_re.iter().chain(&im.a_im).all(|&v| i24ok(v))
-        && im.modes % 2 == 0;
+        && im.modes.is_multiple_of(2);
     let modes: Vec<String> = if compact {
         let ab = |a: i32, b: i32| ((a as u32) << 8) | (b as u32 & 0xFF);
         let byte = |v: i32, i: u32| ((v as u32) & 0xFF) << (8 * i);
@@ -331,6 +331,15 @@ pub fn c_source(im: &IntegerModel) -> String {
     if let Some(b) = &im.lin.bias {
         c_i64_array(&mut s, "LIN_BIAS", b);
     }
+    // The sigmoid in 32-bit arithmetic when the table allows it (the committed table does:
+    // entries in [2^29, 2^30], steps at most 2^30 / 256).
+    let sig_u32 = im.sigmoid.len() == 1025
+        && im.sigmoid.iter().all(|&v| (0..=1 << 30).contains(&v))
+        && im
+            .sigmoid
+            .windows(2)
+            .all(|w| (0..=1 << 22).contains(&(w[1] - w[0])));
+    let _ = writeln!(s, "#define SIGMOID_U32 {}", u8::from(sig_u32));
     c_array(&mut s, "int32_t", "SIGMOID", &im.sigmoid);
     c_array(&mut s, "int8_t", "DEC_W", &im.dec_w);
     c_narrow_array(&mut s, "DEC_WZ", &im.dec_wz);
@@ -342,8 +351,10 @@ pub fn c_source(im: &IntegerModel) -> String {
 
 /// The forward pass in C: the same stages, order and rounding as `s4q_runtime::Model`. The
 /// per-mode loop is 32-bit only (the bound is proved at export and re-checked by the
-/// runtime's parser); on cores with the DSP extension the pointwise conv uses `SMLAD` on
-/// `SXTB16`-unpacked weight pairs, elsewhere a portable loop with the same (exact) sums.
+/// runtime's parser). On Thumb-2 cores with the DSP extension (Cortex-M4/M7/M33 with gcc or
+/// clang) the two hot loops, the per-mode update and the pointwise conv, are inline assembly
+/// (one `LDM` per mode record, `SXTAB`, `MLA`, `SSAT`, `SMLAD`; `SXTB16`/`UXTB16` + `SMLAD`
+/// per weight pair); elsewhere portable C99 loops compute the same integers.
 const C_ENGINE: &str = r#"
 #if defined(__ARM_FEATURE_SIMD32) && !defined(S4Q_PORTABLE)
 #include <arm_acle.h>
@@ -422,6 +433,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -431,6 +458,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -798,7 +826,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;

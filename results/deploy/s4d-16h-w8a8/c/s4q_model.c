@@ -134,6 +134,7 @@ static const int64_t LIN_BIAS[32] = {
     INT64_C(182917381121), INT64_C(11687417158), INT64_C(8866047906), INT64_C(-74208368007), INT64_C(43978537884), INT64_C(-30161659388), INT64_C(27818081310), INT64_C(171169334784), INT64_C(345683128143), INT64_C(-306749101338), INT64_C(265854285344), INT64_C(-19460508473), INT64_C(31912561840), INT64_C(19328665475), INT64_C(173984355820), INT64_C(133850832368), 
     INT64_C(273491394560), INT64_C(-66692952064), INT64_C(-159873581056), INT64_C(639111593984), INT64_C(231865499648), INT64_C(-354100150272), INT64_C(-1091010363392), INT64_C(794053902336), INT64_C(495600697344), INT64_C(634296270848), INT64_C(764143534080), INT64_C(270348943360), INT64_C(450773811200), INT64_C(-1018036224000), INT64_C(1048840699904), INT64_C(-811876024320), 
 };
+#define SIGMOID_U32 1
 static const int32_t SIGMOID[1025] = {
     536870912, 541065131, 545258837, 549451521, 553642669, 557831772, 562018320, 566201806, 570381721, 574557563, 578728826, 582895012, 587055621, 591210157, 595358128, 599499045, 
     603632421, 607757774, 611874625, 615982500, 620080927, 624169441, 628247581, 632314889, 636370916, 640415214, 644447344, 648466869, 652473360, 656466395, 660445556, 664410432, 
@@ -304,6 +305,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -313,6 +330,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -680,7 +698,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;

@@ -398,6 +398,7 @@ static const int64_t LIN_BIAS[128] = {
     INT64_C(-21882503168), INT64_C(-518303744000), INT64_C(715852808192), INT64_C(0), INT64_C(324421877760), INT64_C(511484166144), INT64_C(-587520540672), INT64_C(-334683144192), INT64_C(85461876736), INT64_C(-372810317824), INT64_C(-338072141824), INT64_C(-557359890432), INT64_C(124848267264), INT64_C(167136051200), INT64_C(366710554624), INT64_C(-103462805504), 
     INT64_C(-72092418048), INT64_C(-656959012864), INT64_C(-434358484992), INT64_C(215941038080), INT64_C(265116188672), INT64_C(-51596345344), INT64_C(170304405504), INT64_C(-22375321600), INT64_C(295306199040), INT64_C(119057686528), INT64_C(422798557184), INT64_C(-220669001728), INT64_C(114939322368), INT64_C(-146477301760), INT64_C(-759008657408), INT64_C(233000992768), 
 };
+#define SIGMOID_U32 1
 static const int32_t SIGMOID[1025] = {
     536870912, 541065131, 545258837, 549451521, 553642669, 557831772, 562018320, 566201806, 570381721, 574557563, 578728826, 582895012, 587055621, 591210157, 595358128, 599499045, 
     603632421, 607757774, 611874625, 615982500, 620080927, 624169441, 628247581, 632314889, 636370916, 640415214, 644447344, 648466869, 652473360, 656466395, 660445556, 664410432, 
@@ -598,6 +599,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -607,6 +624,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -974,7 +992,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;
