@@ -424,15 +424,20 @@ static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int3
 #define S4Q_ASM_BODY S4Q_ASM_MODE
 #endif
 #endif
-/* (p, x, end, k) in r0-r3, k = {kk, w, -zx}; returns the readout sum (as s4q_modes). */
-__attribute__((naked, noinline)) static int32_t s4q_modes_asm(
-    S4Q_UNUSED const s4q_mode_t *p, S4Q_UNUSED int8_t *x, S4Q_UNUSED const s4q_mode_t *end,
-    S4Q_UNUSED const int32_t *k) {
+/* (p, x, kk, w) in r0-r3; -zx = -(kk >> S) (exact: kk = 2^(S-1) + zx 2^S); returns the
+ * readout sum (as s4q_modes). */
+__attribute__((naked, noinline)) static int32_t s4q_modes_asm(S4Q_UNUSED const s4q_mode_t *p,
+                                                              S4Q_UNUSED int8_t *x,
+                                                              S4Q_UNUSED int32_t kk,
+                                                              S4Q_UNUSED int32_t w) {
     __asm__ volatile(
         "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
-        "ldr r9, [r3, #4]\n\t"
-        "ldr r10, [r3, #8]\n\t"
-        "ldr r3, [r3]\n\t"
+        "mov r9, r3\n\t"
+        "mov r3, r2\n\t"
+        "asr r10, r2, #" S4Q_STR(STATE_SHIFT) "\n\t"
+        "rsb r10, r10, #0\n\t"
+        "movw r2, #" S4Q_STR(S4Q_RECORDS) " * 20\n\t"
+        "add r2, r0\n\t"
         "mov r11, #0\n"
         "1:\n\t"
         S4Q_ASM_BODY
@@ -557,12 +562,13 @@ void s4q_reset(s4q_state *st) {
 
 int s4q_advance(s4q_state *st, const int8_t *input) {
     int h, i, j;
-    int32_t gsum = 0;
+    int32_t gsum = 0, xin[S4Q_D_INPUT];
     int16_t gc[S4Q_HEADS];
 #if S4Q_SIMD
     uint32_t gp[LIN_WORDS * LIN_CPW / 2];
 #endif
     if (st->t >= S4Q_MAX_STEPS) return -1;
+    for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (h = 0; h < S4Q_HEADS; h++) {
         int32_t acc = 0, u, w, wm = W_MAX[h], re_cx;
         const int32_t sz = ST_Z[h];
@@ -577,22 +583,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         const s4q_mode_t *p = MODES + h * S4Q_RECORDS;
         int8_t *x = st->x + 2 * h * S4Q_MODES;
         int64_t yacc, qy;
-        for (i = 0; i < S4Q_D_INPUT; i++) {
-            int32_t xin = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
-            acc += xin * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
-        }
+        for (i = 0; i < S4Q_D_INPUT; i++)
+            acc += xin[i] * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
 #if S4Q_ASM_MODES
-        {
-            int32_t k[3];
-            k[0] = kk;
-            k[1] = w;
-            k[2] = -sz;
-            (void)lo; (void)hi;
-            re_cx = s4q_modes_asm(p, x, p + S4Q_RECORDS, k);
-        }
+        (void)lo; (void)hi;
+        re_cx = s4q_modes_asm(p, x, kk, w);
 #else
         re_cx = s4q_modes(p, x, kk, w, sz, lo, hi);
 #endif
@@ -609,6 +607,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
      * bytes (g0, g2), (g1, g3) (SXTB16, SXTB16 ror 8); per word of eight nibbles (g0, g4),
      * (g2, g6), (g1, g5), (g3, g7) (UXTB16 and UXTB16 ror 8 of the low, then the high
      * nibbles). */
+#if S4Q_HEADS % LIN_CPW == 0
+    for (i = 0; i < LIN_WORDS; i++) {
+        const int16_t *c = gc + LIN_CPW * i;
+#if LIN_NIB
+        gp[4 * i] = s4q_pkhbt(c[0], c[4]);
+        gp[4 * i + 1] = s4q_pkhbt(c[2], c[6]);
+        gp[4 * i + 2] = s4q_pkhbt(c[1], c[5]);
+        gp[4 * i + 3] = s4q_pkhbt(c[3], c[7]);
+#else
+        gp[2 * i] = s4q_pkhbt(c[0], c[2]);
+        gp[2 * i + 1] = s4q_pkhbt(c[1], c[3]);
+#endif
+    }
+#else
     for (i = 0; i < LIN_WORDS; i++) {
         static const uint8_t order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
         int32_t gw[LIN_CPW];
@@ -620,6 +632,7 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             gp[LIN_CPW / 2 * i + j] = ((uint32_t)gw[lo_i] & 0xFFFFu) | ((uint32_t)gw[hi_i] << 16);
         }
     }
+#endif
 #endif
     for (j = 0; j < S4Q_HEADS; j++) {
         /* sum_h (g - zg)(W - zW) = sum_h (g - zg) W - zW sum_h (g - zg): exact in i32. */
