@@ -372,8 +372,14 @@ S4Q_INLINE int32_t s4q_mode(int32_t ar, int32_t ai, int32_t br, int32_t bi, int3
     const int32_t xr = x[0] - sz, xi = x[1] - sz;
     int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
     int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
+#if STATE_FULL_GRID && S4Q_SIMD
+    (void)lo; (void)hi;
+    qr = __ssat(qr, 8);
+    qi = __ssat(qi, 8);
+#else
     qr = qr < lo ? lo : (qr > hi ? hi : qr);
     qi = qi < lo ? lo : (qi > hi ? hi : qi);
+#endif
     x[0] = (int8_t)qr;
     x[1] = (int8_t)qi;
     return acc + cr * qr + cn * qi;
