@@ -30,6 +30,21 @@ pub(crate) fn c_array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &s
     out.push_str("\n};\n");
 }
 
+/// An `i32` array in the narrowest of `int8_t`, `int16_t`, `int32_t` that holds every value
+/// (zero points and sums that fit a byte need not take a word of flash each; C promotes
+/// them back to `int` wherever they are used).
+fn c_narrow_array(out: &mut String, name: &str, v: &[i32]) {
+    let fits = |lo: i32, hi: i32| v.iter().all(|x| (lo..=hi).contains(x));
+    let ty = if fits(i8::MIN.into(), i8::MAX.into()) {
+        "int8_t"
+    } else if fits(i16::MIN.into(), i16::MAX.into()) {
+        "int16_t"
+    } else {
+        "int32_t"
+    };
+    c_array(out, ty, name, v);
+}
+
 /// `int64_t` literals: `INT64_C` keeps large constants well-typed in C99.
 fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
     let lits: Vec<String> = v
@@ -199,7 +214,7 @@ pub fn c_source(im: &IntegerModel) -> String {
     let full = im.state_lo.iter().all(|&l| l == -128) && im.state_hi.iter().all(|&h| h == 127);
     let _ = writeln!(s, "#define STATE_FULL_GRID {}", u8::from(full));
     c_array(&mut s, "int8_t", "ENC_W", &im.enc_w);
-    c_array(&mut s, "int32_t", "ENC_WZ", &im.enc_wz);
+    c_narrow_array(&mut s, "ENC_WZ", &im.enc_wz);
     c_requant(&mut s, "ENC", &im.enc);
     // One record per mode, loaded with one `ldm` on a Cortex-M4: Abar pre-scaled (i32 re,
     // im), Bbar minus its zero point (i32 re, im), and C minus its zero point as an int16
@@ -207,21 +222,41 @@ pub fn c_source(im: &IntegerModel) -> String {
     // readout done on raw state codes: sum c (q - zx) = sum c q - zx CSUM.
     let b = centered_pairs(&im.b_re, &im.b_im, &im.b_z, im.modes);
     let c = centered_pairs(&im.c_re, &im.c_im, &im.c_z, im.modes);
-    // Compact record (12 bytes) when Bbar and C minus their zero points fit int8 (grids of
-    // at most 4 bits, or centred 8-bit ones): one word of bytes (C_re, Bbar_re, -C_im,
-    // Bbar_im), so SXTB16 gives the (C_re, -C_im) pair and SXTB with a rotation each Bbar.
+    // Compact records when Bbar and C minus their zero points fit int8 (grids of at most 4
+    // bits, or centred 8-bit ones), every pre-scaled Abar fits 24 bits and the modes pair
+    // up: one 20-byte group per two modes, {A_re0:24|B_re0:8, A_im0:24|B_im0:8, C bytes
+    // (C_re0, C_re1, -C_im0, -C_im1), A_re1:24|B_re1:8, A_im1:24|B_im1:8} (10 bytes a mode
+    // instead of 20; Abar's codes are exact, only the container is narrower). SXTB gives
+    // Bbar, ASR #8 Abar, SXTB16 (ror 8 for the second mode) the (C_re, -C_im) pair; a
+    // Cortex-M4 loads the first mode's three words and the second's two with one LDM each.
     let i8ok = |v: i32| (-128..=127).contains(&v);
-    let compact = b.iter().all(|&v| i8ok(v)) && c.iter().all(|&v| i8ok(v) && i8ok(-v));
-    let modes: Vec<String> = (0..im.heads * im.modes)
-        .map(|k| {
-            if compact {
-                let byte = |v: i32, i: u32| ((v as u32) & 0xFF) << (8 * i);
-                let bc = byte(c[2 * k], 0)
-                    | byte(b[2 * k], 1)
-                    | byte(-c[2 * k + 1], 2)
-                    | byte(b[2 * k + 1], 3);
-                format!("{{{}, {}, {bc:#010x}u}}", im.a_re[k], im.a_im[k])
-            } else {
+    let i24ok = |v: i32| (-(1 << 23)..(1 << 23)).contains(&v);
+    let compact = b.iter().all(|&v| i8ok(v))
+        && c.iter().all(|&v| i8ok(v) && i8ok(-v))
+        && im.a_re.iter().chain(&im.a_im).all(|&v| i24ok(v))
+        && im.modes.is_multiple_of(2);
+    let modes: Vec<String> = if compact {
+        let ab = |a: i32, b: i32| ((a as u32) << 8) | (b as u32 & 0xFF);
+        let byte = |v: i32, i: u32| ((v as u32) & 0xFF) << (8 * i);
+        (0..im.heads * im.modes / 2)
+            .map(|g| {
+                let (k0, k1) = (2 * g, 2 * g + 1);
+                let cw = byte(c[2 * k0], 0)
+                    | byte(c[2 * k1], 1)
+                    | byte(-c[2 * k0 + 1], 2)
+                    | byte(-c[2 * k1 + 1], 3);
+                format!(
+                    "{{{:#010x}u, {:#010x}u, {cw:#010x}u, {:#010x}u, {:#010x}u}}",
+                    ab(im.a_re[k0], b[2 * k0]),
+                    ab(im.a_im[k0], b[2 * k0 + 1]),
+                    ab(im.a_re[k1], b[2 * k1]),
+                    ab(im.a_im[k1], b[2 * k1 + 1]),
+                )
+            })
+            .collect()
+    } else {
+        (0..im.heads * im.modes)
+            .map(|k| {
                 let cw = (c[2 * k] as u32 & 0xFFFF) | ((-c[2 * k + 1]) as u32) << 16;
                 format!(
                     "{{{}, {}, {}, {}, {cw:#010x}u}}",
@@ -230,14 +265,16 @@ pub fn c_source(im: &IntegerModel) -> String {
                     b[2 * k],
                     b[2 * k + 1]
                 )
-            }
-        })
-        .collect();
+            })
+            .collect()
+    };
     let _ = writeln!(s, "#define MODE_COMPACT {}", u8::from(compact));
     s.push_str(if compact {
-        "typedef struct { int32_t ar, ai; uint32_t bc; } s4q_mode_t;\n"
+        "typedef struct { uint32_t r0, i0, c, r1, i1; } s4q_mode_t;\n\
+         #define S4Q_RECORDS (S4Q_MODES / 2)\n"
     } else {
-        "typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;\n"
+        "typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;\n\
+         #define S4Q_RECORDS S4Q_MODES\n"
     });
     c_array(&mut s, "s4q_mode_t", "MODES", &modes);
     let csum: Vec<i32> = (0..im.heads)
@@ -247,12 +284,12 @@ pub fn c_source(im: &IntegerModel) -> String {
                 .sum()
         })
         .collect();
-    c_array(&mut s, "int32_t", "CSUM", &csum);
+    c_narrow_array(&mut s, "CSUM", &csum);
     c_requant(&mut s, "BURQ", &im.bu_rq);
     c_array(&mut s, "int32_t", "W_MAX", &im.w_max);
     c_requant(&mut s, "CYRQ", &im.cy_rq);
     c_requant(&mut s, "DYRQ", &im.dy_rq);
-    c_array(&mut s, "int32_t", "ST_Z", &im.state_z);
+    c_narrow_array(&mut s, "ST_Z", &im.state_z);
     if !full {
         c_array(&mut s, "int32_t", "ST_LO", &im.state_lo);
         c_array(&mut s, "int32_t", "ST_HI", &im.state_hi);
@@ -287,26 +324,37 @@ pub fn c_source(im: &IntegerModel) -> String {
     );
     c_array(&mut s, "uint32_t", "LIN_WT", &lin_t);
     let lin_wz: Vec<i32> = im.lin_wz.iter().map(|&z| z + bias).collect();
-    c_array(&mut s, "int32_t", "LIN_WZ", &lin_wz);
+    c_narrow_array(&mut s, "LIN_WZ", &lin_wz);
     c_array(&mut s, "int32_t", "LIN_M", &im.lin.m);
     c_requant_shift(&mut s, "LINA", &im.lin.shift[..h]);
     c_requant_shift(&mut s, "LINB", &im.lin.shift[h..]);
     if let Some(b) = &im.lin.bias {
         c_i64_array(&mut s, "LIN_BIAS", b);
     }
+    // The sigmoid in 32-bit arithmetic when the table allows it (the committed table does:
+    // entries in [2^29, 2^30], steps at most 2^30 / 256).
+    let sig_u32 = im.sigmoid.len() == 1025
+        && im.sigmoid.iter().all(|&v| (0..=1 << 30).contains(&v))
+        && im
+            .sigmoid
+            .windows(2)
+            .all(|w| (0..=1 << 22).contains(&(w[1] - w[0])));
+    let _ = writeln!(s, "#define SIGMOID_U32 {}", u8::from(sig_u32));
     c_array(&mut s, "int32_t", "SIGMOID", &im.sigmoid);
     c_array(&mut s, "int8_t", "DEC_W", &im.dec_w);
-    c_array(&mut s, "int32_t", "DEC_WZ", &im.dec_wz);
+    c_narrow_array(&mut s, "DEC_WZ", &im.dec_wz);
     c_requant(&mut s, "DEC", &im.dec);
-    c_array(&mut s, "int32_t", "L_Z", &im.logits_z);
+    c_narrow_array(&mut s, "L_Z", &im.logits_z);
     s.push_str(C_ENGINE);
     s
 }
 
 /// The forward pass in C: the same stages, order and rounding as `s4q_runtime::Model`. The
 /// per-mode loop is 32-bit only (the bound is proved at export and re-checked by the
-/// runtime's parser); on cores with the DSP extension the pointwise conv uses `SMLAD` on
-/// `SXTB16`-unpacked weight pairs, elsewhere a portable loop with the same (exact) sums.
+/// runtime's parser). On Thumb-2 cores with the DSP extension (Cortex-M4/M7/M33 with gcc or
+/// clang) the two hot loops, the per-mode update and the pointwise conv, are inline assembly
+/// (one `LDM` per mode record, `SXTAB`, `MLA`, `SSAT`, `SMLAD`; `SXTB16`/`UXTB16` + `SMLAD`
+/// per weight pair); elsewhere portable C99 loops compute the same integers.
 const C_ENGINE: &str = r#"
 #if defined(__ARM_FEATURE_SIMD32) && !defined(S4Q_PORTABLE)
 #include <arm_acle.h>
@@ -385,6 +433,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -394,6 +458,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -420,20 +485,19 @@ S4Q_INLINE int32_t s4q_lin_code(const uint32_t *row, uint32_t h) {
 #endif
 }
 
+/* Abar from a compact record word (A << 8 | Bbar byte): the signed top 24 bits. */
+S4Q_INLINE int32_t s4q_a24(uint32_t w) {
+    const int32_t v = (int32_t)(w >> 8);
+    return v - ((v & 0x800000) << 1);
+}
+
 /* One complex mode (module doc of s4q_runtime::model, steps 3-4): the 32-bit state update of
- * the raw codes x[0..2] and the readout added to acc (on raw codes; CSUM corrects it). */
-S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w, int32_t sz,
+ * the raw codes x[0..2] and the readout cr q_re + cn q_im (cn = -C_im) added to acc (on raw
+ * codes; CSUM corrects it). */
+S4Q_INLINE int32_t s4q_mode(int32_t ar, int32_t ai, int32_t br, int32_t bi, int32_t cr,
+                            int32_t cn, int8_t *x, int32_t kk, int32_t w, int32_t sz,
                             int32_t lo, int32_t hi, int32_t acc) {
-    const int32_t xr = x[0] - sz, xi = x[1] - sz, ar = p->ar, ai = p->ai;
-#if MODE_COMPACT && S4Q_SIMD
-    const int32_t br = s4q_sxtb_ror(p->bc, 8), bi = s4q_sxtb_ror(p->bc, 24);
-    const uint32_t cw = __sxtb16(p->bc);
-#elif MODE_COMPACT
-    const int32_t br = s4q_sbyte(p->bc, 1), bi = s4q_sbyte(p->bc, 3);
-#else
-    const int32_t br = p->br, bi = p->bi;
-    const uint32_t cw = p->cw;
-#endif
+    const int32_t xr = x[0] - sz, xi = x[1] - sz;
     int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
     int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
 #if STATE_FULL_GRID && S4Q_SIMD
@@ -446,14 +510,211 @@ S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t 
 #endif
     x[0] = (int8_t)qr;
     x[1] = (int8_t)qi;
-#if S4Q_SIMD
-    return __smlad(cw, s4q_pkhbt(qr, qi), acc);
-#elif MODE_COMPACT
-    return acc + s4q_sbyte(p->bc, 0) * qr + s4q_sbyte(p->bc, 2) * qi;
-#else
-    return acc + s4q_lo16(cw) * qr + s4q_hi16(cw) * qi;
-#endif
+    return acc + cr * qr + cn * qi;
 }
+
+/* Every mode of one head: its records p[0..S4Q_RECORDS], its state codes x; returns the
+ * readout sum. */
+static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w,
+                                int32_t sz, int32_t lo, int32_t hi) {
+    int32_t acc = 0;
+    int n;
+    for (n = 0; n < S4Q_RECORDS; n++, p++) {
+#if MODE_COMPACT
+        acc = s4q_mode(s4q_a24(p->r0), s4q_a24(p->i0), s4q_sbyte(p->r0, 0), s4q_sbyte(p->i0, 0),
+                       s4q_sbyte(p->c, 0), s4q_sbyte(p->c, 2), x, kk, w, sz, lo, hi, acc);
+        acc = s4q_mode(s4q_a24(p->r1), s4q_a24(p->i1), s4q_sbyte(p->r1, 0), s4q_sbyte(p->i1, 0),
+                       s4q_sbyte(p->c, 1), s4q_sbyte(p->c, 3), x + 2, kk, w, sz, lo, hi, acc);
+        x += 4;
+#else
+        acc = s4q_mode(p->ar, p->ai, p->br, p->bi, s4q_lo16(p->cw), s4q_hi16(p->cw), x, kk, w,
+                       sz, lo, hi, acc);
+        x += 2;
+#endif
+    }
+    return acc;
+}
+
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+#define S4Q_ASM 1
+#define S4Q_STR_(x) #x
+#define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
+/* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
+ * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
+ * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
+ * state codes minus zx. Per mode: LDRH + 2 SXTAB (codes minus zx), 6 MLA/MLS (32-bit,
+ * wrapping as the C does; the export bound keeps the true sums inside i32), 2 SSAT #8 with
+ * the state shift (floor, then the full-grid clamp), 2 STRB, PKHBT + SMLAD (readout). */
+#define S4Q_ASM_STATE                                                                          \
+    "ldrh r12, [r1]\n\t"                                                                       \
+    "sxtab lr, r10, r12\n\t"                                                                   \
+    "sxtab r12, r10, r12, ror #8\n\t"
+#define S4Q_ASM_UPDATE                                                                         \
+    "mla r6, r6, r9, r3\n\t"                                                                   \
+    "mla r7, r7, r9, r3\n\t"                                                                   \
+    "mla r6, r4, lr, r6\n\t"                                                                   \
+    "mls r6, r5, r12, r6\n\t"                                                                  \
+    "mla r7, r4, r12, r7\n\t"                                                                  \
+    "mla r7, r5, lr, r7\n\t"                                                                   \
+    "ssat r6, #8, r6, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "ssat r7, #8, r7, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "strb r7, [r1, #1]\n\t"                                                                    \
+    "strb r6, [r1], #2\n\t"                                                                    \
+    "pkhbt r6, r6, r7, lsl #16\n\t"
+#if MODE_COMPACT
+/* A compact record's mode: r4/r5 = A << 8 | Bbar byte (SXTB, ASR #8), r8 the C bytes. */
+#define S4Q_ASM_MODE(LOAD, CPAIR)                                                              \
+    LOAD S4Q_ASM_STATE                                                                         \
+    "sxtb r6, r4\n\t"                                                                          \
+    "sxtb r7, r5\n\t"                                                                          \
+    "asr r4, r4, #8\n\t"                                                                       \
+    "asr r5, r5, #8\n\t"                                                                       \
+    S4Q_ASM_UPDATE CPAIR                                                                       \
+    "smlad r11, r7, r6, r11\n\t"
+#define S4Q_ASM_BODY                                                                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5, r8}\n\t", "sxtb16 r7, r8\n\t")                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5}\n\t", "sxtb16 r7, r8, ror #8\n\t")
+#else
+/* A full record's mode: r4-r8 = A_re, A_im, Bbar_re, Bbar_im, (C_re, -C_im). */
+#define S4Q_ASM_MODE                                                                           \
+    "ldmia r0!, {r4, r5, r6, r7, r8}\n\t" S4Q_ASM_STATE S4Q_ASM_UPDATE                         \
+    "smlad r11, r8, r6, r11\n\t"
+#if S4Q_MODES % 2 == 0
+#define S4Q_ASM_BODY S4Q_ASM_MODE S4Q_ASM_MODE
+#else
+#define S4Q_ASM_BODY S4Q_ASM_MODE
+#endif
+#endif
+/* (p, x, kk, w) in r0-r3; -zx = -(kk >> S) (exact: kk = 2^(S-1) + zx 2^S); returns the
+ * readout sum (as s4q_modes). */
+__attribute__((naked, noinline)) static int32_t s4q_modes_asm(S4Q_UNUSED const s4q_mode_t *p,
+                                                              S4Q_UNUSED int8_t *x,
+                                                              S4Q_UNUSED int32_t kk,
+                                                              S4Q_UNUSED int32_t w) {
+    __asm__ volatile(
+        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r9, r3\n\t"
+        "mov r3, r2\n\t"
+        "asr r10, r2, #" S4Q_STR(STATE_SHIFT) "\n\t"
+        "rsb r10, r10, #0\n\t"
+        "movw r2, #" S4Q_STR(S4Q_RECORDS) " * 20\n\t"
+        "add r2, r0\n\t"
+        "mov r11, #0\n"
+        "1:\n\t"
+        S4Q_ASM_BODY
+        "cmp r0, r2\n\t"
+        "bne 1b\n\t"
+        "mov r0, r11\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
+ * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
+ * sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) " / 2\n\t"
+        "ldmia r0!, {r4, r5}\n\t"
+        "ldmia r1!, {r6, r7}\n\t"
+        "ldmia r2!, {r8, r9, r10, r11}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r5\n\t"
+        "smlad r12, r3, r10, r12\n\t"
+        "sxtb16 r3, r5, ror #8\n\t"
+        "smlad r12, r3, r11, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        "sxtb16 r3, r7\n\t"
+        "smlad lr, r3, r10, lr\n\t"
+        "sxtb16 r3, r7, ror #8\n\t"
+        "smlad lr, r3, r11, lr\n\t"
+        ".endr\n\t"
+        ".if " S4Q_STR(LIN_WORDS) " % 2\n\t"
+        "ldr r4, [r0]\n\t"
+        "ldr r6, [r1]\n\t"
+        "ldmia r2, {r8, r9}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endif\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#endif
+#else
+#define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
+#endif
 
 void s4q_reset(s4q_state *st) {
     int k;
@@ -466,15 +727,16 @@ void s4q_reset(s4q_state *st) {
 }
 
 int s4q_advance(s4q_state *st, const int8_t *input) {
-    int h, n, i, j;
-    int32_t gsum = 0;
+    int h, i, j;
+    int32_t gsum = 0, xin[S4Q_D_INPUT];
     int16_t gc[S4Q_HEADS];
 #if S4Q_SIMD
     uint32_t gp[LIN_WORDS * LIN_CPW / 2];
 #endif
     if (st->t >= S4Q_MAX_STEPS) return -1;
+    for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (h = 0; h < S4Q_HEADS; h++) {
-        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx = 0;
+        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx;
         const int32_t sz = ST_Z[h];
         /* (v + 2^(S-1)) >> S, plus sz, in one constant: exact since sz 2^S is a multiple of
          * 2^S, and inside i32 by the export bound. */
@@ -484,21 +746,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
 #else
         const int32_t lo = ST_LO[h], hi = ST_HI[h];
 #endif
-        const s4q_mode_t *p = MODES + h * S4Q_MODES;
+        const s4q_mode_t *p = MODES + h * S4Q_RECORDS;
         int8_t *x = st->x + 2 * h * S4Q_MODES;
         int64_t yacc, qy;
-        for (i = 0; i < S4Q_D_INPUT; i++) {
-            int32_t xin = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
-            acc += xin * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
-        }
+        for (i = 0; i < S4Q_D_INPUT; i++)
+            acc += xin[i] * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-        for (n = 0; n + 1 < S4Q_MODES; n += 2, p += 2, x += 2 * 2) {
-            re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
-            re_cx = s4q_mode(p + 1, x + 2, kk, w, sz, lo, hi, re_cx);
-        }
-        if (S4Q_MODES & 1) re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+#if S4Q_ASM_MODES
+        (void)lo; (void)hi;
+        re_cx = s4q_modes_asm(p, x, kk, w);
+#else
+        re_cx = s4q_modes(p, x, kk, w, sz, lo, hi);
+#endif
         re_cx -= sz * CSUM[h];
         yacc = s4q_requant(re_cx, CYRQ_M[h], 0, CYRQ_SH(h))
              + s4q_requant(u, DYRQ_M[h], 0, DYRQ_SH(h));
@@ -512,6 +773,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
      * bytes (g0, g2), (g1, g3) (SXTB16, SXTB16 ror 8); per word of eight nibbles (g0, g4),
      * (g2, g6), (g1, g5), (g3, g7) (UXTB16 and UXTB16 ror 8 of the low, then the high
      * nibbles). */
+#if S4Q_HEADS % LIN_CPW == 0
+    for (i = 0; i < LIN_WORDS; i++) {
+        const int16_t *c = gc + LIN_CPW * i;
+#if LIN_NIB
+        gp[4 * i] = s4q_pkhbt(c[0], c[4]);
+        gp[4 * i + 1] = s4q_pkhbt(c[2], c[6]);
+        gp[4 * i + 2] = s4q_pkhbt(c[1], c[5]);
+        gp[4 * i + 3] = s4q_pkhbt(c[3], c[7]);
+#else
+        gp[2 * i] = s4q_pkhbt(c[0], c[2]);
+        gp[2 * i + 1] = s4q_pkhbt(c[1], c[3]);
+#endif
+    }
+#else
     for (i = 0; i < LIN_WORDS; i++) {
         static const uint8_t order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
         int32_t gw[LIN_CPW];
@@ -524,12 +799,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         }
     }
 #endif
+#endif
     for (j = 0; j < S4Q_HEADS; j++) {
         /* sum_h (g - zg)(W - zW) = sum_h (g - zg) W - zW sum_h (g - zg): exact in i32. */
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -562,7 +845,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;

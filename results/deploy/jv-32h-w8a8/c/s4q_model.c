@@ -44,7 +44,7 @@ static const int8_t ENC_W[384] = {
     64, 104, -29, -117, -128, 111, -114, -83, 76, -63, -9, 22, 127, 26, 55, -128, 
     22, -57, -50, -17, -128, -16, -46, 10, -125, -28, -128, -128, -60, 127, 19, 125, 
 };
-static const int32_t ENC_WZ[32] = {
+static const int8_t ENC_WZ[32] = {
     9, 4, -7, -19, 18, 43, -46, -19, 14, -9, -23, -20, 5, -16, -3, -13, 
     8, 8, 11, -42, 14, 8, 5, 5, -37, -27, -29, -6, -29, 9, -4, 28, 
 };
@@ -59,6 +59,7 @@ static const int64_t ENC_BIAS[32] = {
 };
 #define MODE_COMPACT 0
 typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;
+#define S4Q_RECORDS S4Q_MODES
 static const s4q_mode_t MODES[512] = {
     {4103464, 0, 245, -4, 0xffb10008u}, {4082092, 512933, 251, 8, 0xfffb0081u}, {3975231, 1047238, 234, 39, 0xfffdffeeu}, {3804253, 1538799, 232, 50, 0xfff7fffau}, {3590531, 2008988, 230, 57, 0xffaafff9u}, {3312692, 2436432, 236, 66, 0xfff4005cu}, {2970737, 2842504, 221, 98, 0x000dffdeu}, {2586037, 3205831, 209, 98, 0xff8c0002u}, {2158593, 3505042, 204, 106, 0xffe10021u}, {1688404, 3740136, 202, 134, 0x00510002u}, {1196844, 3932486, 194, 134, 0x001a0061u}, {705283, 4060720, 184, 146, 0x00250067u}, {170978, 4103464, 153, 156, 0xfff2ffaeu}, {-341955, 4103464, 156, 158, 0x00060098u}, {-854888, 4017975, 136, 177, 0x004affd7u}, {-1346449, 3868370, 131, 171, 0x001300adu}, 
     {4133469, 0, 255, 9, 0x00280080u}, {4117259, 372823, 255, 2, 0xffb8003fu}, {4068630, 761855, 238, 34, 0x006fffbdu}, {3971372, 1134678, 229, 45, 0x0025ffd9u}, {3857904, 1491291, 241, 29, 0xffe70044u}, {3712017, 1831694, 255, 54, 0x007f003bu}, {3517501, 2172097, 253, 58, 0x0037005du}, {3290565, 2496291, 241, 65, 0x00140055u}, {3047420, 2788065, 231, 103, 0x002effd5u}, {2788065, 3047420, 228, 115, 0x0077ffa7u}, {2496291, 3290565, 229, 103, 0x002e0026u}, {2172097, 3517501, 203, 98, 0xffc2003au}, {1847904, 3695808, 215, 118, 0x00270046u}, {1491291, 3857904, 175, 135, 0xffaeff83u}, {1134678, 3971372, 177, 144, 0x0010fff6u}, {761855, 4068630, 161, 147, 0xffdaffe6u}, 
@@ -93,7 +94,7 @@ static const s4q_mode_t MODES[512] = {
     {4179061, 0, 251, 0, 0xffee002cu}, {4179061, 98331, 250, 2, 0xffe2ffe9u}, {4179061, 196662, 250, 5, 0xffb90001u}, {4162672, 278604, 250, 8, 0xffda0029u}, {4162672, 376935, 250, 11, 0xfffdff62u}, {4146284, 475266, 250, 13, 0xffbbffd2u}, {4146284, 557208, 250, 18, 0x004e0022u}, {4129896, 655539, 249, 21, 0x00230019u}, {4113507, 753870, 248, 23, 0xffe7ffefu}, {4097119, 835812, 248, 26, 0x004dffd0u}, {4080730, 934143, 247, 29, 0x0018fff1u}, {4047953, 1032474, 247, 32, 0xffbbffeeu}, {4031565, 1114416, 247, 34, 0x00280006u}, {3998788, 1212747, 246, 36, 0xffa50059u}, {3966011, 1294690, 246, 40, 0xffe3ff5du}, {3949622, 1393020, 245, 41, 0x0019003du}, 
     {4178822, 0, 231, 9, 0xffd9001du}, {4178822, 98325, 249, -6, 0x006dffb8u}, {4178822, 196650, 249, 15, 0xffabffc9u}, {4162434, 278588, 232, 17, 0xffcd000eu}, {4162434, 376913, 234, 20, 0xff85003bu}, {4146046, 475239, 234, 23, 0xff890048u}, {4146046, 573564, 248, 21, 0xffa4ffb1u}, {4129659, 655501, 247, 23, 0xffa0ffbcu}, {4113271, 753827, 230, 31, 0x000a003eu}, {4096884, 852152, 228, 16, 0x0021ffe8u}, {4064109, 950477, 232, 35, 0xffe70040u}, {4047721, 1032415, 229, 25, 0x002d0007u}, {4031334, 1130740, 229, 24, 0x0001ffe1u}, {3998558, 1212678, 243, 36, 0xff6effd4u}, {3965784, 1311003, 241, 44, 0xffb90029u}, {3933008, 1392940, 237, 39, 0xffe7fff4u}, 
 };
-static const int32_t CSUM[32] = {
+static const int16_t CSUM[32] = {
     504, 640, 151, 427, 1089, -6, -1293, -1298, -251, -766, -498, -436, 876, 362, -892, -594, 
     926, 650, -1037, -783, 503, 368, -1308, 421, -53, 678, -499, -89, 498, 686, -351, -711, 
 };
@@ -116,7 +117,7 @@ static const int32_t DYRQ_M[32] = {
     518702671, 428700058, -667781865, -192822373, 665472250, -629978752, -171183630, 600133672, -516761458, 965256512, -806755138, -400722495, 657863552, 265149237, -590981098, -689788441, 
 };
 #define DYRQ_SH(c) 25u
-static const int32_t ST_Z[32] = {
+static const int8_t ST_Z[32] = {
     33, -11, -8, -42, -20, -56, 1, 13, 4, 19, -65, 16, -2, -22, -9, 4, 
     -30, -19, 33, -23, 0, -17, -34, -20, 18, -50, -1, 12, -56, -5, -29, 36, 
 };
@@ -175,7 +176,7 @@ static const uint32_t LIN_WT[512] = {
     0x1c956207u, 0x085e97a2u, 0x63820277u, 0x3b80b0e6u, 0x7f05680cu, 0x2f215da5u, 0x1c05a623u, 0x894a4b27u, 0x6bcd4a54u, 0xe4f1e658u, 0xd1efd715u, 0x427f5b28u, 0x8078237fu, 0x0beb3b25u, 0x5fc549e7u, 0xcbfb00e7u, 
     0x1e265b3fu, 0xa90ef37fu, 0xb480d4e0u, 0x3e6be0f2u, 0xc7170a4au, 0xd2a1215cu, 0x1c341f07u, 0xd2be2a10u, 0xf513d71du, 0xc2cedbc2u, 0xf3c59feeu, 0xbb7fd1c3u, 0xb2b680bbu, 0x9daedc1fu, 0xa6010a9fu, 0xbeb39fb4u, 
 };
-static const int32_t LIN_WZ[64] = {
+static const int8_t LIN_WZ[64] = {
     10, 22, 16, 0, -12, -2, -22, 2, 3, -59, 24, -32, -32, 5, -14, 9, 
     -15, -18, 7, -5, 17, -2, 9, 2, -2, 6, -16, 15, -11, 15, -6, 8, 
     -27, -19, -22, -17, -35, 15, -4, -14, 0, 39, -17, 9, 22, -27, 8, -37, 
@@ -195,6 +196,7 @@ static const int64_t LIN_BIAS[64] = {
     INT64_C(1563528265728), INT64_C(1115638988800), INT64_C(907985092608), INT64_C(643672375296), INT64_C(864355745792), INT64_C(-347359248384), INT64_C(-32031318016), INT64_C(1084537765888), INT64_C(-543932121088), INT64_C(490607869952), INT64_C(-266782916608), INT64_C(838946258944), INT64_C(1195033886720), INT64_C(574052171776), INT64_C(-736016269312), INT64_C(1073180311552), 
     INT64_C(1410044133376), INT64_C(1037059227648), INT64_C(1078679371776), INT64_C(458273062912), INT64_C(1085469622272), INT64_C(1918169382912), INT64_C(1566712004608), INT64_C(1700254711808), INT64_C(-136317583360), INT64_C(481436172288), INT64_C(1206836527104), INT64_C(1343205277696), INT64_C(402715901952), INT64_C(826183581696), INT64_C(1479500496896), INT64_C(1635724165120), 
 };
+#define SIGMOID_U32 1
 static const int32_t SIGMOID[1025] = {
     536870912, 541065131, 545258837, 549451521, 553642669, 557831772, 562018320, 566201806, 570381721, 574557563, 578728826, 582895012, 587055621, 591210157, 595358128, 599499045, 
     603632421, 607757774, 611874625, 615982500, 620080927, 624169441, 628247581, 632314889, 636370916, 640415214, 644447344, 648466869, 652473360, 656466395, 660445556, 664410432, 
@@ -282,7 +284,7 @@ static const int8_t DEC_W[288] = {
     -55, -21, 106, 36, -84, 20, -47, 7, -118, 63, 94, -107, 0, 100, 7, -25, 
     -65, -125, -18, -67, 45, 105, 92, -75, -93, 11, -84, 98, 65, 90, 93, 38, 
 };
-static const int32_t DEC_WZ[9] = {
+static const int8_t DEC_WZ[9] = {
     28, -18, 10, -15, 21, 0, 2, -1, 3, 
 };
 static const int32_t DEC_M[9] = {
@@ -292,7 +294,7 @@ static const int32_t DEC_M[9] = {
 static const int64_t DEC_BIAS[9] = {
     INT64_C(583191693027472), INT64_C(-1560989204948908), INT64_C(-782350238636585), INT64_C(-420583619591217), INT64_C(-1450465923107878), INT64_C(-1050231822966753), INT64_C(749496989926670), INT64_C(1019429815870029), INT64_C(1433173042188917), 
 };
-static const int32_t L_Z[9] = {
+static const int8_t L_Z[9] = {
     -12, -12, -12, -12, -12, -12, -12, -12, -12, 
 };
 
@@ -373,6 +375,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -382,6 +400,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -408,20 +427,19 @@ S4Q_INLINE int32_t s4q_lin_code(const uint32_t *row, uint32_t h) {
 #endif
 }
 
+/* Abar from a compact record word (A << 8 | Bbar byte): the signed top 24 bits. */
+S4Q_INLINE int32_t s4q_a24(uint32_t w) {
+    const int32_t v = (int32_t)(w >> 8);
+    return v - ((v & 0x800000) << 1);
+}
+
 /* One complex mode (module doc of s4q_runtime::model, steps 3-4): the 32-bit state update of
- * the raw codes x[0..2] and the readout added to acc (on raw codes; CSUM corrects it). */
-S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w, int32_t sz,
+ * the raw codes x[0..2] and the readout cr q_re + cn q_im (cn = -C_im) added to acc (on raw
+ * codes; CSUM corrects it). */
+S4Q_INLINE int32_t s4q_mode(int32_t ar, int32_t ai, int32_t br, int32_t bi, int32_t cr,
+                            int32_t cn, int8_t *x, int32_t kk, int32_t w, int32_t sz,
                             int32_t lo, int32_t hi, int32_t acc) {
-    const int32_t xr = x[0] - sz, xi = x[1] - sz, ar = p->ar, ai = p->ai;
-#if MODE_COMPACT && S4Q_SIMD
-    const int32_t br = s4q_sxtb_ror(p->bc, 8), bi = s4q_sxtb_ror(p->bc, 24);
-    const uint32_t cw = __sxtb16(p->bc);
-#elif MODE_COMPACT
-    const int32_t br = s4q_sbyte(p->bc, 1), bi = s4q_sbyte(p->bc, 3);
-#else
-    const int32_t br = p->br, bi = p->bi;
-    const uint32_t cw = p->cw;
-#endif
+    const int32_t xr = x[0] - sz, xi = x[1] - sz;
     int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
     int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
 #if STATE_FULL_GRID && S4Q_SIMD
@@ -434,14 +452,211 @@ S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t 
 #endif
     x[0] = (int8_t)qr;
     x[1] = (int8_t)qi;
-#if S4Q_SIMD
-    return __smlad(cw, s4q_pkhbt(qr, qi), acc);
-#elif MODE_COMPACT
-    return acc + s4q_sbyte(p->bc, 0) * qr + s4q_sbyte(p->bc, 2) * qi;
-#else
-    return acc + s4q_lo16(cw) * qr + s4q_hi16(cw) * qi;
-#endif
+    return acc + cr * qr + cn * qi;
 }
+
+/* Every mode of one head: its records p[0..S4Q_RECORDS], its state codes x; returns the
+ * readout sum. */
+static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w,
+                                int32_t sz, int32_t lo, int32_t hi) {
+    int32_t acc = 0;
+    int n;
+    for (n = 0; n < S4Q_RECORDS; n++, p++) {
+#if MODE_COMPACT
+        acc = s4q_mode(s4q_a24(p->r0), s4q_a24(p->i0), s4q_sbyte(p->r0, 0), s4q_sbyte(p->i0, 0),
+                       s4q_sbyte(p->c, 0), s4q_sbyte(p->c, 2), x, kk, w, sz, lo, hi, acc);
+        acc = s4q_mode(s4q_a24(p->r1), s4q_a24(p->i1), s4q_sbyte(p->r1, 0), s4q_sbyte(p->i1, 0),
+                       s4q_sbyte(p->c, 1), s4q_sbyte(p->c, 3), x + 2, kk, w, sz, lo, hi, acc);
+        x += 4;
+#else
+        acc = s4q_mode(p->ar, p->ai, p->br, p->bi, s4q_lo16(p->cw), s4q_hi16(p->cw), x, kk, w,
+                       sz, lo, hi, acc);
+        x += 2;
+#endif
+    }
+    return acc;
+}
+
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+#define S4Q_ASM 1
+#define S4Q_STR_(x) #x
+#define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
+/* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
+ * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
+ * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
+ * state codes minus zx. Per mode: LDRH + 2 SXTAB (codes minus zx), 6 MLA/MLS (32-bit,
+ * wrapping as the C does; the export bound keeps the true sums inside i32), 2 SSAT #8 with
+ * the state shift (floor, then the full-grid clamp), 2 STRB, PKHBT + SMLAD (readout). */
+#define S4Q_ASM_STATE                                                                          \
+    "ldrh r12, [r1]\n\t"                                                                       \
+    "sxtab lr, r10, r12\n\t"                                                                   \
+    "sxtab r12, r10, r12, ror #8\n\t"
+#define S4Q_ASM_UPDATE                                                                         \
+    "mla r6, r6, r9, r3\n\t"                                                                   \
+    "mla r7, r7, r9, r3\n\t"                                                                   \
+    "mla r6, r4, lr, r6\n\t"                                                                   \
+    "mls r6, r5, r12, r6\n\t"                                                                  \
+    "mla r7, r4, r12, r7\n\t"                                                                  \
+    "mla r7, r5, lr, r7\n\t"                                                                   \
+    "ssat r6, #8, r6, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "ssat r7, #8, r7, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "strb r7, [r1, #1]\n\t"                                                                    \
+    "strb r6, [r1], #2\n\t"                                                                    \
+    "pkhbt r6, r6, r7, lsl #16\n\t"
+#if MODE_COMPACT
+/* A compact record's mode: r4/r5 = A << 8 | Bbar byte (SXTB, ASR #8), r8 the C bytes. */
+#define S4Q_ASM_MODE(LOAD, CPAIR)                                                              \
+    LOAD S4Q_ASM_STATE                                                                         \
+    "sxtb r6, r4\n\t"                                                                          \
+    "sxtb r7, r5\n\t"                                                                          \
+    "asr r4, r4, #8\n\t"                                                                       \
+    "asr r5, r5, #8\n\t"                                                                       \
+    S4Q_ASM_UPDATE CPAIR                                                                       \
+    "smlad r11, r7, r6, r11\n\t"
+#define S4Q_ASM_BODY                                                                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5, r8}\n\t", "sxtb16 r7, r8\n\t")                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5}\n\t", "sxtb16 r7, r8, ror #8\n\t")
+#else
+/* A full record's mode: r4-r8 = A_re, A_im, Bbar_re, Bbar_im, (C_re, -C_im). */
+#define S4Q_ASM_MODE                                                                           \
+    "ldmia r0!, {r4, r5, r6, r7, r8}\n\t" S4Q_ASM_STATE S4Q_ASM_UPDATE                         \
+    "smlad r11, r8, r6, r11\n\t"
+#if S4Q_MODES % 2 == 0
+#define S4Q_ASM_BODY S4Q_ASM_MODE S4Q_ASM_MODE
+#else
+#define S4Q_ASM_BODY S4Q_ASM_MODE
+#endif
+#endif
+/* (p, x, kk, w) in r0-r3; -zx = -(kk >> S) (exact: kk = 2^(S-1) + zx 2^S); returns the
+ * readout sum (as s4q_modes). */
+__attribute__((naked, noinline)) static int32_t s4q_modes_asm(S4Q_UNUSED const s4q_mode_t *p,
+                                                              S4Q_UNUSED int8_t *x,
+                                                              S4Q_UNUSED int32_t kk,
+                                                              S4Q_UNUSED int32_t w) {
+    __asm__ volatile(
+        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r9, r3\n\t"
+        "mov r3, r2\n\t"
+        "asr r10, r2, #" S4Q_STR(STATE_SHIFT) "\n\t"
+        "rsb r10, r10, #0\n\t"
+        "movw r2, #" S4Q_STR(S4Q_RECORDS) " * 20\n\t"
+        "add r2, r0\n\t"
+        "mov r11, #0\n"
+        "1:\n\t"
+        S4Q_ASM_BODY
+        "cmp r0, r2\n\t"
+        "bne 1b\n\t"
+        "mov r0, r11\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
+ * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
+ * sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) " / 2\n\t"
+        "ldmia r0!, {r4, r5}\n\t"
+        "ldmia r1!, {r6, r7}\n\t"
+        "ldmia r2!, {r8, r9, r10, r11}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r5\n\t"
+        "smlad r12, r3, r10, r12\n\t"
+        "sxtb16 r3, r5, ror #8\n\t"
+        "smlad r12, r3, r11, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        "sxtb16 r3, r7\n\t"
+        "smlad lr, r3, r10, lr\n\t"
+        "sxtb16 r3, r7, ror #8\n\t"
+        "smlad lr, r3, r11, lr\n\t"
+        ".endr\n\t"
+        ".if " S4Q_STR(LIN_WORDS) " % 2\n\t"
+        "ldr r4, [r0]\n\t"
+        "ldr r6, [r1]\n\t"
+        "ldmia r2, {r8, r9}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endif\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#endif
+#else
+#define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
+#endif
 
 void s4q_reset(s4q_state *st) {
     int k;
@@ -454,15 +669,16 @@ void s4q_reset(s4q_state *st) {
 }
 
 int s4q_advance(s4q_state *st, const int8_t *input) {
-    int h, n, i, j;
-    int32_t gsum = 0;
+    int h, i, j;
+    int32_t gsum = 0, xin[S4Q_D_INPUT];
     int16_t gc[S4Q_HEADS];
 #if S4Q_SIMD
     uint32_t gp[LIN_WORDS * LIN_CPW / 2];
 #endif
     if (st->t >= S4Q_MAX_STEPS) return -1;
+    for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (h = 0; h < S4Q_HEADS; h++) {
-        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx = 0;
+        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx;
         const int32_t sz = ST_Z[h];
         /* (v + 2^(S-1)) >> S, plus sz, in one constant: exact since sz 2^S is a multiple of
          * 2^S, and inside i32 by the export bound. */
@@ -472,21 +688,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
 #else
         const int32_t lo = ST_LO[h], hi = ST_HI[h];
 #endif
-        const s4q_mode_t *p = MODES + h * S4Q_MODES;
+        const s4q_mode_t *p = MODES + h * S4Q_RECORDS;
         int8_t *x = st->x + 2 * h * S4Q_MODES;
         int64_t yacc, qy;
-        for (i = 0; i < S4Q_D_INPUT; i++) {
-            int32_t xin = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
-            acc += xin * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
-        }
+        for (i = 0; i < S4Q_D_INPUT; i++)
+            acc += xin[i] * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-        for (n = 0; n + 1 < S4Q_MODES; n += 2, p += 2, x += 2 * 2) {
-            re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
-            re_cx = s4q_mode(p + 1, x + 2, kk, w, sz, lo, hi, re_cx);
-        }
-        if (S4Q_MODES & 1) re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+#if S4Q_ASM_MODES
+        (void)lo; (void)hi;
+        re_cx = s4q_modes_asm(p, x, kk, w);
+#else
+        re_cx = s4q_modes(p, x, kk, w, sz, lo, hi);
+#endif
         re_cx -= sz * CSUM[h];
         yacc = s4q_requant(re_cx, CYRQ_M[h], 0, CYRQ_SH(h))
              + s4q_requant(u, DYRQ_M[h], 0, DYRQ_SH(h));
@@ -500,6 +715,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
      * bytes (g0, g2), (g1, g3) (SXTB16, SXTB16 ror 8); per word of eight nibbles (g0, g4),
      * (g2, g6), (g1, g5), (g3, g7) (UXTB16 and UXTB16 ror 8 of the low, then the high
      * nibbles). */
+#if S4Q_HEADS % LIN_CPW == 0
+    for (i = 0; i < LIN_WORDS; i++) {
+        const int16_t *c = gc + LIN_CPW * i;
+#if LIN_NIB
+        gp[4 * i] = s4q_pkhbt(c[0], c[4]);
+        gp[4 * i + 1] = s4q_pkhbt(c[2], c[6]);
+        gp[4 * i + 2] = s4q_pkhbt(c[1], c[5]);
+        gp[4 * i + 3] = s4q_pkhbt(c[3], c[7]);
+#else
+        gp[2 * i] = s4q_pkhbt(c[0], c[2]);
+        gp[2 * i + 1] = s4q_pkhbt(c[1], c[3]);
+#endif
+    }
+#else
     for (i = 0; i < LIN_WORDS; i++) {
         static const uint8_t order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
         int32_t gw[LIN_CPW];
@@ -512,12 +741,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         }
     }
 #endif
+#endif
     for (j = 0; j < S4Q_HEADS; j++) {
         /* sum_h (g - zg)(W - zW) = sum_h (g - zg) W - zW sum_h (g - zg): exact in i32. */
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -550,7 +787,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;

@@ -21,7 +21,7 @@
 static const int8_t ENC_W[16] = {
     127, -128, -128, -128, 127, -128, -128, 127, 127, 127, -128, 127, -128, -128, -128, -128, 
 };
-static const int32_t ENC_WZ[16] = {
+static const int8_t ENC_WZ[16] = {
     -128, 127, 127, 127, -128, 127, 127, -128, -128, -128, 127, -128, 127, 127, 127, 127, 
 };
 static const int32_t ENC_M[16] = {
@@ -33,6 +33,7 @@ static const int64_t ENC_BIAS[16] = {
 };
 #define MODE_COMPACT 0
 typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;
+#define S4Q_RECORDS S4Q_MODES
 static const s4q_mode_t MODES[512] = {
     {4125606, 0, 222, -33, 0xffe6000bu}, {4093375, 515701, 222, -33, 0x00110022u}, {4028912, 966939, -33, -33, 0xfffe0030u}, {3835525, 1547102, 222, 222, 0x0004ff6au}, {3674368, 1933878, 222, 222, 0x0042ff9au}, {3352055, 2417348, 222, 222, 0xffbd0069u}, {3094205, 2804123, 222, -33, 0xffd4ffe6u}, {2707429, 3126436, 222, -33, 0xffb8ffdbu}, {2385116, 3416518, 222, -33, 0xffcbff81u}, {1933878, 3642137, 222, 222, 0xfff80058u}, {1450408, 3867756, -33, 222, 0x000dffe6u}, {934708, 3996681, -33, 222, 0xfff7fff2u}, {419007, 4125606, 222, -33, 0xffc80041u}, {-32231, 4125606, 222, 222, 0x0025002bu}, {-580163, 4093375, 222, 222, 0xfffdffa9u}, {-1063633, 3996681, 222, 222, 0xffbdffccu}, 
     {-1547102, 3835525, 222, 222, 0xffd90053u}, {-1966109, 3609906, -33, 222, 0x0039000bu}, {-2417348, 3352055, -33, 222, 0x00060029u}, {-2804123, 2997511, 222, 222, 0x0001003au}, {-3126436, 2642967, -33, -33, 0x0000fffdu}, {-3416518, 2288422, -33, 222, 0x000bffecu}, {-3674368, 1804953, -33, 222, 0x0010ffc6u}, {-3867756, 1353715, -33, -33, 0xfff60005u}, {-4028912, 902476, 222, -33, 0x0015000eu}, {-4093375, 386776, -33, 222, 0xffdaffd0u}, {-4093375, -96694, -33, -33, 0xfff8fffbu}, {-4061144, -612395, -33, 222, 0xfff1004bu}, {-3964450, -1128096, -33, -33, 0xffe2fff2u}, {-3803294, -1579334, -33, 222, 0x000a003au}, {-3577674, -2030572, -33, -33, 0x00000034u}, {-3319824, -2481810, -33, -33, 0xfff30043u}, 
@@ -67,7 +68,7 @@ static const s4q_mode_t MODES[512] = {
     {4100615, 0, 231, 0, 0x00000013u}, {4100615, 484325, 231, 231, 0x000bffa5u}, {4036038, 936361, 231, 231, 0xffe40060u}, {3874597, 1420686, 231, -24, 0x0029ffecu}, {3713156, 1840434, 231, -24, 0xffa20067u}, {3454849, 2260182, 231, 231, 0x00050023u}, {3164254, 2615353, -24, 231, 0x002d0029u}, {2873660, 2938236, -24, 231, 0x005b0039u}, {2486200, 3261119, 231, 231, 0xffe40099u}, {2098740, 3551714, 231, 231, 0x0022fffcu}, {1678992, 3713156, -24, 231, 0x00040044u}, {1194667, 3939174, -24, -24, 0xfffe0031u}, {774919, 4068327, -24, 231, 0x004a006cu}, {290595, 4100615, 231, -24, 0x001affe5u}, {-193730, 4132904, -24, 231, 0x0028002fu}, {-645766, 4036038, -24, 231, 0x001a0030u}, 
     {-1130091, 3971462, 231, 231, 0x00100028u}, {-1549839, 3810020, -24, -24, 0x0033000fu}, {-2034164, 3616290, 231, 231, 0x00210038u}, {-2389335, 3357984, -24, 231, 0xfffbffebu}, {-2776794, 3067389, -24, 231, 0x001300a4u}, {-3099678, 2712218, -24, 231, 0xffe1fffau}, {-3390272, 2357046, -24, 231, 0x0019003eu}, {-3648579, 1905010, -24, -24, 0x001c0016u}, {-3842309, 1517550, -24, 231, 0x00150055u}, {-3971462, 1065514, -24, 231, 0x0051ffeau}, {-4068327, 581190, -24, -24, 0x000b0005u}, {-4100615, 129153, -24, -24, 0x001d0045u}, {-4100615, -355171, -24, -24, 0x00030005u}, {-4036038, -807208, -24, 231, 0xffdf0015u}, {-3906885, -1291532, -24, 231, 0x0003fff1u}, {-3745444, -1678992, -24, 231, 0xfffb000bu}, 
 };
-static const int32_t CSUM[16] = {
+static const int16_t CSUM[16] = {
     -212, -120, -367, -1013, 157, -807, -336, 120, 222, -197, 153, -439, -283, 308, -140, 1664, 
 };
 static const int32_t BURQ_M[16] = {
@@ -85,7 +86,7 @@ static const int32_t DYRQ_M[16] = {
     -466742368, -674904291, -7483934, -652849491, -76221254, 712615521, 462297458, 52989208, 611641827, 1045655096, 1374328692, 318801266, -179558518, -323327685, -204700798, 59287929, 
 };
 #define DYRQ_SH(c) 27u
-static const int32_t ST_Z[16] = {
+static const int8_t ST_Z[16] = {
     -27, 26, 56, 39, -21, 52, 25, -22, -36, -79, 29, -11, -52, -1, 38, 4, 
 };
 static const int8_t GELU[256] = {
@@ -119,7 +120,7 @@ static const uint32_t LIN_WT[128] = {
     0x7fda2be7u, 0xe70bfee4u, 0x03950980u, 0xb31c15d4u, 0xf57dc225u, 0xe82225eau, 0x237f8037u, 0x6909ea04u, 0xbd33dff1u, 0x01efd103u, 0xdaed06ceu, 0x7fda803cu, 0xa02ad8beu, 0xcce3ed02u, 0xd95123a8u, 0xee94803au, 
     0xaff1a6c4u, 0x03ffba7fu, 0xd9fdd280u, 0x16c2add2u, 0x17e48061u, 0x28d67f23u, 0x2e80130au, 0xb313f6c7u, 0x7fb528adu, 0xc9fe80c3u, 0x47bdcc85u, 0xce15d5b8u, 0xe080b514u, 0xf4bb7fecu, 0xccc5cdceu, 0xa3cd38beu, 
 };
-static const int32_t LIN_WZ[32] = {
+static const int8_t LIN_WZ[32] = {
     15, 8, -24, -25, 15, 49, -5, -56, -26, 5, -36, -4, -23, 10, -15, 22, 
     23, -12, -63, 31, -34, -33, -15, 59, -24, 17, -3, -38, -46, 19, -52, -36, 
 };
@@ -133,6 +134,7 @@ static const int64_t LIN_BIAS[32] = {
     INT64_C(182917381121), INT64_C(11687417158), INT64_C(8866047906), INT64_C(-74208368007), INT64_C(43978537884), INT64_C(-30161659388), INT64_C(27818081310), INT64_C(171169334784), INT64_C(345683128143), INT64_C(-306749101338), INT64_C(265854285344), INT64_C(-19460508473), INT64_C(31912561840), INT64_C(19328665475), INT64_C(173984355820), INT64_C(133850832368), 
     INT64_C(273491394560), INT64_C(-66692952064), INT64_C(-159873581056), INT64_C(639111593984), INT64_C(231865499648), INT64_C(-354100150272), INT64_C(-1091010363392), INT64_C(794053902336), INT64_C(495600697344), INT64_C(634296270848), INT64_C(764143534080), INT64_C(270348943360), INT64_C(450773811200), INT64_C(-1018036224000), INT64_C(1048840699904), INT64_C(-811876024320), 
 };
+#define SIGMOID_U32 1
 static const int32_t SIGMOID[1025] = {
     536870912, 541065131, 545258837, 549451521, 553642669, 557831772, 562018320, 566201806, 570381721, 574557563, 578728826, 582895012, 587055621, 591210157, 595358128, 599499045, 
     603632421, 607757774, 611874625, 615982500, 620080927, 624169441, 628247581, 632314889, 636370916, 640415214, 644447344, 648466869, 652473360, 656466395, 660445556, 664410432, 
@@ -212,7 +214,7 @@ static const int8_t DEC_W[160] = {
     18, 73, 12, 127, -71, -8, 30, 81, 23, -23, -27, -96, -95, -34, -128, 101, 
     61, 123, -82, 45, 19, 74, 58, -108, 17, -50, -128, 75, 1, 124, 32, 10, 
 };
-static const int32_t DEC_WZ[10] = {
+static const int8_t DEC_WZ[10] = {
     34, -24, -39, -20, -13, 64, 9, 1, 27, -1, 
 };
 static const int32_t DEC_M[10] = {
@@ -222,7 +224,7 @@ static const int32_t DEC_M[10] = {
 static const int64_t DEC_BIAS[10] = {
     INT64_C(-153230754438129), INT64_C(132060946581973), INT64_C(-46130791400756), INT64_C(-18461133950233), INT64_C(197496918321688), INT64_C(6683679831518), INT64_C(-19609165788611), INT64_C(-85959164609791), INT64_C(-18288205017269), INT64_C(-166323555102605), 
 };
-static const int32_t L_Z[10] = {
+static const int8_t L_Z[10] = {
     -6, -6, -6, -6, -6, -6, -6, -6, -6, -6, 
 };
 
@@ -303,6 +305,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -312,6 +330,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -338,20 +357,19 @@ S4Q_INLINE int32_t s4q_lin_code(const uint32_t *row, uint32_t h) {
 #endif
 }
 
+/* Abar from a compact record word (A << 8 | Bbar byte): the signed top 24 bits. */
+S4Q_INLINE int32_t s4q_a24(uint32_t w) {
+    const int32_t v = (int32_t)(w >> 8);
+    return v - ((v & 0x800000) << 1);
+}
+
 /* One complex mode (module doc of s4q_runtime::model, steps 3-4): the 32-bit state update of
- * the raw codes x[0..2] and the readout added to acc (on raw codes; CSUM corrects it). */
-S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w, int32_t sz,
+ * the raw codes x[0..2] and the readout cr q_re + cn q_im (cn = -C_im) added to acc (on raw
+ * codes; CSUM corrects it). */
+S4Q_INLINE int32_t s4q_mode(int32_t ar, int32_t ai, int32_t br, int32_t bi, int32_t cr,
+                            int32_t cn, int8_t *x, int32_t kk, int32_t w, int32_t sz,
                             int32_t lo, int32_t hi, int32_t acc) {
-    const int32_t xr = x[0] - sz, xi = x[1] - sz, ar = p->ar, ai = p->ai;
-#if MODE_COMPACT && S4Q_SIMD
-    const int32_t br = s4q_sxtb_ror(p->bc, 8), bi = s4q_sxtb_ror(p->bc, 24);
-    const uint32_t cw = __sxtb16(p->bc);
-#elif MODE_COMPACT
-    const int32_t br = s4q_sbyte(p->bc, 1), bi = s4q_sbyte(p->bc, 3);
-#else
-    const int32_t br = p->br, bi = p->bi;
-    const uint32_t cw = p->cw;
-#endif
+    const int32_t xr = x[0] - sz, xi = x[1] - sz;
     int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
     int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
 #if STATE_FULL_GRID && S4Q_SIMD
@@ -364,14 +382,211 @@ S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t 
 #endif
     x[0] = (int8_t)qr;
     x[1] = (int8_t)qi;
-#if S4Q_SIMD
-    return __smlad(cw, s4q_pkhbt(qr, qi), acc);
-#elif MODE_COMPACT
-    return acc + s4q_sbyte(p->bc, 0) * qr + s4q_sbyte(p->bc, 2) * qi;
-#else
-    return acc + s4q_lo16(cw) * qr + s4q_hi16(cw) * qi;
-#endif
+    return acc + cr * qr + cn * qi;
 }
+
+/* Every mode of one head: its records p[0..S4Q_RECORDS], its state codes x; returns the
+ * readout sum. */
+static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w,
+                                int32_t sz, int32_t lo, int32_t hi) {
+    int32_t acc = 0;
+    int n;
+    for (n = 0; n < S4Q_RECORDS; n++, p++) {
+#if MODE_COMPACT
+        acc = s4q_mode(s4q_a24(p->r0), s4q_a24(p->i0), s4q_sbyte(p->r0, 0), s4q_sbyte(p->i0, 0),
+                       s4q_sbyte(p->c, 0), s4q_sbyte(p->c, 2), x, kk, w, sz, lo, hi, acc);
+        acc = s4q_mode(s4q_a24(p->r1), s4q_a24(p->i1), s4q_sbyte(p->r1, 0), s4q_sbyte(p->i1, 0),
+                       s4q_sbyte(p->c, 1), s4q_sbyte(p->c, 3), x + 2, kk, w, sz, lo, hi, acc);
+        x += 4;
+#else
+        acc = s4q_mode(p->ar, p->ai, p->br, p->bi, s4q_lo16(p->cw), s4q_hi16(p->cw), x, kk, w,
+                       sz, lo, hi, acc);
+        x += 2;
+#endif
+    }
+    return acc;
+}
+
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+#define S4Q_ASM 1
+#define S4Q_STR_(x) #x
+#define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
+/* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
+ * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
+ * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
+ * state codes minus zx. Per mode: LDRH + 2 SXTAB (codes minus zx), 6 MLA/MLS (32-bit,
+ * wrapping as the C does; the export bound keeps the true sums inside i32), 2 SSAT #8 with
+ * the state shift (floor, then the full-grid clamp), 2 STRB, PKHBT + SMLAD (readout). */
+#define S4Q_ASM_STATE                                                                          \
+    "ldrh r12, [r1]\n\t"                                                                       \
+    "sxtab lr, r10, r12\n\t"                                                                   \
+    "sxtab r12, r10, r12, ror #8\n\t"
+#define S4Q_ASM_UPDATE                                                                         \
+    "mla r6, r6, r9, r3\n\t"                                                                   \
+    "mla r7, r7, r9, r3\n\t"                                                                   \
+    "mla r6, r4, lr, r6\n\t"                                                                   \
+    "mls r6, r5, r12, r6\n\t"                                                                  \
+    "mla r7, r4, r12, r7\n\t"                                                                  \
+    "mla r7, r5, lr, r7\n\t"                                                                   \
+    "ssat r6, #8, r6, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "ssat r7, #8, r7, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "strb r7, [r1, #1]\n\t"                                                                    \
+    "strb r6, [r1], #2\n\t"                                                                    \
+    "pkhbt r6, r6, r7, lsl #16\n\t"
+#if MODE_COMPACT
+/* A compact record's mode: r4/r5 = A << 8 | Bbar byte (SXTB, ASR #8), r8 the C bytes. */
+#define S4Q_ASM_MODE(LOAD, CPAIR)                                                              \
+    LOAD S4Q_ASM_STATE                                                                         \
+    "sxtb r6, r4\n\t"                                                                          \
+    "sxtb r7, r5\n\t"                                                                          \
+    "asr r4, r4, #8\n\t"                                                                       \
+    "asr r5, r5, #8\n\t"                                                                       \
+    S4Q_ASM_UPDATE CPAIR                                                                       \
+    "smlad r11, r7, r6, r11\n\t"
+#define S4Q_ASM_BODY                                                                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5, r8}\n\t", "sxtb16 r7, r8\n\t")                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5}\n\t", "sxtb16 r7, r8, ror #8\n\t")
+#else
+/* A full record's mode: r4-r8 = A_re, A_im, Bbar_re, Bbar_im, (C_re, -C_im). */
+#define S4Q_ASM_MODE                                                                           \
+    "ldmia r0!, {r4, r5, r6, r7, r8}\n\t" S4Q_ASM_STATE S4Q_ASM_UPDATE                         \
+    "smlad r11, r8, r6, r11\n\t"
+#if S4Q_MODES % 2 == 0
+#define S4Q_ASM_BODY S4Q_ASM_MODE S4Q_ASM_MODE
+#else
+#define S4Q_ASM_BODY S4Q_ASM_MODE
+#endif
+#endif
+/* (p, x, kk, w) in r0-r3; -zx = -(kk >> S) (exact: kk = 2^(S-1) + zx 2^S); returns the
+ * readout sum (as s4q_modes). */
+__attribute__((naked, noinline)) static int32_t s4q_modes_asm(S4Q_UNUSED const s4q_mode_t *p,
+                                                              S4Q_UNUSED int8_t *x,
+                                                              S4Q_UNUSED int32_t kk,
+                                                              S4Q_UNUSED int32_t w) {
+    __asm__ volatile(
+        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r9, r3\n\t"
+        "mov r3, r2\n\t"
+        "asr r10, r2, #" S4Q_STR(STATE_SHIFT) "\n\t"
+        "rsb r10, r10, #0\n\t"
+        "movw r2, #" S4Q_STR(S4Q_RECORDS) " * 20\n\t"
+        "add r2, r0\n\t"
+        "mov r11, #0\n"
+        "1:\n\t"
+        S4Q_ASM_BODY
+        "cmp r0, r2\n\t"
+        "bne 1b\n\t"
+        "mov r0, r11\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
+ * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
+ * sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) " / 2\n\t"
+        "ldmia r0!, {r4, r5}\n\t"
+        "ldmia r1!, {r6, r7}\n\t"
+        "ldmia r2!, {r8, r9, r10, r11}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r5\n\t"
+        "smlad r12, r3, r10, r12\n\t"
+        "sxtb16 r3, r5, ror #8\n\t"
+        "smlad r12, r3, r11, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        "sxtb16 r3, r7\n\t"
+        "smlad lr, r3, r10, lr\n\t"
+        "sxtb16 r3, r7, ror #8\n\t"
+        "smlad lr, r3, r11, lr\n\t"
+        ".endr\n\t"
+        ".if " S4Q_STR(LIN_WORDS) " % 2\n\t"
+        "ldr r4, [r0]\n\t"
+        "ldr r6, [r1]\n\t"
+        "ldmia r2, {r8, r9}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endif\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#endif
+#else
+#define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
+#endif
 
 void s4q_reset(s4q_state *st) {
     int k;
@@ -384,15 +599,16 @@ void s4q_reset(s4q_state *st) {
 }
 
 int s4q_advance(s4q_state *st, const int8_t *input) {
-    int h, n, i, j;
-    int32_t gsum = 0;
+    int h, i, j;
+    int32_t gsum = 0, xin[S4Q_D_INPUT];
     int16_t gc[S4Q_HEADS];
 #if S4Q_SIMD
     uint32_t gp[LIN_WORDS * LIN_CPW / 2];
 #endif
     if (st->t >= S4Q_MAX_STEPS) return -1;
+    for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (h = 0; h < S4Q_HEADS; h++) {
-        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx = 0;
+        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx;
         const int32_t sz = ST_Z[h];
         /* (v + 2^(S-1)) >> S, plus sz, in one constant: exact since sz 2^S is a multiple of
          * 2^S, and inside i32 by the export bound. */
@@ -402,21 +618,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
 #else
         const int32_t lo = ST_LO[h], hi = ST_HI[h];
 #endif
-        const s4q_mode_t *p = MODES + h * S4Q_MODES;
+        const s4q_mode_t *p = MODES + h * S4Q_RECORDS;
         int8_t *x = st->x + 2 * h * S4Q_MODES;
         int64_t yacc, qy;
-        for (i = 0; i < S4Q_D_INPUT; i++) {
-            int32_t xin = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
-            acc += xin * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
-        }
+        for (i = 0; i < S4Q_D_INPUT; i++)
+            acc += xin[i] * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-        for (n = 0; n + 1 < S4Q_MODES; n += 2, p += 2, x += 2 * 2) {
-            re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
-            re_cx = s4q_mode(p + 1, x + 2, kk, w, sz, lo, hi, re_cx);
-        }
-        if (S4Q_MODES & 1) re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+#if S4Q_ASM_MODES
+        (void)lo; (void)hi;
+        re_cx = s4q_modes_asm(p, x, kk, w);
+#else
+        re_cx = s4q_modes(p, x, kk, w, sz, lo, hi);
+#endif
         re_cx -= sz * CSUM[h];
         yacc = s4q_requant(re_cx, CYRQ_M[h], 0, CYRQ_SH(h))
              + s4q_requant(u, DYRQ_M[h], 0, DYRQ_SH(h));
@@ -430,6 +645,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
      * bytes (g0, g2), (g1, g3) (SXTB16, SXTB16 ror 8); per word of eight nibbles (g0, g4),
      * (g2, g6), (g1, g5), (g3, g7) (UXTB16 and UXTB16 ror 8 of the low, then the high
      * nibbles). */
+#if S4Q_HEADS % LIN_CPW == 0
+    for (i = 0; i < LIN_WORDS; i++) {
+        const int16_t *c = gc + LIN_CPW * i;
+#if LIN_NIB
+        gp[4 * i] = s4q_pkhbt(c[0], c[4]);
+        gp[4 * i + 1] = s4q_pkhbt(c[2], c[6]);
+        gp[4 * i + 2] = s4q_pkhbt(c[1], c[5]);
+        gp[4 * i + 3] = s4q_pkhbt(c[3], c[7]);
+#else
+        gp[2 * i] = s4q_pkhbt(c[0], c[2]);
+        gp[2 * i + 1] = s4q_pkhbt(c[1], c[3]);
+#endif
+    }
+#else
     for (i = 0; i < LIN_WORDS; i++) {
         static const uint8_t order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
         int32_t gw[LIN_CPW];
@@ -442,12 +671,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         }
     }
 #endif
+#endif
     for (j = 0; j < S4Q_HEADS; j++) {
         /* sum_h (g - zg)(W - zW) = sum_h (g - zg) W - zW sum_h (g - zg): exact in i32. */
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -480,7 +717,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;

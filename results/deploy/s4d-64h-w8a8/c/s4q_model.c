@@ -24,7 +24,7 @@ static const int8_t ENC_W[64] = {
     -128, -128, -128, 127, 127, 127, 127, -128, -128, -126, 127, 127, 127, 127, 127, 127, 
     -128, 127, -128, 127, -86, 127, 127, 127, -128, 127, 127, 127, 127, -128, 127, 127, 
 };
-static const int32_t ENC_WZ[64] = {
+static const int8_t ENC_WZ[64] = {
     127, -128, 127, -128, 127, -128, -128, -128, 127, 127, 127, 127, -128, 127, 127, -128, 
     127, -128, -128, -128, -128, 127, 127, -128, 127, 127, 127, 127, 127, -128, 127, -128, 
     127, 127, 127, -128, -128, -128, -128, 127, 127, 127, -128, -128, -128, -128, -128, -128, 
@@ -45,6 +45,7 @@ static const int64_t ENC_BIAS[64] = {
 };
 #define MODE_COMPACT 0
 typedef struct { int32_t ar, ai, br, bi; uint32_t cw; } s4q_mode_t;
+#define S4Q_RECORDS S4Q_MODES
 static const s4q_mode_t MODES[2048] = {
     {4128626, 0, 221, -34, 0xffdd0043u}, {4064116, 548333, 221, 123, 0xffed0042u}, {3967351, 1032156, 221, 165, 0x0045fff2u}, {3838332, 1548234, 221, 107, 0x004cffa0u}, {3612547, 1999803, 221, -34, 0xffe40013u}, {3354508, 2419116, 221, 221, 0x001a0058u}, {2999704, 2838430, 221, 65, 0xfff00093u}, {2677156, 3128724, 221, 221, 0xfff0ffdeu}, {2193332, 3483528, 221, 189, 0xfff3ffc3u}, {1741764, 3741567, 12, 101, 0xffefff98u}, {1225686, 3935096, 221, 208, 0x000d004au}, {774117, 4031861, 107, 221, 0x00050053u}, {258039, 4096370, 70, 164, 0x002effc8u}, {-290294, 4096370, -34, -34, 0xffd7000eu}, {-774117, 4031861, -34, 34, 0x0016000bu}, {-1257941, 3902841, -34, -34, 0x0035ffa0u}, 
     {-1741764, 3741567, 102, 29, 0xffeefffau}, {-2193332, 3483528, 218, -34, 0x001b0027u}, {-2612646, 3160979, 113, 135, 0x000dffcfu}, {-2999704, 2806175, -34, 139, 0x003effd8u}, {-3322253, 2419116, 102, 139, 0xffe6001bu}, {-3612547, 1967548, -34, 221, 0x00210006u}, {-3838332, 1515980, 115, 6, 0xffed0009u}, {-3999606, 1032156, 141, 221, 0x001bfff6u}, {-4096370, 516078, -34, 154, 0x001affd9u}, {-4096370, 0, 50, 74, 0xfff0000fu}, {-4064116, -548333, -34, 105, 0x001dffffu}, {-3967351, -1032156, -34, 183, 0x0022fff9u}, {-3838332, -1515980, -34, 165, 0x000effd5u}, {-3612547, -1999803, -34, 75, 0xffff001au}, {-3322253, -2419116, -34, 91, 0xffedffeeu}, {-2999704, -2806175, -34, 54, 0xfff5ffffu}, 
@@ -175,7 +176,7 @@ static const s4q_mode_t MODES[2048] = {
     {4023584, 0, 217, -38, 0x0035ffacu}, {3897848, 1005896, 217, 195, 0xff9a007eu}, {3489202, 2074661, 166, -38, 0x0015ffd5u}, {2766214, 2923386, 114, 194, 0xfffe005cu}, {1917490, 3520636, -1, -26, 0x00110004u}, {943028, 3929282, -15, -38, 0x003c001eu}, {-220040, 4023584, 217, 211, 0xffd5ffe4u}, {-1257370, 3803545, 170, 217, 0xffca0018u}, {-2168964, 3363465, -22, 57, 0x00140007u}, {-3049123, 2640477, -38, 12, 0x001ffffau}, {-3614939, 1760318, -38, 106, 0x0009001bu}, {-3960716, 722988, -38, 19, 0x00420012u}, {-3992150, -345777, 57, 213, 0xffacffebu}, {-3772110, -1414541, -38, 112, 0x00000006u}, {-3269162, -2357569, -38, 204, 0xffeafff9u}, {-2514740, -3143426, 157, 213, 0xffcfffd9u}, 
     {-1603147, -3677808, 99, -2, 0x000fffefu}, {-565817, -3960716, -38, 133, 0x000bffedu}, {534382, -3992150, -38, -38, 0x000f002du}, {1540278, -3709242, 60, 114, 0x000effeau}, {2483306, -3174860, 96, 132, 0x0009ffbeu}, {3269162, -2389003, -38, -38, 0x00020072u}, {3740676, -1445976, -38, 79, 0xffccff7fu}, {3992150, -377211, 76, -38, 0x001b0001u}, {3960716, 691554, -38, 154, 0xffdf0065u}, {3614939, 1728884, 12, 101, 0xffd40063u}, {3049123, 2640477, -38, 113, 0x000c006au}, {2231832, 3332031, -38, -38, 0x005a0010u}, {1257370, 3803545, -38, 113, 0xfff70031u}, {220040, 4023584, -38, -38, 0x005f002bu}, {-848725, 3929282, -38, -38, 0x00240027u}, {-1886055, 3552071, 143, 98, 0xffeefff5u}, 
 };
-static const int32_t CSUM[64] = {
+static const int16_t CSUM[64] = {
     296, -1227, 55, 379, 297, -921, -1243, -8, 351, -37, 48, 640, 1844, 1024, -496, 161, 
     512, 494, -250, 169, 615, 1081, -662, 979, -1171, 1054, 814, -226, -679, -2111, 849, 1225, 
     -412, -148, 248, 443, -779, 1351, 127, 153, -40, 1780, -906, 631, -56, 575, -769, -259, 
@@ -208,7 +209,7 @@ static const int32_t DYRQ_M[64] = {
     9046362, 88187765, 946795046, 110171654, 109487761, -35502229, 241127892, 510376664, 849770360, 588195392, -134212886, 193579275, -291729177, -27135600, 125025702, -280211876, 
 };
 #define DYRQ_SH(c) 29u
-static const int32_t ST_Z[64] = {
+static const int8_t ST_Z[64] = {
     88, -95, -115, -60, 84, -72, -81, -93, 69, 73, 95, 83, -89, 99, 56, -66, 
     44, -33, 37, -108, -58, 90, 96, 52, 63, 52, 83, 45, 75, -41, 68, -27, 
     -62, 63, 77, -37, -112, -40, -40, 74, -102, 101, -52, -49, -93, 103, -44, -40, 
@@ -365,7 +366,7 @@ static const uint32_t LIN_WT[2048] = {
     0x4a1c3235u, 0x2524efebu, 0x382e1b4au, 0x09041b14u, 0x333d43f9u, 0x311738fau, 0x460f3339u, 0x71578019u, 0x111e1528u, 0x30644522u, 0x43322e22u, 0x4d261708u, 0x7f6501e6u, 0x74f45e1bu, 0xf73e45f0u, 0xec2d3e23u, 
     0xe303194bu, 0xff311f21u, 0x1b18375eu, 0x39011915u, 0x22d8df10u, 0xf6120129u, 0xba23e3beu, 0x9fb12c1eu, 0x7f14201cu, 0x2923f80du, 0x1e071112u, 0x0af4181cu, 0x80b12133u, 0xe117f314u, 0x162e09f3u, 0x7f07eb0eu, 
 };
-static const int32_t LIN_WZ[128] = {
+static const int8_t LIN_WZ[128] = {
     17, -16, -34, 16, -14, 35, -23, 17, 10, 4, 31, 41, 26, -16, 34, -21, 
     -3, 20, 32, 5, -11, 6, -6, -14, 67, 30, -5, -21, 26, 9, -16, 6, 
     -10, -16, 6, -35, -41, 30, 5, -44, 42, 7, 9, 19, -34, -10, -46, 6, 
@@ -397,6 +398,7 @@ static const int64_t LIN_BIAS[128] = {
     INT64_C(-21882503168), INT64_C(-518303744000), INT64_C(715852808192), INT64_C(0), INT64_C(324421877760), INT64_C(511484166144), INT64_C(-587520540672), INT64_C(-334683144192), INT64_C(85461876736), INT64_C(-372810317824), INT64_C(-338072141824), INT64_C(-557359890432), INT64_C(124848267264), INT64_C(167136051200), INT64_C(366710554624), INT64_C(-103462805504), 
     INT64_C(-72092418048), INT64_C(-656959012864), INT64_C(-434358484992), INT64_C(215941038080), INT64_C(265116188672), INT64_C(-51596345344), INT64_C(170304405504), INT64_C(-22375321600), INT64_C(295306199040), INT64_C(119057686528), INT64_C(422798557184), INT64_C(-220669001728), INT64_C(114939322368), INT64_C(-146477301760), INT64_C(-759008657408), INT64_C(233000992768), 
 };
+#define SIGMOID_U32 1
 static const int32_t SIGMOID[1025] = {
     536870912, 541065131, 545258837, 549451521, 553642669, 557831772, 562018320, 566201806, 570381721, 574557563, 578728826, 582895012, 587055621, 591210157, 595358128, 599499045, 
     603632421, 607757774, 611874625, 615982500, 620080927, 624169441, 628247581, 632314889, 636370916, 640415214, 644447344, 648466869, 652473360, 656466395, 660445556, 664410432, 
@@ -506,7 +508,7 @@ static const int8_t DEC_W[640] = {
     127, -2, -14, 19, 56, 4, 23, -37, 26, -14, -11, -23, -67, 1, 30, -91, 
     115, 3, 1, 66, -75, -14, 126, -19, -33, 28, -37, -95, 32, 49, 94, -63, 
 };
-static const int32_t DEC_WZ[10] = {
+static const int8_t DEC_WZ[10] = {
     -36, 4, -24, -15, 0, -3, 30, 17, -1, -20, 
 };
 static const int32_t DEC_M[10] = {
@@ -516,7 +518,7 @@ static const int32_t DEC_M[10] = {
 static const int64_t DEC_BIAS[10] = {
     INT64_C(60098093770046), INT64_C(-162976350916848), INT64_C(71839896100987), INT64_C(70603152361988), INT64_C(17456552619142), INT64_C(41295843794999), INT64_C(20098155799385), INT64_C(-88787423072376), INT64_C(45798632562505), INT64_C(-67957072716746), 
 };
-static const int32_t L_Z[10] = {
+static const int8_t L_Z[10] = {
     5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 
 };
 
@@ -597,6 +599,22 @@ S4Q_INLINE int64_t s4q_requant(int32_t acc, int32_t m, int64_t bias, uint32_t s)
 }
 
 static int64_t s4q_sigmoid_q30(int32_t b) {
+#if SIGMOID_U32
+    /* Every entry in [0, 2^30], every step in [0, 2^22] (checked at export): the same
+     * integers in 32 bits, the interpolation product below 2^32. */
+    const uint32_t mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b, idx = mag >> 10;
+    int32_t s;
+    if (idx >= 1024u) {
+        s = SIGMOID[1024];
+    } else {
+        const uint32_t p = (uint32_t)(SIGMOID[idx + 1] - SIGMOID[idx]) * (mag & 1023u);
+        uint32_t q = p >> 10;
+        const uint32_t r = p & 1023u;
+        if (r > 512u || (r == 512u && (q & 1u))) q += 1u;
+        s = SIGMOID[idx] + (int32_t)q;
+    }
+    return b < 0 ? (int32_t)(UINT32_C(1) << 30) - s : s;
+#else
     int64_t mag = b < 0 ? -(int64_t)b : (int64_t)b, s;
     int64_t idx = mag >> 10;
     if (idx >= 1024) {
@@ -606,6 +624,7 @@ static int64_t s4q_sigmoid_q30(int32_t b) {
         s = t0 + s4q_shr_round((t1 - t0) * (mag & 1023), 10);
     }
     return b < 0 ? ((int64_t)1 << 30) - s : s;
+#endif
 }
 
 /* Signed low and high halves of a word (C's (int16_t) cast of large values is
@@ -632,20 +651,19 @@ S4Q_INLINE int32_t s4q_lin_code(const uint32_t *row, uint32_t h) {
 #endif
 }
 
+/* Abar from a compact record word (A << 8 | Bbar byte): the signed top 24 bits. */
+S4Q_INLINE int32_t s4q_a24(uint32_t w) {
+    const int32_t v = (int32_t)(w >> 8);
+    return v - ((v & 0x800000) << 1);
+}
+
 /* One complex mode (module doc of s4q_runtime::model, steps 3-4): the 32-bit state update of
- * the raw codes x[0..2] and the readout added to acc (on raw codes; CSUM corrects it). */
-S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w, int32_t sz,
+ * the raw codes x[0..2] and the readout cr q_re + cn q_im (cn = -C_im) added to acc (on raw
+ * codes; CSUM corrects it). */
+S4Q_INLINE int32_t s4q_mode(int32_t ar, int32_t ai, int32_t br, int32_t bi, int32_t cr,
+                            int32_t cn, int8_t *x, int32_t kk, int32_t w, int32_t sz,
                             int32_t lo, int32_t hi, int32_t acc) {
-    const int32_t xr = x[0] - sz, xi = x[1] - sz, ar = p->ar, ai = p->ai;
-#if MODE_COMPACT && S4Q_SIMD
-    const int32_t br = s4q_sxtb_ror(p->bc, 8), bi = s4q_sxtb_ror(p->bc, 24);
-    const uint32_t cw = __sxtb16(p->bc);
-#elif MODE_COMPACT
-    const int32_t br = s4q_sbyte(p->bc, 1), bi = s4q_sbyte(p->bc, 3);
-#else
-    const int32_t br = p->br, bi = p->bi;
-    const uint32_t cw = p->cw;
-#endif
+    const int32_t xr = x[0] - sz, xi = x[1] - sz;
     int32_t qr = s4q_asr32(kk + br * w + ar * xr - ai * xi, STATE_SHIFT);
     int32_t qi = s4q_asr32(kk + bi * w + ar * xi + ai * xr, STATE_SHIFT);
 #if STATE_FULL_GRID && S4Q_SIMD
@@ -658,14 +676,211 @@ S4Q_INLINE int32_t s4q_mode(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t 
 #endif
     x[0] = (int8_t)qr;
     x[1] = (int8_t)qi;
-#if S4Q_SIMD
-    return __smlad(cw, s4q_pkhbt(qr, qi), acc);
-#elif MODE_COMPACT
-    return acc + s4q_sbyte(p->bc, 0) * qr + s4q_sbyte(p->bc, 2) * qi;
-#else
-    return acc + s4q_lo16(cw) * qr + s4q_hi16(cw) * qi;
-#endif
+    return acc + cr * qr + cn * qi;
 }
+
+/* Every mode of one head: its records p[0..S4Q_RECORDS], its state codes x; returns the
+ * readout sum. */
+static inline int32_t s4q_modes(const s4q_mode_t *p, int8_t *x, int32_t kk, int32_t w,
+                                int32_t sz, int32_t lo, int32_t hi) {
+    int32_t acc = 0;
+    int n;
+    for (n = 0; n < S4Q_RECORDS; n++, p++) {
+#if MODE_COMPACT
+        acc = s4q_mode(s4q_a24(p->r0), s4q_a24(p->i0), s4q_sbyte(p->r0, 0), s4q_sbyte(p->i0, 0),
+                       s4q_sbyte(p->c, 0), s4q_sbyte(p->c, 2), x, kk, w, sz, lo, hi, acc);
+        acc = s4q_mode(s4q_a24(p->r1), s4q_a24(p->i1), s4q_sbyte(p->r1, 0), s4q_sbyte(p->i1, 0),
+                       s4q_sbyte(p->c, 1), s4q_sbyte(p->c, 3), x + 2, kk, w, sz, lo, hi, acc);
+        x += 4;
+#else
+        acc = s4q_mode(p->ar, p->ai, p->br, p->bi, s4q_lo16(p->cw), s4q_hi16(p->cw), x, kk, w,
+                       sz, lo, hi, acc);
+        x += 2;
+#endif
+    }
+    return acc;
+}
+
+/* Thumb-2 assembly for the two hot loops where gcc or clang targets a core with the DSP
+ * extension (define S4Q_NO_ASM to use the C loops instead; both give the same bytes). */
+#if S4Q_SIMD && defined(__GNUC__) && defined(__thumb2__) && !defined(S4Q_NO_ASM)
+#define S4Q_ASM 1
+#define S4Q_STR_(x) #x
+#define S4Q_STR(x) S4Q_STR_(x)
+#define S4Q_UNUSED __attribute__((unused))
+#if STATE_FULL_GRID
+#define S4Q_ASM_MODES 1
+/* s4q_modes in Thumb-2 with the DSP extension, the same integers (gcc neither keeps this
+ * loop's live values in registers nor loads a record with one LDM). Registers: r0 records,
+ * r1 state codes, r2 end of the records, r3 kk, r9 w, r10 -zx, r11 readout sum; r12/lr the
+ * state codes minus zx. Per mode: LDRH + 2 SXTAB (codes minus zx), 6 MLA/MLS (32-bit,
+ * wrapping as the C does; the export bound keeps the true sums inside i32), 2 SSAT #8 with
+ * the state shift (floor, then the full-grid clamp), 2 STRB, PKHBT + SMLAD (readout). */
+#define S4Q_ASM_STATE                                                                          \
+    "ldrh r12, [r1]\n\t"                                                                       \
+    "sxtab lr, r10, r12\n\t"                                                                   \
+    "sxtab r12, r10, r12, ror #8\n\t"
+#define S4Q_ASM_UPDATE                                                                         \
+    "mla r6, r6, r9, r3\n\t"                                                                   \
+    "mla r7, r7, r9, r3\n\t"                                                                   \
+    "mla r6, r4, lr, r6\n\t"                                                                   \
+    "mls r6, r5, r12, r6\n\t"                                                                  \
+    "mla r7, r4, r12, r7\n\t"                                                                  \
+    "mla r7, r5, lr, r7\n\t"                                                                   \
+    "ssat r6, #8, r6, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "ssat r7, #8, r7, asr #" S4Q_STR(STATE_SHIFT) "\n\t"                                       \
+    "strb r7, [r1, #1]\n\t"                                                                    \
+    "strb r6, [r1], #2\n\t"                                                                    \
+    "pkhbt r6, r6, r7, lsl #16\n\t"
+#if MODE_COMPACT
+/* A compact record's mode: r4/r5 = A << 8 | Bbar byte (SXTB, ASR #8), r8 the C bytes. */
+#define S4Q_ASM_MODE(LOAD, CPAIR)                                                              \
+    LOAD S4Q_ASM_STATE                                                                         \
+    "sxtb r6, r4\n\t"                                                                          \
+    "sxtb r7, r5\n\t"                                                                          \
+    "asr r4, r4, #8\n\t"                                                                       \
+    "asr r5, r5, #8\n\t"                                                                       \
+    S4Q_ASM_UPDATE CPAIR                                                                       \
+    "smlad r11, r7, r6, r11\n\t"
+#define S4Q_ASM_BODY                                                                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5, r8}\n\t", "sxtb16 r7, r8\n\t")                           \
+    S4Q_ASM_MODE("ldmia r0!, {r4, r5}\n\t", "sxtb16 r7, r8, ror #8\n\t")
+#else
+/* A full record's mode: r4-r8 = A_re, A_im, Bbar_re, Bbar_im, (C_re, -C_im). */
+#define S4Q_ASM_MODE                                                                           \
+    "ldmia r0!, {r4, r5, r6, r7, r8}\n\t" S4Q_ASM_STATE S4Q_ASM_UPDATE                         \
+    "smlad r11, r8, r6, r11\n\t"
+#if S4Q_MODES % 2 == 0
+#define S4Q_ASM_BODY S4Q_ASM_MODE S4Q_ASM_MODE
+#else
+#define S4Q_ASM_BODY S4Q_ASM_MODE
+#endif
+#endif
+/* (p, x, kk, w) in r0-r3; -zx = -(kk >> S) (exact: kk = 2^(S-1) + zx 2^S); returns the
+ * readout sum (as s4q_modes). */
+__attribute__((naked, noinline)) static int32_t s4q_modes_asm(S4Q_UNUSED const s4q_mode_t *p,
+                                                              S4Q_UNUSED int8_t *x,
+                                                              S4Q_UNUSED int32_t kk,
+                                                              S4Q_UNUSED int32_t w) {
+    __asm__ volatile(
+        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r9, r3\n\t"
+        "mov r3, r2\n\t"
+        "asr r10, r2, #" S4Q_STR(STATE_SHIFT) "\n\t"
+        "rsb r10, r10, #0\n\t"
+        "movw r2, #" S4Q_STR(S4Q_RECORDS) " * 20\n\t"
+        "add r2, r0\n\t"
+        "mov r11, #0\n"
+        "1:\n\t"
+        S4Q_ASM_BODY
+        "cmp r0, r2\n\t"
+        "bne 1b\n\t"
+        "mov r0, r11\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+#define S4Q_ASM_MODES 0
+#endif
+#if LIN_NIB
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled), for rows of eight nibbles a word: r0/r1 the rows, r2 gp, r11 the nibble mask;
+ * per word of each row AND (low nibbles) and AND with LSR #4 (high nibbles), then UXTB16
+ * (ror 8) + SMLAD per weight pair against one LDM of four activation pairs. out[0..2] = the
+ * two sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        "mov r11, #0x0f0f0f0f\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) "\n\t"
+        "ldr r4, [r0], #4\n\t"
+        "ldr r5, [r1], #4\n\t"
+        "ldmia r2!, {r6, r7, r8, r9}\n\t"
+        "and r10, r4, r11\n\t"
+        "and r4, r11, r4, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad r12, r3, r6, r12\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad r12, r3, r7, r12\n\t"
+        "uxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "uxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "and r10, r5, r11\n\t"
+        "and r5, r11, r5, lsr #4\n\t"
+        "uxtb16 r3, r10\n\t"
+        "smlad lr, r3, r6, lr\n\t"
+        "uxtb16 r3, r10, ror #8\n\t"
+        "smlad lr, r3, r7, lr\n\t"
+        "uxtb16 r3, r5\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "uxtb16 r3, r5, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endr\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
+/* Both conv rows of output j against the activation pairs gp (the SIMD loop below, fully
+ * unrolled): r0/r1 the rows, r2 gp; per two words of each row one LDM each and one LDM of
+ * four activation pairs, then SXTB16 (ror 8) + SMLAD per weight pair. out[0..2] = the two
+ * sums. */
+__attribute__((naked, noinline)) static void s4q_conv_asm(S4Q_UNUSED const uint32_t *wa,
+                                                          S4Q_UNUSED const uint32_t *wb,
+                                                          S4Q_UNUSED const uint32_t *gp,
+                                                          S4Q_UNUSED int32_t *out) {
+    __asm__ volatile(
+        "push {r3, r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "mov r12, #0\n\t"
+        "mov lr, #0\n\t"
+        ".rept " S4Q_STR(LIN_WORDS) " / 2\n\t"
+        "ldmia r0!, {r4, r5}\n\t"
+        "ldmia r1!, {r6, r7}\n\t"
+        "ldmia r2!, {r8, r9, r10, r11}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r5\n\t"
+        "smlad r12, r3, r10, r12\n\t"
+        "sxtb16 r3, r5, ror #8\n\t"
+        "smlad r12, r3, r11, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        "sxtb16 r3, r7\n\t"
+        "smlad lr, r3, r10, lr\n\t"
+        "sxtb16 r3, r7, ror #8\n\t"
+        "smlad lr, r3, r11, lr\n\t"
+        ".endr\n\t"
+        ".if " S4Q_STR(LIN_WORDS) " % 2\n\t"
+        "ldr r4, [r0]\n\t"
+        "ldr r6, [r1]\n\t"
+        "ldmia r2, {r8, r9}\n\t"
+        "sxtb16 r3, r4\n\t"
+        "smlad r12, r3, r8, r12\n\t"
+        "sxtb16 r3, r4, ror #8\n\t"
+        "smlad r12, r3, r9, r12\n\t"
+        "sxtb16 r3, r6\n\t"
+        "smlad lr, r3, r8, lr\n\t"
+        "sxtb16 r3, r6, ror #8\n\t"
+        "smlad lr, r3, r9, lr\n\t"
+        ".endif\n\t"
+        "pop {r3}\n\t"
+        "strd r12, lr, [r3]\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#endif
+#else
+#define S4Q_ASM 0
+#define S4Q_ASM_MODES 0
+#endif
 
 void s4q_reset(s4q_state *st) {
     int k;
@@ -678,15 +893,16 @@ void s4q_reset(s4q_state *st) {
 }
 
 int s4q_advance(s4q_state *st, const int8_t *input) {
-    int h, n, i, j;
-    int32_t gsum = 0;
+    int h, i, j;
+    int32_t gsum = 0, xin[S4Q_D_INPUT];
     int16_t gc[S4Q_HEADS];
 #if S4Q_SIMD
     uint32_t gp[LIN_WORDS * LIN_CPW / 2];
 #endif
     if (st->t >= S4Q_MAX_STEPS) return -1;
+    for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (h = 0; h < S4Q_HEADS; h++) {
-        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx = 0;
+        int32_t acc = 0, u, w, wm = W_MAX[h], re_cx;
         const int32_t sz = ST_Z[h];
         /* (v + 2^(S-1)) >> S, plus sz, in one constant: exact since sz 2^S is a multiple of
          * 2^S, and inside i32 by the export bound. */
@@ -696,21 +912,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
 #else
         const int32_t lo = ST_LO[h], hi = ST_HI[h];
 #endif
-        const s4q_mode_t *p = MODES + h * S4Q_MODES;
+        const s4q_mode_t *p = MODES + h * S4Q_RECORDS;
         int8_t *x = st->x + 2 * h * S4Q_MODES;
         int64_t yacc, qy;
-        for (i = 0; i < S4Q_D_INPUT; i++) {
-            int32_t xin = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
-            acc += xin * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
-        }
+        for (i = 0; i < S4Q_D_INPUT; i++)
+            acc += xin[i] * ((int32_t)ENC_W[i * S4Q_HEADS + h] - ENC_WZ[h]);
         u = s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_BIAS[h], ENC_SH(h)));
         w = s4q_sat32(s4q_requant(u, BURQ_M[h], 0, BURQ_SH(h)));
         w = w < -wm ? -wm : (w > wm ? wm : w);
-        for (n = 0; n + 1 < S4Q_MODES; n += 2, p += 2, x += 2 * 2) {
-            re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
-            re_cx = s4q_mode(p + 1, x + 2, kk, w, sz, lo, hi, re_cx);
-        }
-        if (S4Q_MODES & 1) re_cx = s4q_mode(p, x, kk, w, sz, lo, hi, re_cx);
+#if S4Q_ASM_MODES
+        (void)lo; (void)hi;
+        re_cx = s4q_modes_asm(p, x, kk, w);
+#else
+        re_cx = s4q_modes(p, x, kk, w, sz, lo, hi);
+#endif
         re_cx -= sz * CSUM[h];
         yacc = s4q_requant(re_cx, CYRQ_M[h], 0, CYRQ_SH(h))
              + s4q_requant(u, DYRQ_M[h], 0, DYRQ_SH(h));
@@ -724,6 +939,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
      * bytes (g0, g2), (g1, g3) (SXTB16, SXTB16 ror 8); per word of eight nibbles (g0, g4),
      * (g2, g6), (g1, g5), (g3, g7) (UXTB16 and UXTB16 ror 8 of the low, then the high
      * nibbles). */
+#if S4Q_HEADS % LIN_CPW == 0
+    for (i = 0; i < LIN_WORDS; i++) {
+        const int16_t *c = gc + LIN_CPW * i;
+#if LIN_NIB
+        gp[4 * i] = s4q_pkhbt(c[0], c[4]);
+        gp[4 * i + 1] = s4q_pkhbt(c[2], c[6]);
+        gp[4 * i + 2] = s4q_pkhbt(c[1], c[5]);
+        gp[4 * i + 3] = s4q_pkhbt(c[3], c[7]);
+#else
+        gp[2 * i] = s4q_pkhbt(c[0], c[2]);
+        gp[2 * i + 1] = s4q_pkhbt(c[1], c[3]);
+#endif
+    }
+#else
     for (i = 0; i < LIN_WORDS; i++) {
         static const uint8_t order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
         int32_t gw[LIN_CPW];
@@ -736,12 +965,20 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         }
     }
 #endif
+#endif
     for (j = 0; j < S4Q_HEADS; j++) {
         /* sum_h (g - zg)(W - zW) = sum_h (g - zg) W - zW sum_h (g - zg): exact in i32. */
         const uint32_t *wa = LIN_WT + j * LIN_WORDS, *wb = LIN_WT + (S4Q_HEADS + j) * LIN_WORDS;
         int32_t acc_a = 0, acc_b = 0, bq;
         int64_t av, o;
-#if S4Q_SIMD && LIN_NIB
+#if S4Q_ASM
+        {
+            int32_t ab[2];
+            s4q_conv_asm(wa, wb, gp, ab);
+            acc_a = ab[0];
+            acc_b = ab[1];
+        }
+#elif S4Q_SIMD && LIN_NIB
         for (i = 0; i < LIN_WORDS; i++) {
             const uint32_t *g = gp + 4 * i;
             const uint32_t alo = wa[i] & 0x0F0F0F0Fu, ahi = (wa[i] >> 4) & 0x0F0F0F0Fu;
@@ -774,7 +1011,14 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
         av = s4q_sat32(s4q_requant(acc_a, LIN_M[j], LIN_BIAS[j], LINA_SH(j)));
         bq = s4q_sat32(s4q_requant(acc_b, LIN_M[S4Q_HEADS + j], LIN_BIAS[S4Q_HEADS + j],
                                    LINB_SH(j)));
+#if SIGMOID_U32
+        /* av is a saturated i32 and the gate in [0, 2^30]: one 32 x 32 -> 64 multiply. */
+        o = s4q_clamp(s4q_shr_round((int64_t)(int32_t)av * (int32_t)s4q_sigmoid_q30(bq), 30 + FRAC)
+                          + O_Z,
+                      O_QMIN, O_QMAX);
+#else
         o = s4q_clamp(s4q_shr_round(av * s4q_sigmoid_q30(bq), 30 + FRAC) + O_Z, O_QMIN, O_QMAX);
+#endif
         st->sums[j] += o - O_Z;
     }
     st->t += 1;
