@@ -151,12 +151,15 @@ fn check_expressible(
             model.blocks.len()
         ));
     }
-    if config.norm_kind() == Some(NormKind::Batch) || config.prenorm() {
-        return fail(
-            "the model has BatchNorm or pre-norm blocks; the state-spaces layouts hold post-norm \
-             LayerNorm models only"
-                .to_string(),
-        );
+    if config.norm_kind() == Some(NormKind::Batch) {
+        return fail("the model has BatchNorm; the layouts hold LayerNorm models only".to_string());
+    }
+    if config.prenorm() != layout.prenorm {
+        return fail(format!(
+            "norm position: model {}, layout {} (set `prenorm` in the name map)",
+            if config.prenorm() { "pre" } else { "post" },
+            if layout.prenorm { "pre" } else { "post" }
+        ));
     }
     let layer_norm = config.norm_kind() == Some(NormKind::Layer);
     if layer_norm != layout.has(Role::NormWeight) {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
-use s4d_model::{Activation, S4dClassifier, S4dClassifierConfig, S4dConfig};
+use s4d_model::{Activation, NormPosition, S4dClassifier, S4dClassifierConfig, S4dConfig};
 use tracing::{debug, warn};
 
 use crate::error::InteropError;
@@ -65,6 +65,12 @@ pub fn import_classifier(
     layout: &Layout,
     device: &Device,
 ) -> Result<Imported, InteropError> {
+    if layout.prenorm && !layout.has(Role::NormWeight) {
+        return Err(InteropError::NameMap {
+            origin: layout.name.clone(),
+            detail: "prenorm = true but the layout names no norm tensors".into(),
+        });
+    }
     let n_layers = count_layers(file, layout)?;
     let dims = infer_dims(file, layout)?;
     let has_b = layout.has(Role::B);
@@ -79,6 +85,7 @@ pub fn import_classifier(
         .with_n_layers(n_layers)
         .with_activation(Activation::Gelu)
         .with_layer_norm(has_norm)
+        .with_norm_position((has_norm && layout.prenorm).then_some(NormPosition::Pre))
         .with_residual(layout.residual);
     config.validate()?;
 

@@ -120,6 +120,10 @@ pub struct Layout {
     names: BTreeMap<Role, String>,
     /// Whether each block adds its input to its output (state-spaces example model: yes).
     pub residual: bool,
+    /// Whether the norm sits on the block's input (`x + f(norm(x))`, the state-spaces
+    /// example's `--prenorm`) instead of after the residual sum (its default). The tensor
+    /// names are the same either way, so only the layout can say.
+    pub prenorm: bool,
     /// The discretization the source model used.
     pub discretization: Discretization,
 }
@@ -180,6 +184,7 @@ impl Layout {
             name: name.to_string(),
             names: pairs.iter().map(|(r, n)| (*r, n.to_string())).collect(),
             residual,
+            prenorm: false,
             discretization: Discretization::Zoh,
         }
     }
@@ -234,12 +239,16 @@ impl Layout {
                 name: String::new(),
                 names: BTreeMap::new(),
                 residual: false,
+                prenorm: false,
                 discretization: Discretization::Zoh,
             },
         };
         layout.name = file.name.unwrap_or_else(|| origin.to_string());
         if let Some(residual) = file.residual {
             layout.residual = residual;
+        }
+        if let Some(prenorm) = file.prenorm {
+            layout.prenorm = prenorm;
         }
         if let Some(rule) = file.discretization {
             layout.discretization = rule;
@@ -335,6 +344,8 @@ struct NameMapFile {
     /// Shown in messages (default: the file path).
     name: Option<String>,
     residual: Option<bool>,
+    /// The norm on each block's input (pre-norm) rather than after the residual sum.
+    prenorm: Option<bool>,
     discretization: Option<Discretization>,
     /// Role key -> tensor name; an empty name removes an optional role.
     #[serde(default)]

@@ -23,7 +23,8 @@
 //!
 //! ```toml
 //! base = "peer"            # start from a built-in layout (optional)
-//! residual = false         # optional flags; discretization = "zoh" | "bilinear"
+//! residual = false         # optional flags; discretization = "zoh" | "bilinear";
+//!                          # prenorm = true for blocks normalised on their input
 //! [names]
 //! "encoder.weight" = "embed.weight"
 //! log_dt = "ssm.log_dt"

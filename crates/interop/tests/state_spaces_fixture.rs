@@ -201,3 +201,36 @@ fn fixture_tells_the_conventions_apart() {
         "pre-norm reading changes the logits by only {err}"
     );
 }
+
+/// A pre-norm checkpoint has the same tensor names as a post-norm one, so only the layout
+/// can say: `prenorm = true` in a name map imports the blocks as pre-norm, the result differs
+/// from the post-norm reading, and export refuses a layout whose norm position disagrees.
+#[test]
+fn name_map_prenorm_flag_imports_pre_norm_blocks() {
+    let layout = Layout::from_toml_str("base = \"state-spaces\"\nprenorm = true\n", "test")
+        .expect("name map");
+    assert!(layout.prenorm);
+    let device = Device::flex();
+    let pre = import_classifier(&model_file(), &layout, &device).expect("import");
+    assert!(pre.config.prenorm());
+    assert!(pre.model.blocks.iter().all(|b| b.prenorm));
+    let post = import(&model_file());
+    let x: Tensor<3> = io_tensor("x", &device);
+    let diff = max_abs_diff(
+        pre.model.forward(x.clone(), SsmMode::Convolution),
+        post.forward(x, SsmMode::Convolution),
+    );
+    assert!(
+        diff > 100.0 * TOL,
+        "pre- and post-norm readings agree ({diff})"
+    );
+    let err = interop::export_classifier(&pre.model, &pre.config, &Layout::state_spaces())
+        .expect_err("norm position mismatch");
+    assert!(err.to_string().contains("norm position"), "{err}");
+    assert!(interop::export_classifier(&pre.model, &pre.config, &layout).is_ok());
+    // prenorm without norm tensors is an error, not a silent no-op.
+    let no_norm =
+        Layout::from_toml_str("base = \"peer\"\nprenorm = true\n", "test").expect("name map");
+    let err = import_classifier(&model_file(), &no_norm, &device).expect_err("no norm");
+    assert!(err.to_string().contains("prenorm"), "{err}");
+}
