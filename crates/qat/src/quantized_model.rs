@@ -264,12 +264,10 @@ impl QuantizedClassifier {
                 }
             }
         }
-        let mut spec = spec;
-        for c in Component::ALL.into_iter().filter(|c| c.is_optional()) {
-            if !features.iter().any(|f| f.has(c)) {
-                spec.set(c, None);
-            }
-        }
+        let spec = spec.for_model(
+            features.iter().any(|f| f.residual),
+            features.iter().any(|f| f.norm),
+        );
         let block_specs = (0..model.blocks.len())
             .map(|i| {
                 let mut s = spec.block_spec(i)?;

@@ -699,6 +699,20 @@ impl QuantSpec {
         Ok(())
     }
 
+    /// The spec as it applies to a model whose blocks do (or do not) have residual sums and
+    /// norms: base settings of points the model lacks are dropped (the presets set every
+    /// point). Specs saved before those points existed equal their `for_model(false, false)`,
+    /// so run configurations compare equal across versions.
+    pub fn for_model(mut self, residual: bool, norm: bool) -> Self {
+        if !residual {
+            self.residual = None;
+        }
+        if !norm {
+            self.norm_output = None;
+        }
+        self
+    }
+
     /// Fails when an override names a block the model lacks or a point its blocks lack (a
     /// residual sum without `residual`, a norm output without `norm`): what a model built from
     /// this spec would refuse, checked from the model's shape alone.

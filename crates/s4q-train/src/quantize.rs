@@ -418,6 +418,16 @@ pub fn qat(
     let ad = device.clone().autodiff();
     ad.seed(run_cfg.seed);
     let src = qat_source(run_cfg, data_root, &ad)?;
+    // The spec as it applies to this model (a preset's residual/norm settings dropped where
+    // the blocks have none), so configs saved before those points existed still match.
+    let effective = QatRunConfig {
+        spec: run_cfg
+            .spec
+            .clone()
+            .for_model(src.float_cfg.residual, src.float_cfg.norm_kind().is_some()),
+        ..run_cfg.clone()
+    };
+    let run_cfg = &effective;
     let scratch = run_cfg.scratch.as_ref();
     let batch_size = run_cfg.batch_size;
     let checkpoints = CheckpointDir::new(out.join("checkpoints"), 2);

@@ -67,6 +67,13 @@ pub fn w4a6(a_bar: u32, state: u32) -> String {
     format!("w4a6-a{a_bar}x{state}")
 }
 
+/// A preset as it applies to the paper's one-block classifier (no residual sum or norm
+/// output to quantize): the specs in `run.json` stay what they were before those points
+/// existed, so committed sweeps keep matching their plans.
+fn paper_preset(name: &str) -> Result<QuantSpec> {
+    Ok(QuantSpec::preset(name)?.for_model(false, false))
+}
+
 /// Command-line / directory name of a parameterization.
 pub fn param_name(p: Parameterization) -> &'static str {
     match p {
@@ -480,7 +487,7 @@ impl SweepConfig {
             job: Job::Qat {
                 float: float_id(seed),
                 spec_name: spec_name.to_string(),
-                spec: QuantSpec::preset(spec_name)?,
+                spec: paper_preset(spec_name)?,
                 parameterization: p,
                 epochs: b.qat_epochs,
                 lr: b.qat_lr,
@@ -520,20 +527,14 @@ impl SweepConfig {
                         }
                         for &w in &b.width_bits {
                             let name = width_name(w);
-                            push(
-                                self.ptq_run(seed, &name, QuantSpec::preset(&name)?),
-                                &mut runs,
-                            );
+                            push(self.ptq_run(seed, &name, paper_preset(&name)?), &mut runs);
                         }
                     }
                     Target::QatHeatmap => {
                         for s in b.heatmap_rows() {
                             for &a in &HEATMAP_ABAR_BITS {
                                 let name = w4a6(a, s);
-                                push(
-                                    self.ptq_run(seed, &name, QuantSpec::preset(&name)?),
-                                    &mut runs,
-                                );
+                                push(self.ptq_run(seed, &name, paper_preset(&name)?), &mut runs);
                                 for p in HEATMAP_QAT {
                                     push(self.qat_run(seed, &name, p)?, &mut runs);
                                 }
@@ -542,10 +543,7 @@ impl SweepConfig {
                     }
                     Target::Table3 => {
                         let name = w4a6(8, 8);
-                        push(
-                            self.ptq_run(seed, &name, QuantSpec::preset(&name)?),
-                            &mut runs,
-                        );
+                        push(self.ptq_run(seed, &name, paper_preset(&name)?), &mut runs);
                         for name in table3_qat_specs() {
                             push(
                                 self.qat_run(seed, name, b.table3_parameterization)?,
@@ -598,6 +596,33 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every committed sweep still matches what its `sweep.json` plans today, run for run: a
+    /// change to presets, budgets or specs that alters a finished run's configuration would
+    /// make `reproduce` refuse (or redo) the committed results.
+    #[test]
+    fn committed_sweeps_match_their_plans() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/reproduce");
+        let mut checked = 0;
+        let entries = std::fs::read_dir(&root).expect("results/reproduce");
+        for entry in entries {
+            let dir = entry.expect("entry").path();
+            let Ok(text) = std::fs::read_to_string(dir.join("sweep.json")) else {
+                continue;
+            };
+            let cfg: SweepConfig = serde_json::from_str(&text).expect("sweep.json");
+            for run in cfg.plan(&Target::ALL).expect("plan") {
+                let path = dir.join("runs").join(&run.id).join("run.json");
+                let Ok(saved) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let saved: RunSpec = serde_json::from_str(&saved).expect("run.json");
+                assert_eq!(saved, run, "{}", path.display());
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} committed runs found");
+    }
 
     fn cfg(budget: Budget, seeds: u64) -> SweepConfig {
         SweepConfig {
