@@ -132,12 +132,10 @@ impl ShapeArgs {
             cfg.n_layers = l;
         }
         cfg.residual = self.residual;
-        cfg.layer_norm = false;
-        cfg.norm = match self.norm {
-            NormArg::None => None,
-            NormArg::Layer => Some(NormKind::Layer),
-            NormArg::Batch => Some(NormKind::Batch),
-        };
+        // LayerNorm keeps its original spelling (`layer_norm = true`), so configs of runs
+        // started before `norm` existed compare equal on resume.
+        cfg.layer_norm = self.norm == NormArg::Layer;
+        cfg.norm = (self.norm == NormArg::Batch).then_some(NormKind::Batch);
         cfg.norm_position = self.prenorm.then_some(NormPosition::Pre);
         if let Some(p) = self.dropout {
             cfg.dropout = p;
