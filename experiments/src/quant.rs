@@ -51,6 +51,10 @@ pub struct PtqArgs {
     /// Also quantize one component at a time at each of --bits (everything else float).
     #[arg(long)]
     sensitivity: bool,
+    /// With --sensitivity: quantize each block's points in that block alone (`blocks.<i>.<point>`),
+    /// to see which block of a deep model is the sensitive one.
+    #[arg(long, requires = "sensitivity")]
+    per_block: bool,
     /// Bit widths of the sensitivity sweep.
     #[arg(long, value_delimiter = ',', default_value = "8,6,4")]
     bits: Vec<u32>,
@@ -222,21 +226,30 @@ pub fn run_ptq(args: &PtqArgs) -> Result<()> {
         push(name.clone(), acc, savings);
     }
     if args.sensitivity {
-        let points =
+        let components =
             Component::for_model(src.float_cfg.residual, src.float_cfg.norm_kind().is_some());
-        for case in QuantSpec::sensitivity_grid(&points, &args.bits)? {
+        let mut cases: Vec<(String, QuantSpec)> = Vec::new();
+        for c in components {
+            for &bits in &args.bits {
+                if args.per_block && c.is_per_block() {
+                    for i in 0..src.float_cfg.n_layers {
+                        let name = format!("blocks.{i}.{}@{bits}", c.name());
+                        cases.push((name, QuantSpec::only_in_block(i, c, bits)?));
+                    }
+                } else {
+                    cases.push((format!("{}@{bits}", c.name()), QuantSpec::only(c, bits)?));
+                }
+            }
+        }
+        for (name, spec) in cases {
             let (acc, savings) = ptq_eval(
                 &src,
-                case.spec,
+                spec,
                 args.source.calib_batches,
                 args.source.batch_size,
                 &device,
             )?;
-            push(
-                format!("{}@{}", case.component.name(), case.bits),
-                acc,
-                savings,
-            );
+            push(name, acc, savings);
         }
     }
     println!("| configuration | test acc. % | delta vs float (pts) | memory savings % |");
