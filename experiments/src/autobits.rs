@@ -406,6 +406,8 @@ fn describe(spec: &QuantSpec) -> String {
     let mut parts: Vec<String> = Component::ALL
         .into_iter()
         .filter(|c| !c.is_optional() || spec.get(*c).is_some())
+        // A per-block spec sets block points through its overrides, listed below.
+        .filter(|c| !(c.is_per_block() && spec.has_block_overrides() && spec.get(*c).is_none()))
         .map(|c| format!("{}:{}", c.name(), spec.bits(c)))
         .collect();
     if !spec.a_bar_grid.is_cartesian() {

@@ -3,9 +3,9 @@
 //!
 //! Model: quantizing component `c` at `b` bits on its own costs `cost(c, b)` (a measured loss
 //! increase, see [`SensitivityPoint`]), costs add up across components, and memory is the sum
-//! of `values(c) * b` over components, which is exactly [`MemoryReport`]'s total (every row
-//! of the report follows one component's bits; [`component_values`] reads the counts off the
-//! report itself). The problem is then a multiple-choice knapsack: pick one width per
+//! of `values(c) * b` over components plus the rows no quantizer controls (a norm's 32-bit
+//! parameters), which is exactly [`MemoryReport`]'s total ([`component_values`] reads the
+//! counts off the report itself). The problem is then a multiple-choice knapsack: pick one width per
 //! component, total bits `<= budget`, least total cost. With 16 components and a budget of a
 //! few 10^5 bits it is solved exactly by dynamic programming over the budget in units of the
 //! greatest common divisor of all item sizes ([`allocate`]); the answer is re-checked against
@@ -341,10 +341,18 @@ pub fn allocate(
                 .ok_or_else(|| invalid(format!("no candidates for `{c}`")))
         })
         .collect::<Result<_>>()?;
-    let min_bits: u64 = comps
-        .iter()
-        .map(|(_, n, l)| l.iter().map(|ch| n * u64::from(ch.bits)).min().unwrap_or(0))
-        .sum();
+    // Rows no quantizer controls (a norm's 32-bit scale and shift) cost the same in every
+    // spec: they come off the budget first.
+    let fixed = MemoryReport::new(dims, &QuantSpec::fp32()).total_bits()
+        - comps
+            .iter()
+            .map(|(_, n, _)| n * u64::from(FLOAT_BITS))
+            .sum::<u64>();
+    let min_bits: u64 = fixed
+        + comps
+            .iter()
+            .map(|(_, n, l)| l.iter().map(|ch| n * u64::from(ch.bits)).min().unwrap_or(0))
+            .sum::<u64>();
     if min_bits > budget.bits {
         return Err(invalid(format!(
             "budget {} bits ({:.1} bytes) is below the smallest candidate spec, {min_bits} bits",
@@ -357,7 +365,7 @@ pub fn allocate(
         .flat_map(|(_, n, l)| l.iter().map(move |ch| n * u64::from(ch.bits)))
         .fold(0, gcd)
         .max(1);
-    let cap = (budget.bits / unit) as usize;
+    let cap = ((budget.bits - fixed) / unit) as usize;
     if (cap as u64 + 1) * comps.len() as u64 > MAX_CELLS {
         return Err(invalid(format!(
             "budget of {} units of {unit} bits is too large for the exact search",
@@ -440,9 +448,9 @@ pub fn allocate(
     let report = MemoryReport::new(dims, &spec);
     let total_bits = report.total_bits();
     let sum: u64 = picks.iter().map(|p| p.memory_bits).sum();
-    if total_bits != sum || total_bits > budget.bits {
+    if total_bits != sum + fixed || total_bits > budget.bits {
         return Err(invalid(format!(
-            "memory check failed: report {total_bits} bits, picks {sum}, budget {}",
+            "memory check failed: report {total_bits} bits, picks {sum} + fixed {fixed}, budget {}",
             budget.bits
         )));
     }

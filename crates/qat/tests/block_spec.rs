@@ -350,3 +350,52 @@ fn committed_example_spec_is_the_preset_plus_overrides() {
         (8, 6)
     );
 }
+
+/// A model with norms has rows no quantizer controls (the norm's 32-bit parameters): the
+/// search takes them off the budget and its answer still equals the memory report.
+#[test]
+fn per_block_search_counts_the_fixed_norm_rows() {
+    let d = ModelDims {
+        residual: true,
+        norm: true,
+        ..two_block_dims()
+    };
+    let bits = [4u32, 8];
+    let points: Vec<SensitivityPoint> = point_values(d, true)
+        .keys()
+        .flat_map(|item| {
+            bits.iter().map(move |&b| SensitivityPoint {
+                component: item.component,
+                block: item.block,
+                bits: b,
+                grid: AbarGrid::Cartesian,
+                loss_delta: if b == 8 { 0.0 } else { 0.1 },
+                acc_delta: 0.0,
+            })
+        })
+        .collect();
+    assert!(points.iter().any(|p| p.component == Component::NormOutput));
+    let table = choices(
+        &points,
+        &bits,
+        CostModel {
+            allow_float: false,
+            saturated_below: None,
+        },
+        d,
+    )
+    .unwrap();
+    let all8 = MemoryReport::new(d, &QuantSpec::preset("w8a8").unwrap()).total_bits();
+    let a = allocate(d, &table, Budget { bits: all8 }).unwrap();
+    assert_eq!(a.total_bits, all8, "everything at 8 bits fits exactly");
+    assert!(a.picks.iter().all(|p| p.bits == 8));
+    // One bit less than everything at 4 bits plus the fixed rows is infeasible.
+    let all4 = MemoryReport::new(d, &QuantSpec::mixed(4, 4, 4, 4).unwrap()).total_bits();
+    assert!(allocate(d, &table, Budget { bits: all4 - 1 }).is_err());
+    assert_eq!(
+        allocate(d, &table, Budget { bits: all4 })
+            .unwrap()
+            .total_bits,
+        all4
+    );
+}
