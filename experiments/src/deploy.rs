@@ -279,9 +279,14 @@ struct ExportInfo {
     heads: usize,
     modes: usize,
     classes: usize,
-    frac_bits: u32,
-    state_shift: u32,
+    /// Blocks (`frac_bits`, `state_shift` and `block_bits` have one entry per block).
+    blocks: usize,
+    frac_bits: Vec<u32>,
+    state_shift: Vec<u32>,
+    /// Encoder and decoder weight widths.
     weight_bits: qat::integer::WeightBits,
+    /// `Bbar`, `C` and pointwise-conv weight widths per block.
+    block_bits: Vec<qat::integer::BlockBits>,
     pool_frac_bits: u32,
     model_file_bytes: usize,
     golden_sequences: usize,
@@ -400,9 +405,11 @@ pub fn export(run: &Path, c: bool, out: &Path, src: &DeploySource) -> Result<()>
         heads: im.heads,
         modes: im.modes,
         classes: im.classes,
-        frac_bits: im.frac,
-        state_shift: im.state_shift,
+        blocks: im.blocks.len(),
+        frac_bits: im.blocks.iter().map(|b| b.frac).collect(),
+        state_shift: im.blocks.iter().map(|b| b.state_shift).collect(),
         weight_bits: im.weight_bits,
+        block_bits: im.blocks.iter().map(|b| b.bits).collect(),
         pool_frac_bits: im.pool_frac,
         model_file_bytes: file.len(),
         golden_sequences: seqs.len(),
@@ -420,11 +427,11 @@ pub fn export(run: &Path, c: bool, out: &Path, src: &DeploySource) -> Result<()>
         info!("wrote C sources to {}", out.join("c").display());
     }
     println!(
-        "exported {} -> {} ({} bytes, F={}, {} golden sequences: reference == runtime; runtime {:.2} µs/step on this host)",
+        "exported {} -> {} ({} bytes, F={:?}, {} golden sequences: reference == runtime; runtime {:.2} µs/step on this host)",
         loaded.description,
         out.display(),
         file.len(),
-        im.frac,
+        info.frac_bits,
         seqs.len(),
         info.runtime_host_us_per_step
     );

@@ -44,6 +44,9 @@ pub enum ExportError {
     /// The metadata does not fit the model.
     #[error("export metadata: {0}")]
     Meta(String),
+    /// A model the C export does not implement.
+    #[error("C export does not support {0}")]
+    Unsupported(String),
 }
 
 /// What the exported header says beyond the arithmetic: the class names and how a raw

@@ -84,43 +84,44 @@ pub fn pack_codes(codes: &[i8], bits: u32) -> Vec<u8> {
 impl IntegerModel {
     /// The binary model file: header (magic, version, payload length, CRC-32) + payload.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let b = &self.blocks[0];
         let mut w = Writer(Vec::new());
         for d in [self.d_input, self.heads, self.modes, self.classes] {
             w.u16(d as u16);
         }
-        w.u8(self.frac as u8);
+        w.u8(b.frac as u8);
         w.u8(self.pool_frac as u8);
-        w.u8(self.state_shift as u8);
+        w.u8(b.state_shift as u8);
         w.u8(0);
         w.grid(self.input);
         let bits = self.weight_bits;
         w.packed(&self.enc_w, bits.enc);
         w.i32s(&self.enc_wz);
         w.requant(&self.enc);
-        w.i32s(&self.a_re);
-        w.i32s(&self.a_im);
-        w.packed(&self.b_re, bits.b);
-        w.packed(&self.b_im, bits.b);
-        w.i32s(&self.b_z);
-        w.packed(&self.c_re, bits.c);
-        w.packed(&self.c_im, bits.c);
-        w.i32s(&self.c_z);
-        w.requant(&self.bu_rq);
-        w.i32s(&self.w_max);
-        for r in [&self.cy_rq, &self.dy_rq] {
+        w.i32s(&b.a_re);
+        w.i32s(&b.a_im);
+        w.packed(&b.b_re, b.bits.b);
+        w.packed(&b.b_im, b.bits.b);
+        w.i32s(&b.b_z);
+        w.packed(&b.c_re, b.bits.c);
+        w.packed(&b.c_im, b.bits.c);
+        w.i32s(&b.c_z);
+        w.requant(&b.bu_rq);
+        w.i32s(&b.w_max);
+        for r in [&b.cy_rq, &b.dy_rq] {
             w.requant(r);
         }
-        w.i32s(&self.state_z);
-        w.i32s(&self.state_lo);
-        w.i32s(&self.state_hi);
-        w.grid(self.ssm_out);
-        w.i8s(&self.gelu);
-        w.i32(self.act_z);
-        w.packed(&self.lin_w, bits.lin);
-        w.i32s(&self.lin_wz);
-        w.requant(&self.lin);
+        w.i32s(&b.state_z);
+        w.i32s(&b.state_lo);
+        w.i32s(&b.state_hi);
+        w.grid(b.ssm_out);
+        w.i8s(&b.gelu);
+        w.i32(b.act_z);
+        w.packed(&b.lin_w, b.bits.lin);
+        w.i32s(&b.lin_wz);
+        w.requant(&b.lin);
         w.i32s(&self.sigmoid);
-        w.grid(self.glu_out);
+        w.grid(b.glu_out);
         w.packed(&self.dec_w, bits.dec);
         w.i32s(&self.dec_wz);
         w.requant(&self.dec);
