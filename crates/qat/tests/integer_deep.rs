@@ -1,7 +1,8 @@
 //! The integer reference of stacked S4D blocks (residual sums, post-norm LayerNorm or
 //! BatchNorm) against the fake-quant model it is derived from: small random deep models,
 //! calibrated w8a8, must predict the same class on at least 99% of random sequences and give
-//! logit codes within a code or two; pre-norm is refused with a clear error.
+//! logit codes within a code or two, and the runtime must compute the same integers from the
+//! version-3 file; pre-norm is refused with a clear error.
 
 mod common;
 
@@ -11,6 +12,7 @@ use common::{host, uniform_signed, uniform_unit};
 use qat::integer::{IntegerError, IntegerModel, NormStage, first_argmax};
 use qat::{Component, Parameterization, QuantSpec, QuantizedClassifier, calibrate};
 use s4d_model::{NormKind, NormPosition, S4dClassifier, S4dClassifierConfig, S4dConfig};
+use s4q_runtime::{Model, State};
 
 const H: usize = 8;
 const N: usize = 8;
@@ -160,6 +162,31 @@ fn agreement(
     )
 }
 
+/// The runtime on `file` against the reference `im`, step by step: identical state codes of
+/// every block and identical logits after every step, and the same whole-sequence result.
+fn runtime_matches_reference(im: &IntegerModel, file: &[u8], codes: &[i8]) {
+    let model = Model::parse(file).expect("parses");
+    assert_eq!(model.blocks(), im.blocks.len());
+    let mut x = vec![0i8; model.state_len()];
+    let mut g = vec![0i8; model.heads()];
+    let mut sums = vec![0i64; model.heads()];
+    let mut state = State::new(&model, &mut x, &mut g, &mut sums).expect("state");
+    let mut rs = im.state();
+    let mut out = vec![0i8; model.classes()];
+    for (t, step) in codes.chunks_exact(im.d_input).enumerate() {
+        model.step(&mut state, step, &mut out).expect("step");
+        rs.step(step);
+        assert_eq!(
+            state.codes(),
+            rs.codes().as_slice(),
+            "state codes at step {t}"
+        );
+        assert_eq!(out, rs.logits(), "logits at step {t}");
+    }
+    let pred = model.classify(&mut state, codes, &mut out).expect("runs");
+    assert_eq!((out, pred), im.classify(codes));
+}
+
 #[test]
 fn deep_integer_models_agree_with_fake_quant() {
     let cases = [
@@ -194,6 +221,17 @@ fn deep_integer_models_agree_with_fake_quant() {
         );
         assert!(worst <= 2, "case {c}: logit codes differ by {worst}");
         assert!(mean < 0.05, "case {c}: mean logit-code difference {mean}");
+        // The runtime reads the version-3 file and computes the same integers, step by step.
+        let file = im.to_bytes();
+        assert_eq!(u16::from_le_bytes([file[4], file[5]]), s4q_runtime::VERSION);
+        let xs = host(inputs(3000));
+        for s in 0..BATCH {
+            let codes: Vec<i8> = xs[s * L * D_IN..(s + 1) * L * D_IN]
+                .iter()
+                .map(|&v| im.quantize_input(v))
+                .collect();
+            runtime_matches_reference(&im, &file, &codes);
+        }
         // The JSON form round-trips.
         let back: IntegerModel =
             serde_json::from_str(&serde_json::to_string(&im).expect("json")).expect("parses");

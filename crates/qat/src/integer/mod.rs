@@ -49,8 +49,9 @@
 //! signed grid of at most 8 bits, per-tensor or per-head/per-output-channel weight scales and
 //! per-tensor activation grids (the presets' layout). Pre-norm (`x + f(norm(x))`) is refused:
 //! block 0's norm input would be the unquantized `u`. Anything else is an [`IntegerError`] at
-//! derivation. The binary format and the C export carry one block without residual or norm
-//! (the paper's model) so far.
+//! derivation. The binary format carries all of it (version 3; the paper's one-block model
+//! is still written as version 2, byte for byte as before); the C export implements the
+//! one-block model without residual or norm so far.
 //!
 //! The JSON form (`integer.json`) lists the blocks; the flat one-block layout of exports made
 //! before deep blocks still reads (see [`IntegerModel`]'s `Deserialize`).
