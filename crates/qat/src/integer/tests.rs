@@ -128,6 +128,100 @@ fn synthetic(seed: u64) -> IntegerModel {
     }
 }
 
+/// A block `k >= 1` of a synthetic deep model: its input is a code (`|v| <= 255`), so `Bbar
+/// v` and `D v` have gains `~2^11` and `~2^16` (w up to `2^18`, clamping on some steps).
+fn synthetic_block(r: &mut Lcg, h: usize, m: usize) -> IntBlock {
+    let grid = |z| IntGrid {
+        z,
+        qmin: -128,
+        qmax: 127,
+    };
+    IntBlock {
+        frac: 16,
+        state_shift: 16,
+        bits: SYNTH_BLOCK_BITS,
+        a_re: (0..h * m)
+            .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
+            .collect(),
+        a_im: (0..h * m)
+            .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
+            .collect(),
+        b_re: r.codes(h * m, SYNTH_BLOCK_BITS.b),
+        b_im: r.codes(h * m, SYNTH_BLOCK_BITS.b),
+        b_z: (0..h).map(|_| r.range(-3, 3) as i32).collect(),
+        c_re: r.codes(h * m, SYNTH_BLOCK_BITS.c),
+        c_im: r.codes(h * m, SYNTH_BLOCK_BITS.c),
+        c_z: (0..h).map(|_| r.range(-10, 10) as i32).collect(),
+        bu_rq: r.rq(h, 11, None, true),
+        w_max: vec![1 << 18; h],
+        cy_rq: r.rq(h, 8, None, false),
+        dy_rq: r.rq(h, 16, None, true),
+        state_z: r.zs(h),
+        state_lo: vec![-100; h],
+        state_hi: vec![100; h],
+        ssm_out: grid(5),
+        gelu: r.i8s(256),
+        act_z: -2,
+        lin_w: r.codes(h * 2 * h, SYNTH_BLOCK_BITS.lin),
+        lin_wz: r.zs(2 * h),
+        lin: r.rq(2 * h, 6, Some(1 << 40), false),
+        glu_out: grid(1),
+        residual: None,
+        norm: None,
+    }
+}
+
+/// A residual stage: the GLU output at a gain `~1` and the block input at `2^x_e` (`~2^-22`
+/// for block 0's `u`, `~1` for codes) into `Q16`, onto a grid with zero point `z`.
+fn synthetic_residual(r: &mut Lcg, h: usize, x_e: i32, z: i32) -> ResidualStage {
+    ResidualStage {
+        f: r.rq(h, 16, None, true),
+        x: r.rq(h, 16 + x_e, None, true),
+        frac: 16,
+        out: IntGrid {
+            z,
+            qmin: -128,
+            qmax: 127,
+        },
+    }
+}
+
+/// A synthetic deep model: the synthetic block 0 plus a residual and a LayerNorm, a block
+/// with a residual and a BatchNorm, and a block with a residual only (every stage, every
+/// kind of block input, random enough to saturate).
+fn synthetic_deep(seed: u64) -> IntegerModel {
+    let mut m = synthetic(seed);
+    let mut r = Lcg(seed ^ 0x5eed);
+    let (h, modes) = (m.heads, m.modes);
+    let grid = |z| IntGrid {
+        z,
+        qmin: -128,
+        qmax: 127,
+    };
+    let unit = |r: &mut Lcg, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|_| r.range(-1000, 1000) as f64 / 1000.0)
+            .collect()
+    };
+    m.blocks[0].residual = Some(synthetic_residual(&mut r, h, -22, 3));
+    let gamma: Vec<f64> = unit(&mut r, h).iter().map(|g| 1.0 + 0.5 * g).collect();
+    let ln = IntLayerNorm::derive(&gamma, &unit(&mut r, h), 1e-5, 0.05, 255, 0.02, grid(-4))
+        .expect("layer norm");
+    m.blocks[0].norm = Some(NormStage::Layer(ln));
+    let mut b1 = synthetic_block(&mut r, h, modes);
+    b1.residual = Some(synthetic_residual(&mut r, h, 0, -1));
+    let scale: Vec<f64> = unit(&mut r, h).iter().map(|g| 2.0 * g).collect();
+    let shift: Vec<f64> = unit(&mut r, h).iter().map(|b| 20.0 * b).collect();
+    b1.norm = Some(NormStage::Batch(
+        ChannelAffine::derive(&scale, &shift, grid(2), "batch").expect("affine"),
+    ));
+    let mut b2 = synthetic_block(&mut r, h, modes);
+    b2.residual = Some(synthetic_residual(&mut r, h, 0, 0));
+    m.blocks.push(b1);
+    m.blocks.push(b2);
+    m
+}
+
 /// Runs `inputs` through the reference and the runtime step by step; asserts identical state
 /// codes and logits after every step. Returns the final logits.
 fn compare_stepwise(reference: &IntegerModel, file: &[u8], inputs: &[i8]) -> Vec<i8> {
@@ -169,6 +263,88 @@ fn synthetic_models_are_bit_exact_between_reference_and_runtime() {
         let pred = model.classify(&mut state, &inputs, &mut out).expect("runs");
         assert_eq!((out.to_vec(), pred), (ref_logits, ref_pred));
     }
+}
+
+#[test]
+fn synthetic_deep_models_are_bit_exact_between_reference_and_runtime() {
+    for seed in 1..=4 {
+        let reference = synthetic_deep(seed);
+        let file = reference.to_bytes();
+        assert_eq!(u16::from_le_bytes([file[4], file[5]]), s4q_runtime::VERSION);
+        let mut r = Lcg(seed * 91);
+        let inputs = r.i8s(reference.d_input * 60);
+        let logits = compare_stepwise(&reference, &file, &inputs);
+        let (ref_logits, ref_pred) = reference.classify(&inputs);
+        assert_eq!(logits, ref_logits);
+        let model = Model::parse(&file).expect("parses");
+        assert_eq!(model.blocks(), 3);
+        // Three blocks of 2 H M codes, plus H bytes of block-output scratch.
+        assert_eq!(model.state_len(), 3 * 2 * 4 * 3 + 4);
+        let mut storage = s4q_runtime::StateStorage::<76, 4>::default();
+        let mut state = storage.state(&model).expect("fits");
+        let mut out = [0i8; 3];
+        let pred = model.classify(&mut state, &inputs, &mut out).expect("runs");
+        assert_eq!((out.to_vec(), pred), (ref_logits, ref_pred));
+    }
+    // Each stage kind alone on one block (the norm-only block reads the GLU grid).
+    let mut m = synthetic(6);
+    let mut r = Lcg(66);
+    m.blocks[0].residual = Some(synthetic_residual(&mut r, m.heads, -22, 0));
+    let file = m.to_bytes();
+    let inputs = r.i8s(m.d_input * 40);
+    compare_stepwise(&m, &file, &inputs);
+    let mut m = synthetic_deep(7);
+    m.blocks[1].residual = None;
+    compare_stepwise(&m, &m.to_bytes(), &inputs);
+}
+
+#[test]
+fn malformed_deep_files_are_errors_never_panics() {
+    let file = synthetic_deep(9).to_bytes();
+    assert!(Model::parse(&file).is_ok());
+    for n in 0..file.len() {
+        assert!(Model::parse(&file[..n]).is_err(), "truncated to {n}");
+    }
+    let mut runs = 0;
+    for pos in s4q_runtime::HEADER_LEN..file.len() {
+        for v in [0u8, 0x03, 0x7F, 0x80, 0xFF] {
+            let mut m = file.clone();
+            m[pos] = v;
+            let crc = s4q_runtime::crc32(&m[s4q_runtime::HEADER_LEN..]);
+            m[12..16].copy_from_slice(&crc.to_le_bytes());
+            if let Ok(model) = Model::parse(&m) {
+                let mut storage = s4q_runtime::StateStorage::<256, 8>::default();
+                if let Ok(mut state) = storage.state(&model) {
+                    let mut out = vec![0i8; model.classes()];
+                    let _ = model.classify(&mut state, &[1, -2, 3, 127, -128, 0], &mut out);
+                    runs += 1;
+                }
+            }
+        }
+    }
+    assert!(runs > 1000, "only {runs} mutated files ran");
+    // Block counts outside 1..=MAX_BLOCKS, and stage kinds that do not exist.
+    let reheader = |mut m: Vec<u8>| {
+        let crc = s4q_runtime::crc32(&m[s4q_runtime::HEADER_LEN..]);
+        m[12..16].copy_from_slice(&crc.to_le_bytes());
+        m
+    };
+    let blocks_at = s4q_runtime::HEADER_LEN + 8;
+    for n in [0u8, s4q_runtime::MAX_BLOCKS as u8 + 1] {
+        let mut m = file.clone();
+        m[blocks_at] = n;
+        assert!(matches!(
+            Model::parse(&reheader(m)),
+            Err(Error::InvalidValue { field: "blocks" })
+        ));
+    }
+    // A version-2 file with a version-3 header (and the reverse) is an error, not a panic.
+    let mut m = file.clone();
+    m[4] = 2;
+    assert!(Model::parse(&m).is_err());
+    let mut m = synthetic(9).to_bytes();
+    m[4] = 3;
+    assert!(Model::parse(&m).is_err());
 }
 
 #[test]
