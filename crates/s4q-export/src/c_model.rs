@@ -17,16 +17,35 @@ pub fn write_c_model(im: &IntegerModel, meta: &ModelMeta, dir: &Path) -> Result<
     write_file(&dir.join("s4q_model.c"), c_source(im).as_bytes())
 }
 
-/// The C engine implements the paper's one-block model (no residual, no norm) so far.
+/// Models the C engines implement: the paper's one block (specialised, with Thumb-2 loops)
+/// or up to `s4q_runtime::MAX_BLOCKS` stacked blocks (portable C99, `c_deep`).
 pub(crate) fn check_supported(im: &IntegerModel) -> Result<(), ExportError> {
-    match im.blocks.as_slice() {
-        [b] if b.residual.is_none() && b.norm.is_none() => Ok(()),
-        _ => Err(ExportError::Unsupported(format!(
-            "{} blocks with residual sums or norms: the C export implements one block without \
-             them",
-            im.blocks.len()
-        ))),
+    if im.blocks.is_empty() || im.blocks.len() > s4q_runtime::MAX_BLOCKS {
+        return Err(ExportError::Unsupported(format!(
+            "{} blocks (1..={})",
+            im.blocks.len(),
+            s4q_runtime::MAX_BLOCKS
+        )));
     }
+    Ok(())
+}
+
+/// The one-block engine cut where the deep engine reuses it: (everything before the shared
+/// helpers, the helpers (rounding, requantization, sigmoid), the one-block stages, the tail
+/// (logits, step, classify)). Their concatenation is `C_ENGINE`.
+fn engine_parts() -> (&'static str, &'static str, &'static str, &'static str) {
+    let at = |marker: &str| C_ENGINE.find(marker).unwrap_or(C_ENGINE.len());
+    let (h, l, t) = (
+        at("/* round_half_even(x / 2^s), s in 0..62"),
+        at("/* Signed low and high halves"),
+        at("void s4q_logits(const s4q_state *st"),
+    );
+    (
+        &C_ENGINE[..h],
+        &C_ENGINE[h..l],
+        &C_ENGINE[l..t],
+        &C_ENGINE[t..],
+    )
 }
 
 pub(crate) fn c_array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &str, v: &[T]) {
@@ -59,7 +78,7 @@ fn c_narrow_array(out: &mut String, name: &str, v: &[i32]) {
 }
 
 /// `int64_t` literals: `INT64_C` keeps large constants well-typed in C99.
-fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
+pub(crate) fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
     let lits: Vec<String> = v
         .iter()
         .map(|&x| {
@@ -87,7 +106,7 @@ fn c_requant_shift(out: &mut String, prefix: &str, shift: &[u8]) {
     }
 }
 
-fn c_requant(out: &mut String, prefix: &str, r: &qat::integer::Requant) {
+pub(crate) fn c_requant(out: &mut String, prefix: &str, r: &qat::integer::Requant) {
     c_array(out, "int32_t", &format!("{prefix}_M"), &r.m);
     c_requant_shift(out, prefix, &r.shift);
     if let Some(b) = &r.bias {
@@ -156,13 +175,7 @@ fn c_header_shape(im: &IntegerModel) -> String {
 #define S4Q_MAX_STEPS (UINT32_C(1) << 24)
 /*@META@*/
 
-/* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
-typedef struct {{
-    int8_t x[2 * S4Q_HEADS * S4Q_MODES];
-    int8_t g[S4Q_HEADS];
-    int64_t sums[S4Q_HEADS];
-    uint32_t t;
-}} s4q_state;
+{state}
 
 /* Zero state (x = 0, empty pool). */
 void s4q_reset(s4q_state *s);
@@ -180,8 +193,38 @@ int s4q_classify(s4q_state *s, const int8_t *inputs, uint32_t steps, int8_t *out
         d = im.d_input,
         h = im.heads,
         m = im.modes,
-        k = im.classes
+        k = im.classes,
+        state = c_state_type(im),
     )
+}
+
+/// The state struct: the one-block layout of the paper's model, or the blocks' state codes
+/// plus the block-output scratch of a deep model.
+fn c_state_type(im: &IntegerModel) -> String {
+    if im.is_single_plain_block() {
+        "/* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
+typedef struct {
+    int8_t x[2 * S4Q_HEADS * S4Q_MODES];
+    int8_t g[S4Q_HEADS];
+    int64_t sums[S4Q_HEADS];
+    uint32_t t;
+} s4q_state;"
+            .to_string()
+    } else {
+        format!(
+            "#define S4Q_BLOCKS {}
+/* One stream's state: state codes [block][H][M][re, im], activation and block-output
+ * scratch, pooled sums, steps. */
+typedef struct {{
+    int8_t x[2 * S4Q_BLOCKS * S4Q_HEADS * S4Q_MODES];
+    int8_t g[S4Q_HEADS];
+    int8_t io[S4Q_HEADS];
+    int64_t sums[S4Q_HEADS];
+    uint32_t t;
+}} s4q_state;",
+            im.blocks.len()
+        )
+    }
 }
 
 /// `[re0, im0, re1, im1, ...]` of codes minus their head's zero point.
@@ -199,6 +242,10 @@ fn centered_pairs(re: &[i8], im: &[i8], z: &[i32], modes: usize) -> Vec<i32> {
 /// The model source: constants and the integer forward pass.
 /// `s4q_model.c`: the weights as const arrays and the integer engine.
 pub fn c_source(im: &IntegerModel) -> String {
+    let (prelude, helpers, stages, tail) = engine_parts();
+    if !im.is_single_plain_block() {
+        return crate::c_deep::c_source_deep(im, helpers, tail);
+    }
     let blk = &im.blocks[0];
     let mut s = String::from(
         "/* s4q integer S4D classifier (generated; see s4q_model.h). */\n#include \"s4q_model.h\"\n\n",
@@ -359,7 +406,9 @@ pub fn c_source(im: &IntegerModel) -> String {
     c_narrow_array(&mut s, "DEC_WZ", &im.dec_wz);
     c_requant(&mut s, "DEC", &im.dec);
     c_narrow_array(&mut s, "L_Z", &im.logits_z);
-    s.push_str(C_ENGINE);
+    for part in [prelude, helpers, stages, tail] {
+        s.push_str(part);
+    }
     s
 }
 

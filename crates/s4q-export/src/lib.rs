@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod c_deep;
 pub mod c_float;
 pub mod c_golden;
 pub mod c_model;
