@@ -423,7 +423,11 @@ pub fn export(run: &Path, c: bool, out: &Path, src: &DeploySource) -> Result<()>
     if c {
         let meta = loaded.preprocess.export_meta();
         s4q_export::write_c_golden(&im, &meta, &seqs, &reference, &out.join("c"))?;
-        s4q_export::write_c_float(&loaded.model, &im, &seqs, &out.join("c"))?;
+        if im.is_single_plain_block() {
+            s4q_export::write_c_float(&loaded.model, &im, &seqs, &out.join("c"))?;
+        } else {
+            info!("no float C baseline for stacked blocks (one-block models only)");
+        }
         info!("wrote C sources to {}", out.join("c").display());
     }
     println!(

@@ -150,7 +150,38 @@ fn deep_c_export_is_bit_exact_with_the_reference_on_the_host() {
             "case {c}: {} distinct logit lines",
             distinct.len()
         );
-        let dir = scratch(&format!("{c}"));
+        // The Rust runtime on the model file agrees (the three-way chain of the paper models).
+        let file = im.to_bytes();
+        let rt = s4q_runtime::Model::parse(&file).expect("parses");
+        let mut x = vec![0i8; rt.state_len()];
+        let (mut g, mut sums) = (vec![0i8; H], vec![0i64; H]);
+        let mut st = s4q_runtime::State::new(&rt, &mut x, &mut g, &mut sums).expect("state");
+        let runtime: Vec<String> = seqs
+            .iter()
+            .map(|s| {
+                let mut out = [0i8; K];
+                let p = rt.classify(&mut st, s, &mut out).expect("runs");
+                format_logits(&out, p)
+            })
+            .collect();
+        assert_eq!(
+            runtime, golden,
+            "case {c}: runtime differs from the reference"
+        );
+        // With S4Q_DEEP_C_OUT set, the export stays there in the layout of
+        // `experiments export` (c/ plus the golden files) for scripts/deploy-qemu.sh.
+        let keep =
+            std::env::var_os("S4Q_DEEP_C_OUT").map(|d| PathBuf::from(d).join(format!("deep-{c}")));
+        let dir = match &keep {
+            Some(d) => {
+                let join = |v: &[String]| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+                std::fs::create_dir_all(d).expect("out dir");
+                std::fs::write(d.join("golden_logits.txt"), join(&golden)).expect("write");
+                std::fs::write(d.join("golden_runtime.txt"), join(&runtime)).expect("write");
+                d.join("c")
+            }
+            None => scratch(&format!("{c}")),
+        };
         write_c_golden(&im, &ModelMeta::raw(D_IN, K), &seqs, &golden, &dir).expect("exports");
         if let Some(lines) = run_host_harness(&dir) {
             assert_eq!(lines.len(), golden.len(), "case {c}: line count");
@@ -163,7 +194,9 @@ fn deep_c_export_is_bit_exact_with_the_reference_on_the_host() {
                 golden.len()
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        if keep.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
 
