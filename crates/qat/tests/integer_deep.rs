@@ -1,6 +1,8 @@
 //! The integer reference of stacked S4D blocks (residual sums, post-norm LayerNorm or
 //! BatchNorm) against the fake-quant model it is derived from: small random deep models,
-//! calibrated w8a8, must predict the same class on at least 99% of random sequences and give
+//! calibrated w8a8 (one also with per-block precision), must predict the same class on at
+//! least 99% of random sequences (the fake-quant side's f32 sums vary slightly from run to
+//! run, so a sequence near a tie may flip between runs) and give
 //! logit codes within a code or two, and the runtime must compute the same integers from the
 //! version-3 file; pre-norm is refused with a clear error.
 
@@ -101,12 +103,12 @@ fn quantized(mut m: S4dClassifier) -> QuantizedClassifier {
 }
 
 fn calibrated(m: S4dClassifier) -> QuantizedClassifier {
-    let mut q = QuantizedClassifier::from_float(
-        m,
-        QuantSpec::preset("w8a8").expect("preset"),
-        Parameterization::Continuous,
-    )
-    .expect("quantizes");
+    calibrated_with(m, QuantSpec::preset("w8a8").expect("preset"))
+}
+
+fn calibrated_with(m: S4dClassifier, spec: QuantSpec) -> QuantizedClassifier {
+    let mut q =
+        QuantizedClassifier::from_float(m, spec, Parameterization::Continuous).expect("quantizes");
     calibrate(&mut q, (0..4).map(|s| inputs(1000 + s))).expect("calibrates");
     q
 }
@@ -237,6 +239,58 @@ fn deep_integer_models_agree_with_fake_quant() {
             serde_json::from_str(&serde_json::to_string(&im).expect("json")).expect("parses");
         assert_eq!(back, im);
     }
+}
+
+/// Per-block precision (`blocks.1.*` overrides of w8a8): block 1's `Bbar` and conv weights
+/// at 4 bits and its state at 6 bits; the integer model packs each block at its own widths
+/// and still agrees with fake quant, and the runtime with the reference.
+#[test]
+fn per_block_precision_is_deployed_per_block() {
+    let toml = QuantSpec::preset("w8a8")
+        .expect("preset")
+        .to_toml_string()
+        .expect("toml")
+        + "\n[blocks.1]\nb_bar = 4\nconv_weight = 4\nstate = 6\n";
+    let spec = QuantSpec::from_toml_str(&toml).expect("spec");
+    let mut m = model(3, Some(NormKind::Layer), false, 77);
+    let q = calibrated_with(m.clone(), spec.clone());
+    let mean = q
+        .forward(inputs(999))
+        .expect("forward")
+        .mean_dim(0)
+        .reshape([K]);
+    let bias = m
+        .decoder
+        .bias
+        .as_ref()
+        .map(|b| b.val())
+        .expect("decoder bias");
+    m.decoder.bias = Some(Param::from_tensor(bias - mean));
+    let q = calibrated_with(m, spec);
+    let im = IntegerModel::derive(&q).expect("derives");
+    let bits: Vec<(u32, u32)> = im.blocks.iter().map(|b| (b.bits.b, b.bits.lin)).collect();
+    assert_eq!(bits, vec![(8, 8), (4, 4), (8, 8)]);
+    let (same, total, worst, mean, classes) = agreement(&q, &im, 8);
+    eprintln!(
+        "per-block precision: {same}/{total} identical predictions, logit codes differ by at \
+         most {worst}, mean {mean:.4}, {classes} classes predicted"
+    );
+    assert!(same * 100 >= 99 * total, "{same}/{total}");
+    assert!(worst <= 2 && classes >= 2);
+    let file = im.to_bytes();
+    let xs = host(inputs(3001));
+    for s in 0..10 {
+        let codes: Vec<i8> = xs[s * L * D_IN..(s + 1) * L * D_IN]
+            .iter()
+            .map(|&v| im.quantize_input(v))
+            .collect();
+        runtime_matches_reference(&im, &file, &codes);
+    }
+    // The 4-bit block packs smaller than an all-8-bit file of the same model.
+    let mut wide = im.clone();
+    wide.blocks[1].bits.b = 8;
+    wide.blocks[1].bits.lin = 8;
+    assert!(wide.to_bytes().len() > file.len());
 }
 
 #[test]

@@ -32,16 +32,18 @@
 //! **Stacked blocks** (format version 3): steps 2-6 run once per block, in order, each block
 //! with its own arrays, `F` and `S`. Block 0's input is `U`; block `k >= 1`'s input is block
 //! `k - 1`'s output code minus its zero point (`V[h] = q[h] - zq`, in place of `U[h]` in
-//! steps 2 and 4; the export derived `requant` for that unit). After the GLU, per channel `j`:
-//! 6a. residual (if the block has one): `r_j = clamp(shr_round(requant_f(o_j - zo) +
-//!     requant_x(V_j), Fr) + zr)`: both terms in `Q.Fr` residual-code units, one rounding;
-//! 6b. norm (if any) on the step's codes `q` (the residual's, else the GLU output's):
-//!     LayerNorm `n = ln_q22(q)` by [`crate::norm::LnStep`] (integer mean and variance, exact
-//!     square root, one division), then `clamp(shr_round(n m_j + bias_j, s) )`; BatchNorm
-//!     `clamp(shr_round((q_j - zq) m_j + bias_j, s))` (its frozen affine folded at export);
-//! and the block's output codes (norm, else residual, else GLU) feed the next block. The
-//! last block's output is what step 7 pools. Between blocks and for a norm the step keeps
-//! `H` output codes in scratch bytes at the end of the state buffer ([`Model::state_len`]).
+//! steps 2 and 4; the export derived `requant` for that unit). After the GLU, per channel:
+//!
+//! - residual (if the block has one): `r_j = clamp(shr_round(requant_f(o_j - zo) +
+//!   requant_x(V_j), Fr) + zr)`, both terms in `Q.Fr` residual-code units, one rounding;
+//! - norm (if any) on the step's codes `q` (the residual's, else the GLU output's): LayerNorm
+//!   by [`crate::norm::LnStep`] (integer mean and variance, exact square root, one division)
+//!   to `Q22` values `n`, then `clamp(shr_round(n_j m_j + bias_j, s))`; BatchNorm
+//!   `clamp(shr_round((q_j - zq) m_j + bias_j, s))` (its frozen affine folded at export).
+//!
+//! The block's output codes (norm, else residual, else GLU) feed the next block; the last
+//! block's are what step 7 pools. Between blocks and for a norm the step keeps `H` output
+//! codes in scratch bytes at the end of the state buffer ([`Model::state_len`]).
 //!
 //! Weight codes (`We`, `Bbar`, `C`, `Wc`, `Wd`) are stored bit-packed at their grid's width
 //! (two 4-bit codes per byte, four 2-bit, a 6-bit code straddling bytes; see

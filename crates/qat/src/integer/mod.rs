@@ -50,8 +50,9 @@
 //! per-tensor activation grids (the presets' layout). Pre-norm (`x + f(norm(x))`) is refused:
 //! block 0's norm input would be the unquantized `u`. Anything else is an [`IntegerError`] at
 //! derivation. The binary format carries all of it (version 3; the paper's one-block model
-//! is still written as version 2, byte for byte as before); the C export implements the
-//! one-block model without residual or norm so far.
+//! is still written as version 2, byte for byte as before), and so does the C export
+//! (`s4q-export`: a portable engine for stacked blocks, the specialised one for the paper's
+//! model).
 //!
 //! The JSON form (`integer.json`) lists the blocks; the flat one-block layout of exports made
 //! before deep blocks still reads (see [`IntegerModel`]'s `Deserialize`).
