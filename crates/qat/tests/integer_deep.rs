@@ -293,6 +293,44 @@ fn per_block_precision_is_deployed_per_block() {
     assert!(wide.to_bytes().len() > file.len());
 }
 
+/// Step by step, the last block's output codes of the integer model (what the pool reads)
+/// equal the fake-quant features' codes except for rare flips at rounding boundaries.
+#[test]
+fn last_block_codes_agree_step_by_step() {
+    for (c, norm) in [Some(NormKind::Layer), Some(NormKind::Batch)]
+        .into_iter()
+        .enumerate()
+    {
+        let q = quantized(model(3, norm, false, 500 + c as u64));
+        let im = IntegerModel::derive(&q).expect("derives");
+        let st = q.quant_state().expect("state").quantizers;
+        let qo = &st["block2.norm_output"];
+        let (sc, z) = (qo.scale[0], qo.zero_point[0]);
+        let x = inputs(4000 + c as u64);
+        let xs = host(x.clone());
+        let feats = host(q.features(x).expect("features"));
+        let (mut same, mut total) = (0usize, 0usize);
+        for s in 0..BATCH {
+            let mut rs = im.state();
+            for t in 0..L {
+                let at = (s * L + t) * D_IN;
+                let codes: Vec<i8> = xs[at..at + D_IN]
+                    .iter()
+                    .map(|&v| im.quantize_input(v))
+                    .collect();
+                let out = rs.step_features(&codes);
+                for (h, &o) in out.iter().enumerate() {
+                    let fq = (feats[(s * L + t) * H + h] / sc + z).round() as i32;
+                    same += usize::from(fq == o);
+                    total += 1;
+                }
+            }
+        }
+        eprintln!("case {c} ({norm:?}): last-block codes identical {same}/{total}");
+        assert!(same * 1000 >= 995 * total, "case {c}: {same}/{total}");
+    }
+}
+
 #[test]
 fn pre_norm_is_refused_by_the_integer_path() {
     let q = quantized(model(2, Some(NormKind::Layer), true, 7));

@@ -449,6 +449,13 @@ impl IntegerState<'_> {
     /// One time step (`d_input` input codes): the encoder, then each block's stages in
     /// order, each over all heads, then the pooled sum of the last block's output.
     pub fn step(&mut self, input: &[i8]) {
+        self.step_features(input);
+    }
+
+    /// [`IntegerState::step`], returning the last block's output codes of this step (what
+    /// the pool reads): the integer counterpart of `QuantizedClassifier::features` at this
+    /// step, for locating where the two models part.
+    pub fn step_features(&mut self, input: &[i8]) -> Vec<i32> {
         let m = self.model;
         let hn = m.heads;
         let x: Vec<i64> = input
@@ -475,6 +482,8 @@ impl IntegerState<'_> {
             *s += o;
         }
         self.steps += 1;
+        let z = m.pool_grid().z as i64;
+        v.iter().map(|&o| (o + z) as i32).collect()
     }
 
     /// Block `k` on its input `v` (per head, in the block's input unit): its output codes.
