@@ -279,9 +279,14 @@ struct ExportInfo {
     heads: usize,
     modes: usize,
     classes: usize,
-    frac_bits: u32,
-    state_shift: u32,
+    /// Blocks (`frac_bits`, `state_shift` and `block_bits` have one entry per block).
+    blocks: usize,
+    frac_bits: Vec<u32>,
+    state_shift: Vec<u32>,
+    /// Encoder and decoder weight widths.
     weight_bits: qat::integer::WeightBits,
+    /// `Bbar`, `C` and pointwise-conv weight widths per block.
+    block_bits: Vec<qat::integer::BlockBits>,
     pool_frac_bits: u32,
     model_file_bytes: usize,
     golden_sequences: usize,
@@ -400,9 +405,11 @@ pub fn export(run: &Path, c: bool, out: &Path, src: &DeploySource) -> Result<()>
         heads: im.heads,
         modes: im.modes,
         classes: im.classes,
-        frac_bits: im.frac,
-        state_shift: im.state_shift,
+        blocks: im.blocks.len(),
+        frac_bits: im.blocks.iter().map(|b| b.frac).collect(),
+        state_shift: im.blocks.iter().map(|b| b.state_shift).collect(),
         weight_bits: im.weight_bits,
+        block_bits: im.blocks.iter().map(|b| b.bits).collect(),
         pool_frac_bits: im.pool_frac,
         model_file_bytes: file.len(),
         golden_sequences: seqs.len(),
@@ -416,19 +423,91 @@ pub fn export(run: &Path, c: bool, out: &Path, src: &DeploySource) -> Result<()>
     if c {
         let meta = loaded.preprocess.export_meta();
         s4q_export::write_c_golden(&im, &meta, &seqs, &reference, &out.join("c"))?;
-        s4q_export::write_c_float(&loaded.model, &im, &seqs, &out.join("c"))?;
+        if im.is_single_plain_block() {
+            s4q_export::write_c_float(&loaded.model, &im, &seqs, &out.join("c"))?;
+        } else {
+            info!("no float C baseline for stacked blocks (one-block models only)");
+        }
         info!("wrote C sources to {}", out.join("c").display());
     }
     println!(
-        "exported {} -> {} ({} bytes, F={}, {} golden sequences: reference == runtime; runtime {:.2} µs/step on this host)",
+        "exported {} -> {} ({} bytes, F={:?}, {} golden sequences: reference == runtime; runtime {:.2} µs/step on this host)",
         loaded.description,
         out.display(),
         file.len(),
-        im.frac,
+        info.frac_bits,
         seqs.len(),
         info.runtime_host_us_per_step
     );
     Ok(())
+}
+
+/// Identical last-block output codes (fake quant vs integer reference) over every step of
+/// the first `count` sequences: (identical, compared, percent identical per tenth of the
+/// sequence, each sequence's first step with a differing code).
+fn feature_code_agreement(
+    model: &QuantizedClassifier,
+    im: &IntegerModel,
+    data: &SequenceDataset,
+    device: &Device,
+    count: usize,
+) -> Result<(usize, usize, Vec<f64>, Vec<Option<usize>>)> {
+    let st = model.quant_state()?.quantizers;
+    let last = model.float.blocks.len().saturating_sub(1);
+    let block = model
+        .float
+        .blocks
+        .get(last)
+        .ok_or_else(|| anyhow::anyhow!("no blocks"))?;
+    let point = if block.norm_kind().is_some() {
+        "norm_output"
+    } else if block.residual {
+        "residual"
+    } else {
+        "glu_output"
+    };
+    let q = st
+        .get(&format!("block{last}.{point}"))
+        .ok_or_else(|| anyhow::anyhow!("no block{last}.{point} quantizer"))?;
+    let (scale, zp) = (q.scale[0], q.zero_point[0]);
+    let idx: Vec<usize> = (0..count).collect();
+    let batch = make_batch(data, &idx, device);
+    let [_, l, h] = [batch.inputs.dims()[0], batch.inputs.dims()[1], im.heads];
+    let feats = model.features(batch.inputs)?;
+    let feats = feats
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (mut same, mut total) = (0, 0);
+    let mut by_decile = [(0usize, 0usize); 10];
+    let mut first_diff = Vec::with_capacity(idx.len());
+    for (b, &i) in idx.iter().enumerate() {
+        let mut first = usize::MAX;
+        let codes = input_codes(im, data, i);
+        let mut st = im.state();
+        for (t, x) in codes.chunks_exact(im.d_input).enumerate() {
+            let out = st.step_features(x);
+            for (c, &o) in out.iter().enumerate() {
+                let f = feats[(b * l + t) * h + c];
+                let fq = (f / scale + zp).round() as i32;
+                same += usize::from(fq == o);
+                total += 1;
+                if fq != o {
+                    first = first.min(t);
+                }
+                let d = &mut by_decile[(10 * t / l.max(1)).min(9)];
+                d.0 += usize::from(fq == o);
+                d.1 += 1;
+            }
+        }
+        first_diff.push((first != usize::MAX).then_some(first));
+    }
+    let deciles = by_decile
+        .iter()
+        .map(|&(s, n)| 100.0 * s as f64 / n.max(1) as f64)
+        .collect();
+    Ok((same, total, deciles, first_diff))
 }
 
 /// `experiments deploy-check`: fake-quant vs integer predictions on the first N test
@@ -457,6 +536,11 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         .map(|i| first_argmax(&im.classify(&input_codes(&im, &data, i)).0))
         .collect();
     let int_secs = started.elapsed().as_secs_f64();
+    // Where the two models part: the last block's output codes per step (what the pool
+    // reads) on the first batch, fake quant (`features`, back to codes on the pooled grid)
+    // against the integer reference.
+    let (feat_same, feat_total, feat_deciles, feat_first) =
+        feature_code_agreement(&loaded.model, &im, &data, &device, args.batch_size.min(n))?;
     let labels: Vec<usize> = (0..n).map(|i| data.sample(i).1 as usize).collect();
     let acc = |p: &[usize]| {
         100.0 * p.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64
@@ -475,15 +559,20 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         "accuracy_difference_pts": acc(&int_pred) - acc(&fq_pred),
         "identical_predictions": same,
         "identical_predictions_percent": 100.0 * same as f64 / n as f64,
+        "feature_codes_compared": feat_total,
+        "feature_codes_identical_percent_by_time_decile": feat_deciles,
+        "feature_codes_first_differing_step": feat_first,
+        "feature_codes_identical_percent": 100.0 * feat_same as f64 / feat_total.max(1) as f64,
         "fake_quant_seconds": fq_secs,
         "integer_reference_seconds": int_secs,
     });
     println!(
-        "{}: fake-quant {:.2}%, integer {:.2}% on {n} test sequences; identical predictions {same}/{n} ({:.2}%)",
+        "{}: fake-quant {:.2}%, integer {:.2}% on {n} test sequences; identical predictions {same}/{n} ({:.2}%); last-block output codes identical {:.4}% of {feat_total}",
         loaded.description,
         acc(&fq_pred),
         acc(&int_pred),
-        100.0 * same as f64 / n as f64
+        100.0 * same as f64 / n as f64,
+        100.0 * feat_same as f64 / feat_total.max(1) as f64
     );
     if let Some(out) = &args.out {
         write_json(out, &result)?;

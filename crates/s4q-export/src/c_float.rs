@@ -30,6 +30,14 @@ pub fn write_c_float(
     dir: &Path,
 ) -> Result<(), ExportError> {
     let f = &qc.float;
+    // The baseline is the paper's one-block model; deep models have no float C yet.
+    if !im.is_single_plain_block() || f.blocks.len() != 1 {
+        return Err(ExportError::Unsupported(
+            "a float baseline of stacked blocks (the float C covers one block without \
+             residual or norm)"
+                .into(),
+        ));
+    }
     let block = &f.blocks[0];
     let (a, b, c, d) = qc.ssm_matrices(0);
     let (h, m, k, din) = (im.heads, im.modes, im.classes, im.d_input);

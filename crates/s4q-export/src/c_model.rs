@@ -12,8 +12,40 @@ use crate::{ExportError, ModelMeta, write_file};
 /// Writes `s4q_model.h` and `s4q_model.c` for `im` into `dir`.
 pub fn write_c_model(im: &IntegerModel, meta: &ModelMeta, dir: &Path) -> Result<(), ExportError> {
     meta.check(im)?;
+    check_supported(im)?;
     write_file(&dir.join("s4q_model.h"), c_header(im, meta).as_bytes())?;
     write_file(&dir.join("s4q_model.c"), c_source(im).as_bytes())
+}
+
+/// Models the C engines implement: the paper's one block (specialised, with Thumb-2 loops)
+/// or up to `s4q_runtime::MAX_BLOCKS` stacked blocks (portable C99, `c_deep`).
+pub(crate) fn check_supported(im: &IntegerModel) -> Result<(), ExportError> {
+    if im.blocks.is_empty() || im.blocks.len() > s4q_runtime::MAX_BLOCKS {
+        return Err(ExportError::Unsupported(format!(
+            "{} blocks (1..={})",
+            im.blocks.len(),
+            s4q_runtime::MAX_BLOCKS
+        )));
+    }
+    Ok(())
+}
+
+/// The one-block engine cut where the deep engine reuses it: (everything before the shared
+/// helpers, the helpers (rounding, requantization, sigmoid), the one-block stages, the tail
+/// (logits, step, classify)). Their concatenation is `C_ENGINE`.
+fn engine_parts() -> (&'static str, &'static str, &'static str, &'static str) {
+    let at = |marker: &str| C_ENGINE.find(marker).unwrap_or(C_ENGINE.len());
+    let (h, l, t) = (
+        at("/* round_half_even(x / 2^s), s in 0..62"),
+        at("/* Signed low and high halves"),
+        at("void s4q_logits(const s4q_state *st"),
+    );
+    (
+        &C_ENGINE[..h],
+        &C_ENGINE[h..l],
+        &C_ENGINE[l..t],
+        &C_ENGINE[t..],
+    )
 }
 
 pub(crate) fn c_array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &str, v: &[T]) {
@@ -46,7 +78,7 @@ fn c_narrow_array(out: &mut String, name: &str, v: &[i32]) {
 }
 
 /// `int64_t` literals: `INT64_C` keeps large constants well-typed in C99.
-fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
+pub(crate) fn c_i64_array(out: &mut String, name: &str, v: &[i64]) {
     let lits: Vec<String> = v
         .iter()
         .map(|&x| {
@@ -74,7 +106,7 @@ fn c_requant_shift(out: &mut String, prefix: &str, shift: &[u8]) {
     }
 }
 
-fn c_requant(out: &mut String, prefix: &str, r: &qat::integer::Requant) {
+pub(crate) fn c_requant(out: &mut String, prefix: &str, r: &qat::integer::Requant) {
     c_array(out, "int32_t", &format!("{prefix}_M"), &r.m);
     c_requant_shift(out, prefix, &r.shift);
     if let Some(b) = &r.bias {
@@ -143,13 +175,7 @@ fn c_header_shape(im: &IntegerModel) -> String {
 #define S4Q_MAX_STEPS (UINT32_C(1) << 24)
 /*@META@*/
 
-/* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
-typedef struct {{
-    int8_t x[2 * S4Q_HEADS * S4Q_MODES];
-    int8_t g[S4Q_HEADS];
-    int64_t sums[S4Q_HEADS];
-    uint32_t t;
-}} s4q_state;
+{state}
 
 /* Zero state (x = 0, empty pool). */
 void s4q_reset(s4q_state *s);
@@ -167,8 +193,38 @@ int s4q_classify(s4q_state *s, const int8_t *inputs, uint32_t steps, int8_t *out
         d = im.d_input,
         h = im.heads,
         m = im.modes,
-        k = im.classes
+        k = im.classes,
+        state = c_state_type(im),
     )
+}
+
+/// The state struct: the one-block layout of the paper's model, or the blocks' state codes
+/// plus the block-output scratch of a deep model.
+fn c_state_type(im: &IntegerModel) -> String {
+    if im.is_single_plain_block() {
+        "/* One stream's state: state codes [H][M][re, im], activation scratch, pooled sums, steps. */
+typedef struct {
+    int8_t x[2 * S4Q_HEADS * S4Q_MODES];
+    int8_t g[S4Q_HEADS];
+    int64_t sums[S4Q_HEADS];
+    uint32_t t;
+} s4q_state;"
+            .to_string()
+    } else {
+        format!(
+            "#define S4Q_BLOCKS {}
+/* One stream's state: state codes [block][H][M][re, im], activation and block-output
+ * scratch, pooled sums, steps. */
+typedef struct {{
+    int8_t x[2 * S4Q_BLOCKS * S4Q_HEADS * S4Q_MODES];
+    int8_t g[S4Q_HEADS];
+    int8_t io[S4Q_HEADS];
+    int64_t sums[S4Q_HEADS];
+    uint32_t t;
+}} s4q_state;",
+            im.blocks.len()
+        )
+    }
 }
 
 /// `[re0, im0, re1, im1, ...]` of codes minus their head's zero point.
@@ -186,13 +242,18 @@ fn centered_pairs(re: &[i8], im: &[i8], z: &[i32], modes: usize) -> Vec<i32> {
 /// The model source: constants and the integer forward pass.
 /// `s4q_model.c`: the weights as const arrays and the integer engine.
 pub fn c_source(im: &IntegerModel) -> String {
+    let (prelude, helpers, stages, tail) = engine_parts();
+    if !im.is_single_plain_block() {
+        return crate::c_deep::c_source_deep(im, helpers, tail);
+    }
+    let blk = &im.blocks[0];
     let mut s = String::from(
         "/* s4q integer S4D classifier (generated; see s4q_model.h). */\n#include \"s4q_model.h\"\n\n",
     );
     let _ = writeln!(
         s,
         "#define FRAC {}u\n#define POOL_FRAC {}u\n#define STATE_SHIFT {}",
-        im.frac, im.pool_frac, im.state_shift
+        blk.frac, im.pool_frac, blk.state_shift
     );
     let _ = writeln!(
         s,
@@ -202,16 +263,16 @@ pub fn c_source(im: &IntegerModel) -> String {
     let _ = writeln!(
         s,
         "#define Y_Z {}\n#define Y_QMIN {}\n#define Y_QMAX {}\n#define G_Z {}",
-        im.ssm_out.z, im.ssm_out.qmin, im.ssm_out.qmax, im.act_z
+        blk.ssm_out.z, blk.ssm_out.qmin, blk.ssm_out.qmax, blk.act_z
     );
     let _ = writeln!(
         s,
         "#define O_Z {}\n#define O_QMIN {}\n#define O_QMAX {}\n#define L_QMIN {}\n#define L_QMAX {}\n",
-        im.glu_out.z, im.glu_out.qmin, im.glu_out.qmax, im.logits_qmin, im.logits_qmax
+        blk.glu_out.z, blk.glu_out.qmin, blk.glu_out.qmax, im.logits_qmin, im.logits_qmax
     );
     // One clamp for every head's state when all share the full signed 8-bit grid: constant
     // bounds, which gcc turns into one `ssat` on Cortex-M4.
-    let full = im.state_lo.iter().all(|&l| l == -128) && im.state_hi.iter().all(|&h| h == 127);
+    let full = blk.state_lo.iter().all(|&l| l == -128) && blk.state_hi.iter().all(|&h| h == 127);
     let _ = writeln!(s, "#define STATE_FULL_GRID {}", u8::from(full));
     c_array(&mut s, "int8_t", "ENC_W", &im.enc_w);
     c_narrow_array(&mut s, "ENC_WZ", &im.enc_wz);
@@ -220,8 +281,8 @@ pub fn c_source(im: &IntegerModel) -> String {
     // im), Bbar minus its zero point (i32 re, im), and C minus its zero point as an int16
     // pair (re, -im) for one `SMLAD` readout. CSUM[h] = sum_n (C_re - C_im) corrects the
     // readout done on raw state codes: sum c (q - zx) = sum c q - zx CSUM.
-    let b = centered_pairs(&im.b_re, &im.b_im, &im.b_z, im.modes);
-    let c = centered_pairs(&im.c_re, &im.c_im, &im.c_z, im.modes);
+    let b = centered_pairs(&blk.b_re, &blk.b_im, &blk.b_z, im.modes);
+    let c = centered_pairs(&blk.c_re, &blk.c_im, &blk.c_z, im.modes);
     // Compact records when Bbar and C minus their zero points fit int8 (grids of at most 4
     // bits, or centred 8-bit ones), every pre-scaled Abar fits 24 bits and the modes pair
     // up: one 20-byte group per two modes, {A_re0:24|B_re0:8, A_im0:24|B_im0:8, C bytes
@@ -233,7 +294,7 @@ pub fn c_source(im: &IntegerModel) -> String {
     let i24ok = |v: i32| (-(1 << 23)..(1 << 23)).contains(&v);
     let compact = b.iter().all(|&v| i8ok(v))
         && c.iter().all(|&v| i8ok(v) && i8ok(-v))
-        && im.a_re.iter().chain(&im.a_im).all(|&v| i24ok(v))
+        && blk.a_re.iter().chain(&blk.a_im).all(|&v| i24ok(v))
         && im.modes.is_multiple_of(2);
     let modes: Vec<String> = if compact {
         let ab = |a: i32, b: i32| ((a as u32) << 8) | (b as u32 & 0xFF);
@@ -247,10 +308,10 @@ pub fn c_source(im: &IntegerModel) -> String {
                     | byte(-c[2 * k1 + 1], 3);
                 format!(
                     "{{{:#010x}u, {:#010x}u, {cw:#010x}u, {:#010x}u, {:#010x}u}}",
-                    ab(im.a_re[k0], b[2 * k0]),
-                    ab(im.a_im[k0], b[2 * k0 + 1]),
-                    ab(im.a_re[k1], b[2 * k1]),
-                    ab(im.a_im[k1], b[2 * k1 + 1]),
+                    ab(blk.a_re[k0], b[2 * k0]),
+                    ab(blk.a_im[k0], b[2 * k0 + 1]),
+                    ab(blk.a_re[k1], b[2 * k1]),
+                    ab(blk.a_im[k1], b[2 * k1 + 1]),
                 )
             })
             .collect()
@@ -260,8 +321,8 @@ pub fn c_source(im: &IntegerModel) -> String {
                 let cw = (c[2 * k] as u32 & 0xFFFF) | ((-c[2 * k + 1]) as u32) << 16;
                 format!(
                     "{{{}, {}, {}, {}, {cw:#010x}u}}",
-                    im.a_re[k],
-                    im.a_im[k],
+                    blk.a_re[k],
+                    blk.a_im[k],
                     b[2 * k],
                     b[2 * k + 1]
                 )
@@ -285,20 +346,20 @@ pub fn c_source(im: &IntegerModel) -> String {
         })
         .collect();
     c_narrow_array(&mut s, "CSUM", &csum);
-    c_requant(&mut s, "BURQ", &im.bu_rq);
-    c_array(&mut s, "int32_t", "W_MAX", &im.w_max);
-    c_requant(&mut s, "CYRQ", &im.cy_rq);
-    c_requant(&mut s, "DYRQ", &im.dy_rq);
-    c_narrow_array(&mut s, "ST_Z", &im.state_z);
+    c_requant(&mut s, "BURQ", &blk.bu_rq);
+    c_array(&mut s, "int32_t", "W_MAX", &blk.w_max);
+    c_requant(&mut s, "CYRQ", &blk.cy_rq);
+    c_requant(&mut s, "DYRQ", &blk.dy_rq);
+    c_narrow_array(&mut s, "ST_Z", &blk.state_z);
     if !full {
-        c_array(&mut s, "int32_t", "ST_LO", &im.state_lo);
-        c_array(&mut s, "int32_t", "ST_HI", &im.state_hi);
+        c_array(&mut s, "int32_t", "ST_LO", &blk.state_lo);
+        c_array(&mut s, "int32_t", "ST_HI", &blk.state_hi);
     }
-    c_array(&mut s, "int8_t", "GELU", &im.gelu);
+    c_array(&mut s, "int8_t", "GELU", &blk.gelu);
     // Pointwise conv transposed to [2H][H] (one contiguous row per output), packed in
     // little-endian words: four int8 codes per word, or, for grids of at most 4 bits, eight
     // nibbles holding `code + 8` (unsigned; the +8 joins the zero point in LIN_WZ).
-    let nib = im.weight_bits.lin <= 4;
+    let nib = blk.bits.lin <= 4;
     let (cpw, bits, bias) = if nib { (8, 4, 8i32) } else { (4, 8, 0) };
     let (h, words) = (im.heads, im.heads.div_ceil(cpw));
     let lin_t: Vec<String> = (0..2 * h)
@@ -307,7 +368,7 @@ pub fn c_source(im: &IntegerModel) -> String {
                 let word = (0..cpw).fold(0u32, |acc, b| {
                     let hh = cpw * w + b;
                     let v = if hh < h {
-                        (im.lin_w[hh * 2 * h + j] as i32 + bias) as u32 & ((1 << bits) - 1)
+                        (blk.lin_w[hh * 2 * h + j] as i32 + bias) as u32 & ((1 << bits) - 1)
                     } else {
                         0
                     };
@@ -323,12 +384,12 @@ pub fn c_source(im: &IntegerModel) -> String {
         u8::from(nib)
     );
     c_array(&mut s, "uint32_t", "LIN_WT", &lin_t);
-    let lin_wz: Vec<i32> = im.lin_wz.iter().map(|&z| z + bias).collect();
+    let lin_wz: Vec<i32> = blk.lin_wz.iter().map(|&z| z + bias).collect();
     c_narrow_array(&mut s, "LIN_WZ", &lin_wz);
-    c_array(&mut s, "int32_t", "LIN_M", &im.lin.m);
-    c_requant_shift(&mut s, "LINA", &im.lin.shift[..h]);
-    c_requant_shift(&mut s, "LINB", &im.lin.shift[h..]);
-    if let Some(b) = &im.lin.bias {
+    c_array(&mut s, "int32_t", "LIN_M", &blk.lin.m);
+    c_requant_shift(&mut s, "LINA", &blk.lin.shift[..h]);
+    c_requant_shift(&mut s, "LINB", &blk.lin.shift[h..]);
+    if let Some(b) = &blk.lin.bias {
         c_i64_array(&mut s, "LIN_BIAS", b);
     }
     // The sigmoid in 32-bit arithmetic when the table allows it (the committed table does:
@@ -345,7 +406,9 @@ pub fn c_source(im: &IntegerModel) -> String {
     c_narrow_array(&mut s, "DEC_WZ", &im.dec_wz);
     c_requant(&mut s, "DEC", &im.dec);
     c_narrow_array(&mut s, "L_Z", &im.logits_z);
-    s.push_str(C_ENGINE);
+    for part in [prelude, helpers, stages, tail] {
+        s.push_str(part);
+    }
     s
 }
 

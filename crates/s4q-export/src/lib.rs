@@ -5,7 +5,15 @@
 //! malloc, no float in the model), [`write_c_golden`] (plus golden sequences and the
 //! harnesses that check the C against the Rust reference byte for byte, on the host and on
 //! Cortex-M4/M0 under QEMU) and [`write_c_float`] (a float baseline of the same model for
-//! cost comparisons). The model file format of `s4q-runtime` is `IntegerModel::to_bytes`.
+//! cost comparisons, one-block models only). The model file format of `s4q-runtime` is
+//! `IntegerModel::to_bytes`.
+//!
+//! The paper's one-block model gets the specialised engine (`c_model`: compile-time shifts,
+//! compact mode records, Thumb-2 loops on cores with the DSP extension). A model of stacked
+//! blocks (residual sums, LayerNorm or BatchNorm post-norms) gets a portable C99 engine that
+//! walks one `const` descriptor per block (`c_deep`), computing the integers of
+//! `s4q_runtime::Model` block after block, with LayerNorm's exact integer square root and
+//! division in 64-bit C; its state struct adds `H` bytes of block-output scratch.
 //!
 //! ```no_run
 //! # fn demo(im: &qat::integer::IntegerModel) -> Result<(), s4q_export::ExportError> {
@@ -14,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod c_deep;
 pub mod c_float;
 pub mod c_golden;
 pub mod c_model;
@@ -44,6 +53,9 @@ pub enum ExportError {
     /// The metadata does not fit the model.
     #[error("export metadata: {0}")]
     Meta(String),
+    /// A model the C export does not implement.
+    #[error("C export does not support {0}")]
+    Unsupported(String),
 }
 
 /// What the exported header says beyond the arithmetic: the class names and how a raw

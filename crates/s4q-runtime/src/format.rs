@@ -1,15 +1,28 @@
-//! The binary model file (`.s4qm`), version 2: layout, checksum and a bounds-checked reader.
+//! The binary model file (`.s4qm`), versions 2 and 3: layout, checksum and a bounds-checked
+//! reader.
 //!
 //! Version 2 (issue 20) replaced version 1's 64-bit state update with the 32-bit one (`Abar`
 //! pre-scaled to `i32`, a global `state_shift`, per-head `w_max` bounds) and bit-packs weight
 //! codes; a version-1 file is rejected with [`Error::UnsupportedVersion`] (re-export it).
+//!
+//! Version 3 (issue 18) carries stacked blocks: after the dimensions, the bytes `blocks`
+//! (`1..=MAX_BLOCKS`), `pool_frac`, 0, 0; the input grid and encoder; the sigmoid table; then
+//! per block the bytes `frac`, `state_shift`, residual flag (0/1), norm kind (0 none, 1
+//! LayerNorm, 2 BatchNorm), the block's arrays in version 2's order (from `a_re` to the GLU
+//! grid, without the sigmoid table), the residual stage (`f` and `x` requantizations, `u8`
+//! fraction bits, residual grid) and the norm stage (LayerNorm: a one-element `i64` array
+//! with the eps term, then the affine; BatchNorm: the affine; an affine is `i32` multipliers,
+//! `i64` biases, a `u8` shift and the output grid); then the decoder and logits as in
+//! version 2. The exporter still writes version 2 for the paper's one-block model (no
+//! residual, no norm), so those files and their golden outputs are unchanged, and this
+//! runtime reads both.
 //!
 //! All integers are little-endian. A 16-byte header:
 //!
 //! | offset | type | field |
 //! |---|---|---|
 //! | 0 | `[u8; 4]` | magic `S4QM` |
-//! | 4 | `u16` | format version (2) |
+//! | 4 | `u16` | format version (2 or 3) |
 //! | 6 | `u16` | flags (0; anything else is rejected) |
 //! | 8 | `u32` | payload length in bytes (the file is exactly header + payload) |
 //! | 12 | `u32` | CRC-32 (IEEE, as zlib) of the payload |
@@ -25,8 +38,12 @@ use core::fmt;
 
 /// First four bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"S4QM";
-/// The only format version this runtime reads.
-pub const VERSION: u16 = 2;
+/// The current format version (stacked blocks with residual and norm stages); what the
+/// exporter writes for any model but the paper's one-block one.
+pub const VERSION: u16 = 3;
+/// The one-block format (issue 20), still written for the paper's model (one block, no
+/// residual, no norm), so its committed exports stay byte for byte, and still read.
+pub const VERSION_ONE_BLOCK: u16 = 2;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 16;
 
@@ -96,8 +113,9 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion(v) => {
                 write!(
                     f,
-                    "format version {v} is not supported (this runtime reads version {VERSION} \
-                     only; re-export the model with `experiments export`)"
+                    "format version {v} is not supported (this runtime reads versions \
+                     {VERSION_ONE_BLOCK} and {VERSION} only; re-export the model with \
+                     `experiments export`)"
                 )
             }
             Error::UnsupportedFlags(x) => write!(f, "unsupported header flags {x:#06x}"),
@@ -142,6 +160,11 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// Validates the header and returns the payload.
 pub fn split_header(file: &[u8]) -> Result<&[u8], Error> {
+    split_header_versioned(file).map(|(_, p)| p)
+}
+
+/// Validates the header and returns the format version and the payload.
+pub fn split_header_versioned(file: &[u8]) -> Result<(u16, &[u8]), Error> {
     let header = file
         .get(..HEADER_LEN)
         .ok_or(Error::Truncated { field: "header" })?;
@@ -149,7 +172,7 @@ pub fn split_header(file: &[u8]) -> Result<&[u8], Error> {
         return Err(Error::BadMagic);
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_ONE_BLOCK {
         return Err(Error::UnsupportedVersion(version));
     }
     let flags = u16::from_le_bytes([header[6], header[7]]);
@@ -169,7 +192,7 @@ pub fn split_header(file: &[u8]) -> Result<&[u8], Error> {
     if actual != expected {
         return Err(Error::Checksum { expected, actual });
     }
-    Ok(payload)
+    Ok((version, payload))
 }
 
 /// Cursor over the payload; every read is bounds-checked.

@@ -29,12 +29,29 @@
 //! Logits after `t` steps: `P_k = div_round((sum_h S[h] (Wd[h,k] - zWd[k])) 2^Fp, t)`, then
 //! `l_k = clamp(requant(P_k) + zl[k])`.
 //!
+//! **Stacked blocks** (format version 3): steps 2-6 run once per block, in order, each block
+//! with its own arrays, `F` and `S`. Block 0's input is `U`; block `k >= 1`'s input is block
+//! `k - 1`'s output code minus its zero point (`V[h] = q[h] - zq`, in place of `U[h]` in
+//! steps 2 and 4; the export derived `requant` for that unit). After the GLU, per channel:
+//!
+//! - residual (if the block has one): `r_j = clamp(shr_round(requant_f(o_j - zo) +
+//!   requant_x(V_j), Fr) + zr)`, both terms in `Q.Fr` residual-code units, one rounding;
+//! - norm (if any) on the step's codes `q` (the residual's, else the GLU output's): LayerNorm
+//!   by [`crate::norm::LnStep`] (integer mean and variance, exact square root, one division)
+//!   to `Q22` values `n`, then `clamp(shr_round(n_j m_j + bias_j, s))`; BatchNorm
+//!   `clamp(shr_round((q_j - zq) m_j + bias_j, s))` (its frozen affine folded at export).
+//!
+//! The block's output codes (norm, else residual, else GLU) feed the next block; the last
+//! block's are what step 7 pools. Between blocks and for a norm the step keeps `H` output
+//! codes in scratch bytes at the end of the state buffer ([`Model::state_len`]).
+//!
 //! Weight codes (`We`, `Bbar`, `C`, `Wc`, `Wd`) are stored bit-packed at their grid's width
 //! (two 4-bit codes per byte, four 2-bit, a 6-bit code straddling bytes; see
 //! [`crate::format`]).
 
 use crate::fixed::{div_round, requant, sat32, shr_round};
-use crate::format::{Error, Reader, split_header};
+use crate::format::{Error, Reader, VERSION_ONE_BLOCK, split_header_versioned};
+use crate::norm::{LnStep, affine_code, layer_norm_fits};
 
 /// Largest dimension (inputs, heads, modes, classes) a file may declare: keeps every
 /// accumulator provably inside its integer type.
@@ -138,21 +155,53 @@ impl Requant<'_> {
     }
 }
 
-/// A parsed model file. Holds only slices into the caller's bytes (which may sit in flash);
-/// nothing is copied or allocated.
+/// Most S4D blocks a file may declare (the parsed model holds a fixed array of block views,
+/// so its size is bounded without allocation).
+pub const MAX_BLOCKS: usize = 8;
+
+/// A block's residual sum (both terms to `Q.frac` residual units, then the residual grid).
 #[derive(Clone, Copy)]
-pub struct Model<'a> {
-    d_input: usize,
-    heads: usize,
-    modes: usize,
-    classes: usize,
+struct Residual<'a> {
+    f: Requant<'a>,
+    x: Requant<'a>,
     frac: u32,
-    pool_frac: u32,
+    out: Grid,
+}
+
+/// A per-channel affine to an output grid (BatchNorm, and LayerNorm's scale and shift).
+#[derive(Clone, Copy)]
+struct Affine<'a> {
+    m: I32s<'a>,
+    bias: I64s<'a>,
+    shift: u32,
+    out: Grid,
+}
+
+impl Affine<'_> {
+    #[inline]
+    fn apply(&self, c: usize, x: i32) -> i8 {
+        affine_code(
+            x,
+            self.m.at(c),
+            self.bias.at(c),
+            self.shift,
+            self.out.qmin,
+            self.out.qmax,
+        ) as i8
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Norm<'a> {
+    Layer { e16: u64, affine: Affine<'a> },
+    Batch(Affine<'a>),
+}
+
+/// One block's arrays (views into the file).
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    frac: u32,
     state_shift: u32,
-    input: Grid,
-    enc_w: Codes<'a>,
-    enc_wz: I32s<'a>,
-    enc: Requant<'a>,
     a_re: I32s<'a>,
     a_im: I32s<'a>,
     b_re: Codes<'a>,
@@ -174,8 +223,44 @@ pub struct Model<'a> {
     lin_w: Codes<'a>,
     lin_wz: I32s<'a>,
     lin: Requant<'a>,
-    sigmoid: I32s<'a>,
     out: Grid,
+    residual: Option<Residual<'a>>,
+    norm: Option<Norm<'a>>,
+}
+
+impl Block<'_> {
+    /// The grid the norm reads: the residual's, else the GLU output's.
+    fn pre_norm_grid(&self) -> Grid {
+        self.residual.map_or(self.out, |r| r.out)
+    }
+
+    /// The grid of the block's output codes.
+    fn out_grid(&self) -> Grid {
+        match &self.norm {
+            Some(Norm::Layer { affine, .. }) => affine.out,
+            Some(Norm::Batch(a)) => a.out,
+            None => self.pre_norm_grid(),
+        }
+    }
+}
+
+/// A parsed model file. Holds only slices into the caller's bytes (which may sit in flash);
+/// nothing is copied or allocated.
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    d_input: usize,
+    heads: usize,
+    modes: usize,
+    classes: usize,
+    pool_frac: u32,
+    input: Grid,
+    enc_w: Codes<'a>,
+    enc_wz: I32s<'a>,
+    enc: Requant<'a>,
+    /// `n_blocks` blocks; the entries past them repeat block 0 (never read).
+    blocks: [Block<'a>; MAX_BLOCKS],
+    n_blocks: usize,
+    sigmoid: I32s<'a>,
     dec_w: Codes<'a>,
     dec_wz: I32s<'a>,
     dec: Requant<'a>,
@@ -258,82 +343,199 @@ fn requant_arrays<'a>(
     Ok(Requant { m, shift, bias })
 }
 
+/// A block's SSM, GELU table, pointwise conv and GLU grid (version 2 has the sigmoid table
+/// between the conv's requantization and the GLU grid: `sigmoid_v2` receives it).
+fn block_core<'a>(
+    r: &mut Reader<'a>,
+    heads: usize,
+    modes: usize,
+    frac: u32,
+    state_shift: u32,
+    sigmoid_v2: Option<&mut Option<I32s<'a>>>,
+) -> Result<Block<'a>, Error> {
+    check((1..=30).contains(&frac), "frac")?;
+    check((1..=30).contains(&state_shift), "state_shift")?;
+    let (h, hm) = (heads, heads * modes);
+    let a_re = i32s(r, hm, "a_re")?;
+    let a_im = i32s(r, hm, "a_im")?;
+    let b_re = codes_packed(r, hm, "b_re")?;
+    let b_im = codes_packed(r, hm, "b_im")?;
+    let b_z = codes(r, h, "b_z")?;
+    let c_re = codes_packed(r, hm, "c_re")?;
+    let c_im = codes_packed(r, hm, "c_im")?;
+    let c_z = codes(r, h, "c_z")?;
+    let bu_rq = requant_arrays(r, h, false, "bu_rq")?;
+    let w_max = i32s(r, h, "w_max")?;
+    check((0..h).all(|i| w_max.at(i) >= 0), "w_max")?;
+    let cy_rq = requant_arrays(r, h, false, "cy_rq")?;
+    let dy_rq = requant_arrays(r, h, false, "dy_rq")?;
+    let st_z = codes(r, h, "state_z")?;
+    let st_lo = codes(r, h, "state_lo")?;
+    let st_hi = codes(r, h, "state_hi")?;
+    check(
+        (0..h).all(|i| st_lo.at(i) <= st_hi.at(i)),
+        "state_lo/state_hi",
+    )?;
+    // The 32-bit state update's bound (module doc, step 3), from the file's own numbers.
+    let state_ok = (0..h).all(|i| {
+        let (z, wm) = (st_z.at(i) as i64, w_max.at(i) as i64);
+        let xmax = (st_lo.at(i) as i64 - z)
+            .abs()
+            .max((st_hi.at(i) as i64 - z).abs());
+        let fixed = (1i64 << (state_shift - 1)) + z.abs() * (1i64 << state_shift);
+        let bz = b_z.at(i) as i64;
+        (0..modes).all(|n| {
+            let k = i * modes + n;
+            let a = (a_re.at(k) as i64).abs() + (a_im.at(k) as i64).abs();
+            let b = (b_re.at(k) as i64 - bz)
+                .abs()
+                .max((b_im.at(k) as i64 - bz).abs());
+            a * xmax + b * wm + fixed <= i32::MAX as i64
+        })
+    });
+    check(
+        state_ok,
+        "state accumulator bound (a_re/a_im/w_max/state_shift)",
+    )?;
+    let y = grid(r, "ssm_output_grid")?;
+    let gelu = i8s(r, (y.qmax - y.qmin + 1) as usize, "gelu_lut")?;
+    let g_z = r.i32("activation_z")?;
+    check(in_i8(g_z), "activation_z")?;
+    let lin_w = codes_packed(r, h * 2 * h, "lin_w")?;
+    let lin_wz = codes(r, 2 * h, "lin_wz")?;
+    let lin = requant_arrays(r, 2 * h, true, "lin_rq")?;
+    if let Some(slot) = sigmoid_v2 {
+        *slot = Some(sigmoid_table(r)?);
+    }
+    let out = grid(r, "glu_output_grid")?;
+    Ok(Block {
+        frac,
+        state_shift,
+        a_re,
+        a_im,
+        b_re,
+        b_im,
+        b_z,
+        c_re,
+        c_im,
+        c_z,
+        bu_rq,
+        w_max,
+        cy_rq,
+        dy_rq,
+        st_z,
+        st_lo,
+        st_hi,
+        y,
+        gelu,
+        g_z,
+        lin_w,
+        lin_wz,
+        lin,
+        out,
+        residual: None,
+        norm: None,
+    })
+}
+
+fn sigmoid_table<'a>(r: &mut Reader<'a>) -> Result<I32s<'a>, Error> {
+    let sigmoid = i32s(r, SIGMOID_LEN, "sigmoid")?;
+    check(
+        (0..SIGMOID_LEN).all(|i| (0..=1 << SIGMOID_OUT_FRAC).contains(&sigmoid.at(i))),
+        "sigmoid",
+    )?;
+    Ok(sigmoid)
+}
+
+fn affine<'a>(r: &mut Reader<'a>, h: usize, field: &'static str) -> Result<Affine<'a>, Error> {
+    let m = i32s(r, h, field)?;
+    let bias = I64s(r.array(h, 8, field)?);
+    let shift = r.u8(field)? as u32;
+    check(shift <= 62, field)?;
+    let out = grid(r, field)?;
+    Ok(Affine {
+        m,
+        bias,
+        shift,
+        out,
+    })
+}
+
+/// A version-3 block: `frac`, `state_shift`, the residual flag (0/1) and the norm kind (0
+/// none, 1 LayerNorm, 2 BatchNorm) as bytes, the core, then the stages.
+fn block_v3<'a>(r: &mut Reader<'a>, heads: usize, modes: usize) -> Result<Block<'a>, Error> {
+    let frac = r.u8("block frac")? as u32;
+    let state_shift = r.u8("block state_shift")? as u32;
+    let has_residual = r.u8("residual flag")?;
+    check(has_residual <= 1, "residual flag")?;
+    let norm_kind = r.u8("norm kind")?;
+    check(norm_kind <= 2, "norm kind")?;
+    let mut b = block_core(r, heads, modes, frac, state_shift, None)?;
+    if has_residual == 1 {
+        let f = requant_arrays(r, heads, false, "residual_f")?;
+        let x = requant_arrays(r, heads, false, "residual_x")?;
+        let frac = r.u8("residual_frac")? as u32;
+        check(frac <= 62, "residual_frac")?;
+        let out = grid(r, "residual_grid")?;
+        b.residual = Some(Residual { f, x, frac, out });
+    }
+    b.norm = match norm_kind {
+        1 => {
+            let e = I64s(r.array(1, 8, "layer_norm_eps")?).at(0);
+            let g = b.pre_norm_grid();
+            check(
+                e >= 0 && layer_norm_fits(heads, (g.qmax - g.qmin) as u32, e as u64),
+                "layer_norm_eps",
+            )?;
+            Some(Norm::Layer {
+                e16: e as u64,
+                affine: affine(r, heads, "layer_norm_affine")?,
+            })
+        }
+        2 => Some(Norm::Batch(affine(r, heads, "batch_norm_affine")?)),
+        _ => None,
+    };
+    Ok(b)
+}
+
 impl<'a> Model<'a> {
-    /// Parses and validates a model file (header, checksum, every length and range). Never
-    /// panics; every defect is an [`Error`].
+    /// Parses and validates a model file (header, checksum, every length and range) of
+    /// format version 3 (stacked blocks) or 2 (one block). Never panics; every defect is an
+    /// [`Error`].
     pub fn parse(file: &'a [u8]) -> Result<Self, Error> {
-        let payload = split_header(file)?;
+        let (version, payload) = split_header_versioned(file)?;
+        let v2 = version == VERSION_ONE_BLOCK;
         let mut r = Reader::new(payload);
         let d_input = dim(&mut r, "d_input", 1)?;
         let heads = dim(&mut r, "heads", 1)?;
         let modes = dim(&mut r, "modes", 1)?;
         let classes = dim(&mut r, "classes", 2)?;
-        let frac = r.u8("frac")? as u32;
-        check((1..=30).contains(&frac), "frac")?;
+        // Version 2: frac, pool_frac, state_shift, 0; version 3: blocks, pool_frac, 0, 0.
+        let b0 = r.u8("frac / blocks")? as u32;
         let pool_frac = r.u8("pool_frac")? as u32;
         check(pool_frac <= 30, "pool_frac")?;
-        let state_shift = r.u8("state_shift")? as u32;
-        check((1..=30).contains(&state_shift), "state_shift")?;
+        let b2 = r.u8("state_shift")? as u32;
         check(r.u8("reserved")? == 0, "reserved")?;
+        let n_blocks = if v2 { 1 } else { b0 as usize };
+        check((1..=MAX_BLOCKS).contains(&n_blocks), "blocks")?;
+        check(v2 || b2 == 0, "reserved")?;
         let input = grid(&mut r, "input_grid")?;
-        let (h, hm) = (heads, heads * modes);
+        let h = heads;
         let enc_w = codes_packed(&mut r, d_input * h, "enc_w")?;
         let enc_wz = codes(&mut r, h, "enc_wz")?;
         let enc = requant_arrays(&mut r, h, true, "enc_rq")?;
-        let a_re = i32s(&mut r, hm, "a_re")?;
-        let a_im = i32s(&mut r, hm, "a_im")?;
-        let b_re = codes_packed(&mut r, hm, "b_re")?;
-        let b_im = codes_packed(&mut r, hm, "b_im")?;
-        let b_z = codes(&mut r, h, "b_z")?;
-        let c_re = codes_packed(&mut r, hm, "c_re")?;
-        let c_im = codes_packed(&mut r, hm, "c_im")?;
-        let c_z = codes(&mut r, h, "c_z")?;
-        let bu_rq = requant_arrays(&mut r, h, false, "bu_rq")?;
-        let w_max = i32s(&mut r, h, "w_max")?;
-        check((0..h).all(|i| w_max.at(i) >= 0), "w_max")?;
-        let cy_rq = requant_arrays(&mut r, h, false, "cy_rq")?;
-        let dy_rq = requant_arrays(&mut r, h, false, "dy_rq")?;
-        let st_z = codes(&mut r, h, "state_z")?;
-        let st_lo = codes(&mut r, h, "state_lo")?;
-        let st_hi = codes(&mut r, h, "state_hi")?;
-        check(
-            (0..h).all(|i| st_lo.at(i) <= st_hi.at(i)),
-            "state_lo/state_hi",
-        )?;
-        // The 32-bit state update's bound (module doc, step 3), from the file's own numbers.
-        let state_ok = (0..h).all(|i| {
-            let (z, wm) = (st_z.at(i) as i64, w_max.at(i) as i64);
-            let xmax = (st_lo.at(i) as i64 - z)
-                .abs()
-                .max((st_hi.at(i) as i64 - z).abs());
-            let fixed = (1i64 << (state_shift - 1)) + z.abs() * (1i64 << state_shift);
-            let bz = b_z.at(i) as i64;
-            (0..modes).all(|n| {
-                let k = i * modes + n;
-                let a = (a_re.at(k) as i64).abs() + (a_im.at(k) as i64).abs();
-                let b = (b_re.at(k) as i64 - bz)
-                    .abs()
-                    .max((b_im.at(k) as i64 - bz).abs());
-                a * xmax + b * wm + fixed <= i32::MAX as i64
-            })
-        });
-        check(
-            state_ok,
-            "state accumulator bound (a_re/a_im/w_max/state_shift)",
-        )?;
-        let y = grid(&mut r, "ssm_output_grid")?;
-        let gelu = i8s(&mut r, (y.qmax - y.qmin + 1) as usize, "gelu_lut")?;
-        let g_z = r.i32("activation_z")?;
-        check(in_i8(g_z), "activation_z")?;
-        let lin_w = codes_packed(&mut r, h * 2 * h, "lin_w")?;
-        let lin_wz = codes(&mut r, 2 * h, "lin_wz")?;
-        let lin = requant_arrays(&mut r, 2 * h, true, "lin_rq")?;
-        let sigmoid = i32s(&mut r, SIGMOID_LEN, "sigmoid")?;
-        check(
-            (0..SIGMOID_LEN).all(|i| (0..=1 << SIGMOID_OUT_FRAC).contains(&sigmoid.at(i))),
-            "sigmoid",
-        )?;
-        let out = grid(&mut r, "glu_output_grid")?;
+        let (first, sigmoid) = if v2 {
+            let mut sig = None;
+            let b = block_core(&mut r, heads, modes, b0, b2, Some(&mut sig))?;
+            (b, sig.ok_or(Error::Truncated { field: "sigmoid" })?)
+        } else {
+            let sig = sigmoid_table(&mut r)?;
+            (block_v3(&mut r, heads, modes)?, sig)
+        };
+        let mut blocks = [first; MAX_BLOCKS];
+        for slot in blocks.iter_mut().take(n_blocks).skip(1) {
+            *slot = block_v3(&mut r, heads, modes)?;
+        }
         let dec_w = codes_packed(&mut r, h * classes, "dec_w")?;
         let dec_wz = codes(&mut r, classes, "dec_wz")?;
         let dec = requant_arrays(&mut r, classes, true, "dec_rq")?;
@@ -352,36 +554,14 @@ impl<'a> Model<'a> {
             heads,
             modes,
             classes,
-            frac,
             pool_frac,
-            state_shift,
             input,
             enc_w,
             enc_wz,
             enc,
-            a_re,
-            a_im,
-            b_re,
-            b_im,
-            b_z,
-            c_re,
-            c_im,
-            c_z,
-            bu_rq,
-            w_max,
-            cy_rq,
-            dy_rq,
-            st_z,
-            st_lo,
-            st_hi,
-            y,
-            gelu,
-            g_z,
-            lin_w,
-            lin_wz,
-            lin,
+            blocks,
+            n_blocks,
             sigmoid,
-            out,
             dec_w,
             dec_wz,
             dec,
@@ -389,6 +569,11 @@ impl<'a> Model<'a> {
             l_qmin,
             l_qmax,
         })
+    }
+
+    /// S4D blocks.
+    pub fn blocks(&self) -> usize {
+        self.n_blocks
     }
 
     /// Input features per time step.
@@ -411,9 +596,22 @@ impl<'a> Model<'a> {
         self.classes
     }
 
-    /// Length of the state buffer: `2 H M` codes (real and imaginary part per mode).
+    /// State codes of all blocks: `2 H M` per block (real and imaginary part per mode).
+    pub fn codes_len(&self) -> usize {
+        2 * self.heads * self.modes * self.n_blocks
+    }
+
+    /// Whether a step needs the `H`-byte block-output scratch: between blocks, and for a norm
+    /// (which reads every channel of a step before writing one).
+    fn needs_io(&self) -> bool {
+        self.n_blocks > 1 || self.blocks[0].norm.is_some()
+    }
+
+    /// Length of the state buffer: the state codes ([`Model::codes_len`]), plus `H` bytes of
+    /// per-step scratch for the block outputs when the model has more than one block or a
+    /// norm. `2 H M` for the paper's one-block model.
     pub fn state_len(&self) -> usize {
-        2 * self.heads * self.modes
+        self.codes_len() + if self.needs_io() { self.heads } else { 0 }
     }
 
     /// The input grid `(zero point, qmin, qmax)`: callers quantize raw inputs onto it.
@@ -440,6 +638,18 @@ impl<'a> Model<'a> {
         }
     }
 
+    /// Encoder output `u` of head `h` (block 0's input, per-head fixed-point unit).
+    #[inline]
+    fn encode(&self, input: &[i8], h: usize) -> i32 {
+        let wz = self.enc_wz.at(h);
+        let mut acc = 0i32;
+        for (i, &x) in input.iter().enumerate() {
+            let x = (x as i32).clamp(self.input.qmin, self.input.qmax) - self.input.z;
+            acc += x * (self.enc_w.at(i * self.heads + h) - wz);
+        }
+        sat32(self.enc.apply(h, acc))
+    }
+
     /// Advances `state` by one time step of input codes `input` (`d_input` of them, clamped to
     /// the input grid) without computing logits.
     pub fn advance(&self, state: &mut State<'_>, input: &[i8]) -> Result<(), Error> {
@@ -454,80 +664,133 @@ impl<'a> Model<'a> {
         if state.t >= MAX_STEPS {
             return Err(Error::SequenceTooLong);
         }
-        let (h_n, m_n, f) = (self.heads, self.modes, self.frac);
-        for h in 0..h_n {
-            // 1. encoder
-            let wz = self.enc_wz.at(h);
-            let mut acc = 0i32;
-            for (i, &x) in input.iter().enumerate() {
-                let x = (x as i32).clamp(self.input.qmin, self.input.qmax) - self.input.z;
-                acc += x * (self.enc_w.at(i * h_n + h) - wz);
-            }
-            let u = sat32(self.enc.apply(h, acc));
-            // 2. Bbar's input in Q.S state units, fenced by the export-time bound
-            let wm = self.w_max.at(h);
-            let w = sat32(self.bu_rq.apply(h, u)).clamp(-wm, wm);
-            let (bz, cz) = (self.b_z.at(h), self.c_z.at(h));
-            let (sz, lo, hi) = (self.st_z.at(h), self.st_lo.at(h), self.st_hi.at(h));
-            let (s, half) = (self.state_shift, 1i32 << (self.state_shift - 1));
-            let mut re_cx = 0i32;
-            // Per-head views: the bounds are checked once here, not per mode.
-            let k0 = h * m_n;
-            let a_re = &self.a_re.0[4 * k0..4 * (k0 + m_n)];
-            let a_im = &self.a_im.0[4 * k0..4 * (k0 + m_n)];
-            let xs = &mut state.x[2 * k0..2 * (k0 + m_n)];
-            let modes = xs
-                .chunks_exact_mut(2)
-                .zip(a_re.chunks_exact(4).zip(a_im.chunks_exact(4)));
-            for (n, (x, (are, aim))) in modes.enumerate() {
-                let k = k0 + n;
-                // 3. state update, all in i32 (bound proved at parse; wrapping ops only keep
-                // overflow-checked builds total)
-                let ar = i32::from_le_bytes([are[0], are[1], are[2], are[3]]);
-                let ai = i32::from_le_bytes([aim[0], aim[1], aim[2], aim[3]]);
-                let xr = x[0] as i32 - sz;
-                let xi = x[1] as i32 - sz;
-                let (br, bi) = (self.b_re.at(k) - bz, self.b_im.at(k) - bz);
-                let vr = br
-                    .wrapping_mul(w)
-                    .wrapping_add(ar.wrapping_mul(xr))
-                    .wrapping_sub(ai.wrapping_mul(xi));
-                let vi = bi
-                    .wrapping_mul(w)
-                    .wrapping_add(ar.wrapping_mul(xi))
-                    .wrapping_add(ai.wrapping_mul(xr));
-                let qr = ((vr.wrapping_add(half) >> s) + sz).clamp(lo, hi);
-                let qi = ((vi.wrapping_add(half) >> s) + sz).clamp(lo, hi);
-                x[0] = qr as i8;
-                x[1] = qi as i8;
-                // 4. readout Re(C x)
-                let (cr, ci) = (self.c_re.at(k) - cz, self.c_im.at(k) - cz);
-                re_cx += cr * (qr - sz) - ci * (qi - sz);
-            }
-            let yacc = self
-                .cy_rq
-                .apply(h, re_cx)
-                .wrapping_add(self.dy_rq.apply(h, u));
-            let qy = (shr_round(yacc, f) + self.y.z as i64)
-                .clamp(self.y.qmin as i64, self.y.qmax as i64) as i32;
-            // 5. GELU + activation quantizer
-            state.g[h] = self.gelu.at((qy - self.y.qmin) as usize) as i8;
-        }
-        // 6. pointwise linear H -> 2H and GLU, 7. pooled sum
-        let two_h = 2 * h_n;
-        for j in 0..h_n {
-            let (za, zb) = (self.lin_wz.at(j), self.lin_wz.at(h_n + j));
-            let (mut acc_a, mut acc_b) = (0i32, 0i32);
+        let (h_n, m_n) = (self.heads, self.modes);
+        let per_block = 2 * h_n * m_n;
+        let (xs, io) = state.x.split_at_mut(self.codes_len());
+        for (bi, blk) in self.blocks.iter().take(self.n_blocks).enumerate() {
+            let last = bi + 1 == self.n_blocks;
+            // The block input per head: `u` for block 0, else the previous output code minus
+            // its zero point (`io` holds it).
+            let zin = if bi == 0 {
+                0
+            } else {
+                self.blocks[bi - 1].out_grid().z
+            };
+            let input_of = |io: &[i8], h: usize| {
+                if bi == 0 {
+                    self.encode(input, h)
+                } else {
+                    io[h] as i32 - zin
+                }
+            };
+            let f = blk.frac;
+            let xb = &mut xs[bi * per_block..(bi + 1) * per_block];
             for h in 0..h_n {
-                let g = state.g[h] as i32 - self.g_z;
-                acc_a += g * (self.lin_w.at(h * two_h + j) - za);
-                acc_b += g * (self.lin_w.at(h * two_h + h_n + j) - zb);
+                // 1. block input
+                let u = input_of(io, h);
+                // 2. Bbar's input in Q.S state units, fenced by the export-time bound
+                let wm = blk.w_max.at(h);
+                let w = sat32(blk.bu_rq.apply(h, u)).clamp(-wm, wm);
+                let (bz, cz) = (blk.b_z.at(h), blk.c_z.at(h));
+                let (sz, lo, hi) = (blk.st_z.at(h), blk.st_lo.at(h), blk.st_hi.at(h));
+                let (s, half) = (blk.state_shift, 1i32 << (blk.state_shift - 1));
+                let mut re_cx = 0i32;
+                // Per-head views: the bounds are checked once here, not per mode.
+                let k0 = h * m_n;
+                let a_re = &blk.a_re.0[4 * k0..4 * (k0 + m_n)];
+                let a_im = &blk.a_im.0[4 * k0..4 * (k0 + m_n)];
+                let xh = &mut xb[2 * k0..2 * (k0 + m_n)];
+                let modes = xh
+                    .chunks_exact_mut(2)
+                    .zip(a_re.chunks_exact(4).zip(a_im.chunks_exact(4)));
+                for (n, (x, (are, aim))) in modes.enumerate() {
+                    let k = k0 + n;
+                    // 3. state update, all in i32 (bound proved at parse; wrapping ops only
+                    // keep overflow-checked builds total)
+                    let ar = i32::from_le_bytes([are[0], are[1], are[2], are[3]]);
+                    let ai = i32::from_le_bytes([aim[0], aim[1], aim[2], aim[3]]);
+                    let xr = x[0] as i32 - sz;
+                    let xi = x[1] as i32 - sz;
+                    let (br, bim) = (blk.b_re.at(k) - bz, blk.b_im.at(k) - bz);
+                    let vr = br
+                        .wrapping_mul(w)
+                        .wrapping_add(ar.wrapping_mul(xr))
+                        .wrapping_sub(ai.wrapping_mul(xi));
+                    let vi = bim
+                        .wrapping_mul(w)
+                        .wrapping_add(ar.wrapping_mul(xi))
+                        .wrapping_add(ai.wrapping_mul(xr));
+                    let qr = ((vr.wrapping_add(half) >> s) + sz).clamp(lo, hi);
+                    let qi = ((vi.wrapping_add(half) >> s) + sz).clamp(lo, hi);
+                    x[0] = qr as i8;
+                    x[1] = qi as i8;
+                    // 4. readout Re(C x)
+                    let (cr, ci) = (blk.c_re.at(k) - cz, blk.c_im.at(k) - cz);
+                    re_cx += cr * (qr - sz) - ci * (qi - sz);
+                }
+                let yacc = blk
+                    .cy_rq
+                    .apply(h, re_cx)
+                    .wrapping_add(blk.dy_rq.apply(h, u));
+                let qy = (shr_round(yacc, f) + blk.y.z as i64)
+                    .clamp(blk.y.qmin as i64, blk.y.qmax as i64) as i32;
+                // 5. GELU + activation quantizer
+                state.g[h] = blk.gelu.at((qy - blk.y.qmin) as usize) as i8;
             }
-            let a = sat32(self.lin.apply(j, acc_a)) as i64;
-            let b = sat32(self.lin.apply(h_n + j, acc_b));
-            let o = (shr_round(a * self.sigmoid_q30(b), SIGMOID_OUT_FRAC + f) + self.out.z as i64)
-                .clamp(self.out.qmin as i64, self.out.qmax as i64);
-            state.sums[j] += o - self.out.z as i64;
+            // 6. pointwise linear H -> 2H and GLU, 7. residual sum, then the pooled sum (last
+            // block without a norm) or the block output into `io`
+            let two_h = 2 * h_n;
+            let pool_z = blk.out_grid().z as i64;
+            for j in 0..h_n {
+                let (za, zb) = (blk.lin_wz.at(j), blk.lin_wz.at(h_n + j));
+                let (mut acc_a, mut acc_b) = (0i32, 0i32);
+                for h in 0..h_n {
+                    let g = state.g[h] as i32 - blk.g_z;
+                    acc_a += g * (blk.lin_w.at(h * two_h + j) - za);
+                    acc_b += g * (blk.lin_w.at(h * two_h + h_n + j) - zb);
+                }
+                let a = sat32(blk.lin.apply(j, acc_a)) as i64;
+                let b = sat32(blk.lin.apply(h_n + j, acc_b));
+                let mut o = (shr_round(a * self.sigmoid_q30(b), SIGMOID_OUT_FRAC + f)
+                    + blk.out.z as i64)
+                    .clamp(blk.out.qmin as i64, blk.out.qmax as i64);
+                if let Some(r) = &blk.residual {
+                    let v = input_of(io, j);
+                    let acc =
+                        r.f.apply(j, (o - blk.out.z as i64) as i32)
+                            .wrapping_add(r.x.apply(j, v));
+                    o = (shr_round(acc, r.frac) + r.out.z as i64)
+                        .clamp(r.out.qmin as i64, r.out.qmax as i64);
+                }
+                if last && blk.norm.is_none() {
+                    state.sums[j] += o - pool_z;
+                } else {
+                    io[j] = o as i8;
+                }
+            }
+            // 8. norm over the step's codes, in place
+            if let Some(norm) = &blk.norm {
+                let io = &mut io[..h_n];
+                let zn = blk.pre_norm_grid().z;
+                match norm {
+                    Norm::Layer { e16, affine } => {
+                        let st = LnStep::new(h_n, *e16, |i| io[i] as i32);
+                        for (c, q) in io.iter_mut().enumerate() {
+                            *q = affine.apply(c, st.value(*q as i32));
+                        }
+                    }
+                    Norm::Batch(affine) => {
+                        for (c, q) in io.iter_mut().enumerate() {
+                            *q = affine.apply(c, *q as i32 - zn);
+                        }
+                    }
+                }
+                if last {
+                    for (s, &q) in state.sums.iter_mut().zip(io.iter()) {
+                        *s += q as i64 - pool_z;
+                    }
+                }
+            }
         }
         state.t += 1;
         Ok(())
@@ -629,6 +892,8 @@ pub struct State<'s> {
     g: &'s mut [i8],
     sums: &'s mut [i64],
     t: u32,
+    /// How many of `x` are state codes (the rest is block-output scratch).
+    codes_len: usize,
 }
 
 impl<'s> State<'s> {
@@ -639,7 +904,13 @@ impl<'s> State<'s> {
         g: &'s mut [i8],
         sums: &'s mut [i64],
     ) -> Result<Self, Error> {
-        let mut s = Self { x, g, sums, t: 0 };
+        let mut s = Self {
+            x,
+            g,
+            sums,
+            t: 0,
+            codes_len: model.codes_len(),
+        };
         model.check_state(&s)?;
         s.reset(model)?;
         Ok(s)
@@ -648,40 +919,48 @@ impl<'s> State<'s> {
     /// Back to `x_{-1} = 0` (every code at its head's zero point) and an empty pool.
     pub fn reset(&mut self, model: &Model<'_>) -> Result<(), Error> {
         model.check_state(self)?;
-        for (k, pair) in self.x.chunks_exact_mut(2).enumerate() {
-            let z = model.st_z.at(k / model.modes) as i8;
+        let per_block = model.heads * model.modes;
+        let (codes, io) = self.x.split_at_mut(model.codes_len());
+        for (k, pair) in codes.chunks_exact_mut(2).enumerate() {
+            let blk = &model.blocks[k / per_block];
+            let z = blk.st_z.at(k % per_block / model.modes) as i8;
             pair[0] = z;
             pair[1] = z;
         }
+        io.fill(0);
+        self.codes_len = model.codes_len();
         self.g.fill(0);
         self.sums.fill(0);
         self.t = 0;
         Ok(())
     }
 
-    /// Overwrites the state codes (`[H][M][re, im]`, as [`State::codes`] returns them), e.g.
+    /// Overwrites the state codes (`[block][H][M][re, im]`, as [`State::codes`] returns them), e.g.
     /// to restore a saved stream or to drive worst-case states in tests. Every code must lie
     /// in its head's `[lo, hi]` (the only states the update can produce), else
     /// [`Error::InvalidValue`] and nothing changes.
     pub fn set_codes(&mut self, model: &Model<'_>, codes: &[i8]) -> Result<(), Error> {
         model.check_state(self)?;
-        if codes.len() != self.x.len() {
+        let n = model.codes_len();
+        if codes.len() != n {
             return Err(Error::BufferSize {
                 buffer: "state codes",
-                expected: self.x.len(),
+                expected: n,
                 found: codes.len(),
             });
         }
+        let per_block = 2 * model.heads * model.modes;
         let ok = codes.iter().enumerate().all(|(i, &c)| {
-            let h = i / 2 / model.modes;
-            (model.st_lo.at(h)..=model.st_hi.at(h)).contains(&(c as i32))
+            let blk = &model.blocks[i / per_block];
+            let h = i % per_block / 2 / model.modes;
+            (blk.st_lo.at(h)..=blk.st_hi.at(h)).contains(&(c as i32))
         });
         if !ok {
             return Err(Error::InvalidValue {
                 field: "state codes",
             });
         }
-        self.x.copy_from_slice(codes);
+        self.x[..n].copy_from_slice(codes);
         Ok(())
     }
 
@@ -690,9 +969,9 @@ impl<'s> State<'s> {
         self.t
     }
 
-    /// The state codes, `[H][M][re, im]`.
+    /// The state codes, `[block][H][M][re, im]`.
     pub fn codes(&self) -> &[i8] {
-        self.x
+        &self.x[..self.codes_len.min(self.x.len())]
     }
 }
 

@@ -58,30 +58,52 @@ pub fn layer_norm_fits(h: usize, range: u32, e16: u64) -> bool {
     (v_max << (2 * LN_SQRT_FRAC)) < (1u128 << 62) && t_max < (1u128 << 62)
 }
 
+/// One step's LayerNorm statistics (the code sum and the reciprocal square root), so the
+/// normalised values can be produced one channel at a time, in place over the codes (the
+/// runtime's and C's form); [`layer_norm_q22`] is the same arithmetic over a slice.
+#[derive(Debug, Clone, Copy)]
+pub struct LnStep {
+    h: i64,
+    sum: i64,
+    inv: i64,
+}
+
+impl LnStep {
+    /// The statistics of the `h` codes `code(0..h)` with the eps term `e16` (module doc).
+    /// A constant step with `e16 = 0` has `isqrt(T16) = 0`: every value normalises to 0.
+    pub fn new(h: usize, e16: u64, code: impl Fn(usize) -> i32) -> Self {
+        let hi = h as i64;
+        let sum: i64 = (0..h).map(|i| code(i) as i64).sum();
+        let mut v = 0u64;
+        for i in 0..h {
+            let d = hi * code(i) as i64 - sum;
+            v = v.wrapping_add((d * d) as u64);
+        }
+        let t16 = if h == 0 {
+            0
+        } else {
+            ((v << (2 * LN_SQRT_FRAC)) / h as u64).wrapping_add(e16)
+        };
+        let r = isqrt_u64(t16);
+        let inv = (1u64 << LN_INV_BITS).checked_div(r).unwrap_or(0) as i64;
+        Self { h: hi, sum, inv }
+    }
+
+    /// The normalised value (`Q22`) of code `x` of this step.
+    #[inline]
+    pub fn value(&self, x: i32) -> i32 {
+        let d = self.h * x as i64 - self.sum;
+        shr_round(d * self.inv, LN_INV_BITS - LN_SQRT_FRAC - LN_FRAC) as i32
+    }
+}
+
 /// The normalised values of one step, `(x_i - mean) / sqrt(var + eps)` in `Q22`, from codes
 /// `q` (any zero point: it cancels) and the export-time constant `e16` (module doc). Writes
 /// `out[i]` for every `i < q.len()`; a constant step with `e16 = 0` normalises to zeros.
 pub fn layer_norm_q22(q: &[i32], e16: u64, out: &mut [i32]) {
-    let h = q.len() as i64;
-    if h == 0 {
-        return;
-    }
-    let sum: i64 = q.iter().map(|&v| v as i64).sum();
-    let mut v = 0u64;
-    for &x in q {
-        let d = h * x as i64 - sum;
-        v += (d * d) as u64;
-    }
-    let t16 = (v << (2 * LN_SQRT_FRAC)) / h as u64 + e16;
-    let r = isqrt_u64(t16);
-    if r == 0 {
-        out.iter_mut().for_each(|o| *o = 0);
-        return;
-    }
-    let inv = ((1u64 << LN_INV_BITS) / r) as i64;
+    let st = LnStep::new(q.len(), e16, |i| q[i]);
     for (o, &x) in out.iter_mut().zip(q) {
-        let d = h * x as i64 - sum;
-        *o = shr_round(d * inv, LN_INV_BITS - LN_SQRT_FRAC - LN_FRAC) as i32;
+        *o = st.value(x);
     }
 }
 

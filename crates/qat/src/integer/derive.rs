@@ -6,7 +6,13 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 
-use super::{IntGrid, IntegerModel, Requant, WeightBits, sigmoid_table};
+use burn::nn::LayerNormConfig;
+use s4d_model::NormKind;
+
+use super::{
+    BlockBits, ChannelAffine, IntBlock, IntGrid, IntLayerNorm, IntegerModel, NormStage, Requant,
+    ResidualStage, WeightBits, sigmoid_table,
+};
 use crate::quantized_model::QuantizedClassifier;
 use crate::quantizer::{Calibration, QuantizerState, to_host};
 
@@ -39,6 +45,7 @@ const U_FULL_SCALE: f64 = (1u64 << 22) as f64;
 const I32_BOUND: f64 = (1u64 << 30) as f64;
 
 /// One quantizer's frozen parameters, read from its exported state.
+#[derive(Clone)]
 struct Q {
     scale: Vec<f32>,
     zp: Vec<f32>,
@@ -223,83 +230,95 @@ fn codes_i8(v: impl IntoIterator<Item = i32>) -> Vec<i8> {
     v.into_iter().map(|q| q as i8).collect()
 }
 
+/// A block's input as the integer model holds it: a value per head in a per-head unit `s`
+/// (real value `v s`), within `range` (inclusive).
+struct BlockInput {
+    s: Vec<f64>,
+    range: Vec<(i64, i64)>,
+}
+
+type QMap = BTreeMap<String, QuantizerState>;
+
+fn qget(states: &QMap, name: &str, channels: usize, axis: usize) -> Result<Q> {
+    Q::from_state(name, states.get(name), channels, axis)
+}
+
+/// Biases: quantized with their quantizer when the layer has one; absent ones are zero.
+fn bias_values(states: &QMap, t: Option<Tensor<1>>, name: &str, n: usize) -> Result<Vec<f64>> {
+    match t {
+        None => Ok(vec![0.0; n]),
+        Some(t) => {
+            let qb = qget(states, name, n, 0)?;
+            Ok(to_host(t)?
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| qb.deq(qb.code(v, i), i) as f64)
+                .collect())
+        }
+    }
+}
+
+fn per_tensor(key: &str, q: &Q) -> Result<()> {
+    if q.scale.len() != 1 {
+        return Err(IntegerError::Unsupported(format!(
+            "a per-channel `{key}` quantizer (activation grids must be per tensor)"
+        )));
+    }
+    Ok(())
+}
+
+/// Fraction bits of the residual sum's accumulator: both terms keep 16 bits below a residual
+/// code, so the sum rounds like the fake-quant model's except within `~2^-16` of a boundary.
+const RES_FRAC: u32 = 16;
+
 impl IntegerModel {
     /// Derives the integer model from a calibrated quantized classifier (PTQ or QAT). Fails
     /// with [`IntegerError`] when the model or spec is outside what the integer path supports
     /// (see the module doc) or a fixed-point bound cannot be met.
     pub fn derive(qc: &QuantizedClassifier) -> Result<Self> {
-        if !qc.spec.a_bar_grid.is_cartesian() {
-            return Err(IntegerError::Unsupported(format!(
-                "Abar on the {:?} grid (spec `a_bar_grid`): the integer runtime multiplies \
-                 Cartesian int re/im pairs; export a spec with the Cartesian grid",
-                qc.spec.a_bar_grid
-            )));
+        for grid in std::iter::once(&qc.spec).chain(&qc.block_specs) {
+            if !grid.a_bar_grid.is_cartesian() {
+                return Err(IntegerError::Unsupported(format!(
+                    "Abar on the {:?} grid (spec `a_bar_grid`): the integer runtime multiplies \
+                     Cartesian int re/im pairs; export a spec with the Cartesian grid",
+                    grid.a_bar_grid
+                )));
+            }
         }
         let f = &qc.float;
-        if f.blocks.len() != 1 {
+        if f.blocks.is_empty() {
+            return Err(IntegerError::Unsupported(
+                "a model without S4D blocks".into(),
+            ));
+        }
+        if let Some(i) = f
+            .blocks
+            .iter()
+            .position(|b| b.prenorm && b.norm_kind().is_some())
+        {
             return Err(IntegerError::Unsupported(format!(
-                "{} S4D blocks (one only)",
-                f.blocks.len()
+                "pre-norm (block {i} normalises its input, `x + f(norm(x))`): the integer path \
+                 implements post-norm `norm(x + f(x))` only"
             )));
         }
-        let block = &f.blocks[0];
-        if block.residual || block.norm_kind().is_some() {
-            return Err(IntegerError::Unsupported(
-                "residual connections or norms".into(),
-            ));
-        }
-        let states: BTreeMap<String, QuantizerState> = qc.quant_state()?.quantizers;
+        let states: QMap = qc.quant_state()?.quantizers;
         let [d_input, heads] = f.encoder.weight.dims();
         let [_, classes] = f.decoder.weight.dims();
-        let (a, b, c, d) = qc.ssm_matrices(0);
-        let [_, modes] = a.re.dims();
-        let q = |name: &str, channels: usize, axis: usize| {
-            Q::from_state(name, states.get(name), channels, axis)
-        };
+        let [_, modes] = qc.ssm_matrices(0).0.re.dims();
+        let q = |name: &str, channels: usize, axis: usize| qget(&states, name, channels, axis);
         let qin = q("input", 1, 2)?;
         let qwe = q("encoder_weight", heads, 1)?;
-        let qa = q("block0.a_bar", heads, 0)?;
-        let qb = q("block0.b_bar", heads, 0)?;
-        let qc_ = q("block0.c_bar", heads, 0)?;
-        let qd = q("block0.d_bar", heads, 0)?;
-        let qst = q("block0.state", heads, 1)?;
-        let qy = q("block0.ssm_output", 1, 2)?;
-        let qg = q("block0.activation", 1, 2)?;
-        let qcw = q("block0.conv_weight", 2 * heads, 1)?;
-        let qo = q("block0.glu_output", 1, 2)?;
         let qdw = q("decoder_weight", classes, 1)?;
         let ql = q("logits", classes, 1)?;
-        if qin.scale.len() != 1 || qy.scale.len() != 1 || qg.scale.len() != 1 || qo.scale.len() != 1
-        {
-            return Err(IntegerError::Unsupported(
-                "per-channel input/SSM-output/activation/GLU-output quantizers".into(),
-            ));
-        }
-        // Biases: quantized with their quantizer when the layer has one; absent ones are zero.
-        let bias = |t: Option<Tensor<1>>, name: &str, n: usize| -> Result<Vec<f64>> {
-            match t {
-                None => Ok(vec![0.0; n]),
-                Some(t) => {
-                    let qb = q(name, n, 0)?;
-                    Ok(to_host(t)?
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| qb.deq(qb.code(v, i), i) as f64)
-                        .collect())
-                }
-            }
-        };
-        let enc_b = bias(
+        per_tensor("input", &qin)?;
+        let enc_b = bias_values(
+            &states,
             f.encoder.bias.as_ref().map(|p| p.val()),
             "encoder_bias",
             heads,
         )?;
-        let lin_b = bias(
-            block.conv.bias.as_ref().map(|p| p.val()),
-            "block0.conv_bias",
-            2 * heads,
-        )?;
-        let dec_b = bias(
+        let dec_b = bias_values(
+            &states,
             f.decoder.bias.as_ref().map(|p| p.val()),
             "decoder_bias",
             classes,
@@ -332,67 +351,48 @@ impl IntegerModel {
             Some(&(0..heads).map(|h| enc_b[h] / s_u[h]).collect::<Vec<_>>()),
             "encoder",
         )?;
-
-        // SSM matrices.
-        let host = |t: Tensor<2>| to_host(t);
-        let cq = |qq: &Q, vals: &[f32]| -> Vec<i32> {
-            vals.iter()
-                .enumerate()
-                .map(|(k, &v)| qq.code(v, k / modes))
-                .collect()
-        };
-        let a_re = cq(&qa, &host(a.re)?);
-        let a_im = cq(&qa, &host(a.im)?);
-        // Abar as the fake-quant model uses it: the f32 dequantized code.
-        let a_hat = |codes: &[i32]| -> Vec<f64> {
-            codes
-                .iter()
-                .enumerate()
-                .map(|(k, &q)| qa.deq(q, k / modes) as f64)
-                .collect()
-        };
-        let (a_hat_re, a_hat_im) = (a_hat(&a_re), a_hat(&a_im));
-        let b_re = cq(&qb, &host(b.re)?);
-        let b_im = cq(&qb, &host(b.im)?);
-        let c_re = cq(&qc_, &host(c.re)?);
-        let c_im = cq(&qc_, &host(c.im)?);
-        let d_hat: Vec<f64> = to_host(d)?
-            .iter()
-            .enumerate()
-            .map(|(h, &v)| qd.deq(qd.code(v, h), h) as f64)
-            .collect();
-        let zs = |qq: &Q| (0..heads).map(|h| qq.z(h) as i32).collect::<Vec<_>>();
-        let (state_lo, state_hi): (Vec<i32>, Vec<i32>) = (0..heads)
+        let input = qin.grid();
+        let enc_w = codes_i8(enc_q);
+        let enc_wz: Vec<i32> = (0..heads).map(|h| qwe.z(h) as i32).collect();
+        // |u| is bounded exactly: the encoder sum is extremal at the input grid's ends, and
+        // the requantization is monotone in it.
+        let u_range: Vec<(i64, i64)> = (0..heads)
             .map(|h| {
-                if qc.spec.clamp_state {
-                    let m = qc.spec.state_clamp;
-                    (qst.code(-m, h), qst.code(m, h))
-                } else {
-                    (qst.qmin as i32, qst.qmax as i32)
+                let (xlo, xhi) = (
+                    qin.qmin as i64 - input.z as i64,
+                    qin.qmax as i64 - input.z as i64,
+                );
+                let (mut lo, mut hi) = (0i64, 0i64);
+                for i in 0..d_input {
+                    let w = enc_w[i * heads + h] as i64 - enc_wz[h] as i64;
+                    lo += (xlo * w).min(xhi * w);
+                    hi += (xlo * w).max(xhi * w);
                 }
+                let (a, b) = (enc.apply(h, lo), enc.apply(h, hi));
+                (sat32(a.min(b)) as i64, sat32(a.max(b)) as i64)
             })
-            .unzip();
-
-        // GELU (or qGELU) and the activation quantizer as one table, by the model's own ops.
-        let ygrid = qy.grid();
-        let yvals: Vec<f32> = (ygrid.qmin..=ygrid.qmax).map(|q| qy.deq(q, 0)).collect();
-        let device = f.decoder.weight.val().device();
-        let n = yvals.len();
-        let act = block
-            .activation
-            .forward(Tensor::<1>::from_floats(yvals.as_slice(), &device).reshape([1, 1, n]));
-        let gelu = codes_i8(to_host(act)?.iter().map(|&v| qg.code(v, 0)));
-
-        // Pointwise conv.
-        let lin_wf = to_host(block.conv.weight.val())?;
-        let lin_q: Vec<i32> = lin_wf
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| qcw.code(v, i % (2 * heads)))
             .collect();
-        let (s_g, s_o, s_y) = (qg.s(0) as f64, qo.s(0) as f64, qy.s(0) as f64);
 
-        // Decoder and the pooled-mean precision.
+        let mut block_in = BlockInput {
+            s: s_u,
+            range: u_range,
+        };
+        let mut blocks = Vec::with_capacity(f.blocks.len());
+        let mut qo = None;
+        for i in 0..f.blocks.len() {
+            let (block, out) = derive_block(qc, &states, i, heads, modes, &block_in)?;
+            let g = block.out_grid();
+            block_in = BlockInput {
+                s: vec![out.s(0) as f64; heads],
+                range: vec![(g.qmin as i64 - g.z as i64, g.qmax as i64 - g.z as i64); heads],
+            };
+            blocks.push(block);
+            qo = Some(out);
+        }
+        let qo = qo.ok_or_else(|| IntegerError::Unsupported("no blocks".into()))?;
+
+        // Decoder and the pooled-mean precision, on the last block's output grid.
+        let s_o = qo.s(0) as f64;
         let dec_wf = to_host(f.decoder.weight.val())?;
         let dec_q: Vec<i32> = dec_wf
             .iter()
@@ -423,177 +423,344 @@ impl IntegerModel {
             ),
             "decoder",
         )?;
-
-        // F: the most fraction bits (<= 24) for which every Q.F quantity fits its i32.
-        let g_abs = qg.max_centered(0);
-        let frac_ok = |fb: i32| {
-            let p = 2f64.powi(fb);
-            (0..heads).all(|j| {
-                let acc = g_abs
-                    * (0..heads)
-                        .map(|h| qcw.centered(lin_q[h * 2 * heads + j], j).abs())
-                        .sum::<f64>();
-                (acc * s_g * qcw.s(j) as f64 + lin_b[j].abs()) / s_o * p < I32_BOUND
-            })
-        };
-        let frac = (8..=24)
-            .rev()
-            .find(|&fb| frac_ok(fb))
-            .ok_or_else(|| IntegerError::Bounds("no fraction width in 8..=24 fits".into()))?;
-        let p = 2f64.powi(frac);
-        let per_head = |r: &dyn Fn(usize) -> f64| (0..heads).map(r).collect::<Vec<f64>>();
-        let cy_rq = requant(
-            &per_head(&|h| 2.0 * qc_.s(h) as f64 * qst.s(h) as f64 / s_y * p),
-            None,
-            "C x",
-        )?;
-        let dy_rq = requant(&per_head(&|h| d_hat[h] * s_u[h] / s_y * p), None, "D u")?;
-        let q16 = 2f64.powi(s4q_runtime::SIGMOID_IN_FRAC as i32);
-        let lin_r: Vec<f64> = (0..2 * heads)
-            .map(|j| {
-                let r = s_g * qcw.s(j) as f64;
-                if j < heads { r / s_o * p } else { r * q16 }
-            })
-            .collect();
-        let lin_bias: Vec<f64> = (0..2 * heads)
-            .map(|j| {
-                if j < heads {
-                    lin_b[j] / s_o * p
-                } else {
-                    lin_b[j] * q16
-                }
-            })
-            .collect();
-        // Two stages: the GLU value half (Q.F output units) and the gate half (Q16).
-        let lin_a = requant(&lin_r[..heads], Some(&lin_bias[..heads]), "pointwise conv")?;
-        let lin_b = requant(
-            &lin_r[heads..],
-            Some(&lin_bias[heads..]),
-            "pointwise conv gate",
-        )?;
-        let lin = Requant {
-            m: [lin_a.m, lin_b.m].concat(),
-            shift: [lin_a.shift, lin_b.shift].concat(),
-            bias: Some(
-                [
-                    lin_a.bias.unwrap_or_default(),
-                    lin_b.bias.unwrap_or_default(),
-                ]
-                .concat(),
-            ),
-        };
-
-        let mut im = Self {
+        Ok(Self {
             d_input,
             heads,
             modes,
             classes,
-            frac: frac as u32,
             pool_frac,
-            state_shift: 0,
             weight_bits: WeightBits {
                 enc: qwe.bits,
-                b: qb.bits,
-                c: qc_.bits,
-                lin: qcw.bits,
                 dec: qdw.bits,
             },
-            input: qin.grid(),
+            input,
             input_scale: qin.s(0),
-            enc_w: codes_i8(enc_q),
-            enc_wz: zs(&qwe),
+            enc_w,
+            enc_wz,
             enc,
-            a_re: Vec::new(),
-            a_im: Vec::new(),
-            b_re: codes_i8(b_re),
-            b_im: codes_i8(b_im),
-            b_z: zs(&qb),
-            c_re: codes_i8(c_re),
-            c_im: codes_i8(c_im),
-            c_z: zs(&qc_),
-            bu_rq: Requant {
-                m: Vec::new(),
-                shift: Vec::new(),
-                bias: None,
-            },
-            w_max: Vec::new(),
-            cy_rq,
-            dy_rq,
-            state_z: zs(&qst),
-            state_lo,
-            state_hi,
-            ssm_out: ygrid,
-            gelu,
-            act_z: qg.z(0) as i32,
-            lin_w: codes_i8(lin_q),
-            lin_wz: (0..2 * heads).map(|j| qcw.z(j) as i32).collect(),
-            lin,
+            blocks,
             sigmoid: sigmoid_table(),
-            glu_out: qo.grid(),
             dec_w: codes_i8(dec_q),
             dec_wz: (0..classes).map(|k| qdw.z(k) as i32).collect(),
             dec,
             logits_z: (0..classes).map(|k| ql.z(k) as i32).collect(),
             logits_qmin: ql.qmin as i32,
             logits_qmax: ql.qmax as i32,
+        })
+    }
+}
+
+/// Block `i` of `qc` on the input `inp`: its integer stages, and the quantizer of its output
+/// grid (the next block's input, or the pool's).
+fn derive_block(
+    qc: &QuantizedClassifier,
+    states: &QMap,
+    i: usize,
+    heads: usize,
+    modes: usize,
+    inp: &BlockInput,
+) -> Result<(IntBlock, Q)> {
+    let block = &qc.float.blocks[i];
+    let key = |c: &str| format!("block{i}.{c}");
+    let q = |c: &str, channels: usize, axis: usize| qget(states, &key(c), channels, axis);
+    let (a, b, c, d) = qc.ssm_matrices(i);
+    let qa = q("a_bar", heads, 0)?;
+    let qb = q("b_bar", heads, 0)?;
+    let qc_ = q("c_bar", heads, 0)?;
+    let qd = q("d_bar", heads, 0)?;
+    let qst = q("state", heads, 1)?;
+    let qy = q("ssm_output", 1, 2)?;
+    let qg = q("activation", 1, 2)?;
+    let qcw = q("conv_weight", 2 * heads, 1)?;
+    let qo = q("glu_output", 1, 2)?;
+    for (name, qq) in [
+        ("ssm_output", &qy),
+        ("activation", &qg),
+        ("glu_output", &qo),
+    ] {
+        per_tensor(&key(name), qq)?;
+    }
+    let lin_b = bias_values(
+        states,
+        block.conv.bias.as_ref().map(|p| p.val()),
+        &key("conv_bias"),
+        2 * heads,
+    )?;
+
+    // SSM matrices.
+    let host = |t: Tensor<2>| to_host(t);
+    let cq = |qq: &Q, vals: &[f32]| -> Vec<i32> {
+        vals.iter()
+            .enumerate()
+            .map(|(k, &v)| qq.code(v, k / modes))
+            .collect()
+    };
+    let a_re = cq(&qa, &host(a.re)?);
+    let a_im = cq(&qa, &host(a.im)?);
+    // Abar as the fake-quant model uses it: the f32 dequantized code.
+    let a_hat = |codes: &[i32]| -> Vec<f64> {
+        codes
+            .iter()
+            .enumerate()
+            .map(|(k, &q)| qa.deq(q, k / modes) as f64)
+            .collect()
+    };
+    let (a_hat_re, a_hat_im) = (a_hat(&a_re), a_hat(&a_im));
+    let b_re = cq(&qb, &host(b.re)?);
+    let b_im = cq(&qb, &host(b.im)?);
+    let c_re = cq(&qc_, &host(c.re)?);
+    let c_im = cq(&qc_, &host(c.im)?);
+    let d_hat: Vec<f64> = to_host(d)?
+        .iter()
+        .enumerate()
+        .map(|(h, &v)| qd.deq(qd.code(v, h), h) as f64)
+        .collect();
+    let zs = |qq: &Q| (0..heads).map(|h| qq.z(h) as i32).collect::<Vec<_>>();
+    let (state_lo, state_hi): (Vec<i32>, Vec<i32>) = (0..heads)
+        .map(|h| {
+            if qc.spec.clamp_state {
+                let m = qc.spec.state_clamp;
+                (qst.code(-m, h), qst.code(m, h))
+            } else {
+                (qst.qmin as i32, qst.qmax as i32)
+            }
+        })
+        .unzip();
+
+    // GELU (or qGELU) and the activation quantizer as one table, by the model's own ops.
+    let ygrid = qy.grid();
+    let yvals: Vec<f32> = (ygrid.qmin..=ygrid.qmax).map(|q| qy.deq(q, 0)).collect();
+    let device = qc.float.decoder.weight.val().device();
+    let n = yvals.len();
+    let act = block
+        .activation
+        .forward(Tensor::<1>::from_floats(yvals.as_slice(), &device).reshape([1, 1, n]));
+    let gelu = codes_i8(to_host(act)?.iter().map(|&v| qg.code(v, 0)));
+
+    // Pointwise conv.
+    let lin_wf = to_host(block.conv.weight.val())?;
+    let lin_q: Vec<i32> = lin_wf
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| qcw.code(v, i % (2 * heads)))
+        .collect();
+    let (s_g, s_o, s_y) = (qg.s(0) as f64, qo.s(0) as f64, qy.s(0) as f64);
+
+    // F: the most fraction bits (<= 24) for which every Q.F quantity fits its i32.
+    let g_abs = qg.max_centered(0);
+    let frac_ok = |fb: i32| {
+        let p = 2f64.powi(fb);
+        (0..heads).all(|j| {
+            let acc = g_abs
+                * (0..heads)
+                    .map(|h| qcw.centered(lin_q[h * 2 * heads + j], j).abs())
+                    .sum::<f64>();
+            (acc * s_g * qcw.s(j) as f64 + lin_b[j].abs()) / s_o * p < I32_BOUND
+        })
+    };
+    let frac = (8..=24)
+        .rev()
+        .find(|&fb| frac_ok(fb))
+        .ok_or_else(|| IntegerError::Bounds("no fraction width in 8..=24 fits".into()))?;
+    let p = 2f64.powi(frac);
+    let per_head = |r: &dyn Fn(usize) -> f64| (0..heads).map(r).collect::<Vec<f64>>();
+    let cy_rq = requant(
+        &per_head(&|h| 2.0 * qc_.s(h) as f64 * qst.s(h) as f64 / s_y * p),
+        None,
+        "C x",
+    )?;
+    let dy_rq = requant(&per_head(&|h| d_hat[h] * inp.s[h] / s_y * p), None, "D u")?;
+    let q16 = 2f64.powi(s4q_runtime::SIGMOID_IN_FRAC as i32);
+    let lin_r: Vec<f64> = (0..2 * heads)
+        .map(|j| {
+            let r = s_g * qcw.s(j) as f64;
+            if j < heads { r / s_o * p } else { r * q16 }
+        })
+        .collect();
+    let lin_bias: Vec<f64> = (0..2 * heads)
+        .map(|j| {
+            if j < heads {
+                lin_b[j] / s_o * p
+            } else {
+                lin_b[j] * q16
+            }
+        })
+        .collect();
+    // Two stages: the GLU value half (Q.F output units) and the gate half (Q16).
+    let lin_a = requant(&lin_r[..heads], Some(&lin_bias[..heads]), "pointwise conv")?;
+    let lin_b = requant(
+        &lin_r[heads..],
+        Some(&lin_bias[heads..]),
+        "pointwise conv gate",
+    )?;
+    let lin = Requant {
+        m: [lin_a.m, lin_b.m].concat(),
+        shift: [lin_a.shift, lin_b.shift].concat(),
+        bias: Some(
+            [
+                lin_a.bias.unwrap_or_default(),
+                lin_b.bias.unwrap_or_default(),
+            ]
+            .concat(),
+        ),
+    };
+
+    // Residual sum: the GLU output and the block input into Q.RES_FRAC residual units.
+    let mut out_q = qo.clone();
+    let residual = if block.residual {
+        let qr = q("residual", 1, 2)?;
+        per_tensor(&key("residual"), &qr)?;
+        let (s_r, pr) = (qr.s(0) as f64, 2f64.powi(RES_FRAC as i32));
+        let stage = ResidualStage {
+            f: requant(
+                &vec![s_o / s_r * pr; heads],
+                None,
+                "residual (block output)",
+            )?,
+            x: requant(
+                &per_head(&|h| inp.s[h] / s_r * pr),
+                None,
+                "residual (block input)",
+            )?,
+            frac: RES_FRAC,
+            out: qr.grid(),
         };
-        // S: the most state fraction bits (<= 30) for which the 32-bit state accumulator's
-        // bound holds. |u| is bounded exactly: the encoder sum is extremal at the input
-        // grid's ends, and the requantization is monotone in it.
-        let u_range: Vec<(i64, i64)> = (0..heads)
-            .map(|h| {
-                let (xlo, xhi) = (
-                    qin.qmin as i64 - im.input.z as i64,
-                    qin.qmax as i64 - im.input.z as i64,
-                );
-                let (mut lo, mut hi) = (0i64, 0i64);
-                for i in 0..d_input {
-                    let w = im.enc_w[i * heads + h] as i64 - im.enc_wz[h] as i64;
-                    lo += (xlo * w).min(xhi * w);
-                    hi += (xlo * w).max(xhi * w);
+        out_q = qr;
+        Some(stage)
+    } else {
+        None
+    };
+    // Post-norm on the codes of the residual (or GLU-output) grid.
+    let norm = match block.norm_kind() {
+        None => None,
+        Some(kind) => {
+            let qn = q("norm_output", 1, 2)?;
+            per_tensor(&key("norm_output"), &qn)?;
+            let (s_in, in_grid) = (out_q.s(0) as f64, out_q.grid());
+            let s_n = qn.s(0) as f64;
+            let host1 = |t: Tensor<1>| -> Result<Vec<f64>> {
+                Ok(to_host(t)?.into_iter().map(f64::from).collect())
+            };
+            let stage = match (kind, &block.norm, &block.batch_norm) {
+                (NormKind::Layer, Some(ln), _) => {
+                    let gamma = host1(ln.gamma.val())?;
+                    let beta = match &ln.beta {
+                        Some(b) => host1(b.val())?,
+                        None => vec![0.0; heads],
+                    };
+                    // The classifier builds its LayerNorm with burn's default epsilon.
+                    let eps = LayerNormConfig::new(heads).epsilon;
+                    NormStage::Layer(IntLayerNorm::derive(
+                        &gamma,
+                        &beta,
+                        eps,
+                        s_in,
+                        (in_grid.qmax - in_grid.qmin) as u32,
+                        s_n,
+                        qn.grid(),
+                    )?)
                 }
-                let (a, b) = (im.enc.apply(h, lo), im.enc.apply(h, hi));
-                (sat32(a.min(b)) as i64, sat32(a.max(b)) as i64)
+                (NormKind::Batch, _, Some(bn)) => {
+                    let gamma = host1(bn.gamma.val())?;
+                    let beta = host1(bn.beta.val())?;
+                    let mean = host1(bn.running_mean.value())?;
+                    let var = host1(bn.running_var.value())?;
+                    let k: Vec<f64> = (0..heads)
+                        .map(|c| gamma[c] / (var[c] + bn.epsilon).sqrt())
+                        .collect();
+                    let r: Vec<f64> = (0..heads).map(|c| s_in * k[c] / s_n).collect();
+                    let b: Vec<f64> = (0..heads)
+                        .map(|c| (beta[c] - mean[c] * k[c]) / s_n)
+                        .collect();
+                    NormStage::Batch(ChannelAffine::derive(&r, &b, qn.grid(), "BatchNorm")?)
+                }
+                _ => {
+                    return Err(IntegerError::Unsupported(format!(
+                        "block {i}'s norm parameters"
+                    )));
+                }
+            };
+            out_q = qn;
+            Some(stage)
+        }
+    };
+
+    let mut ib = IntBlock {
+        frac: frac as u32,
+        state_shift: 0,
+        bits: BlockBits {
+            b: qb.bits,
+            c: qc_.bits,
+            lin: qcw.bits,
+        },
+        a_re: Vec::new(),
+        a_im: Vec::new(),
+        b_re: codes_i8(b_re),
+        b_im: codes_i8(b_im),
+        b_z: zs(&qb),
+        c_re: codes_i8(c_re),
+        c_im: codes_i8(c_im),
+        c_z: zs(&qc_),
+        bu_rq: Requant {
+            m: Vec::new(),
+            shift: Vec::new(),
+            bias: None,
+        },
+        w_max: Vec::new(),
+        cy_rq,
+        dy_rq,
+        state_z: zs(&qst),
+        state_lo,
+        state_hi,
+        ssm_out: ygrid,
+        gelu,
+        act_z: qg.z(0) as i32,
+        lin_w: codes_i8(lin_q),
+        lin_wz: (0..2 * heads).map(|j| qcw.z(j) as i32).collect(),
+        lin,
+        glu_out: qo.grid(),
+        residual,
+        norm,
+    };
+    // S: the most state fraction bits (<= 30) for which the 32-bit state accumulator's
+    // bound holds, over the block input's range.
+    let scaled = |v: &[f64], p: f64| -> Option<Vec<i32>> {
+        v.iter()
+            .map(|&a| {
+                let x = (a * p).round_ties_even();
+                (x.abs() < I32_BOUND).then_some(x as i32)
+            })
+            .collect()
+    };
+    for st in (8..=30u32).rev() {
+        let p = 2f64.powi(st as i32);
+        let (Some(are), Some(aim)) = (scaled(&a_hat_re, p), scaled(&a_hat_im, p)) else {
+            continue;
+        };
+        let Ok(bu_rq) = requant(
+            &per_head(&|h| qb.s(h) as f64 * inp.s[h] / qst.s(h) as f64 * p),
+            None,
+            "Bbar u",
+        ) else {
+            continue;
+        };
+        ib.w_max = (0..heads)
+            .map(|h| {
+                let (lo, hi) = inp.range[h];
+                sat32(bu_rq.apply(h, lo))
+                    .unsigned_abs()
+                    .max(sat32(bu_rq.apply(h, hi)).unsigned_abs())
+                    .min(i32::MAX as u32) as i32
             })
             .collect();
-        let scaled = |v: &[f64], p: f64| -> Option<Vec<i32>> {
-            v.iter()
-                .map(|&a| {
-                    let x = (a * p).round_ties_even();
-                    (x.abs() < I32_BOUND).then_some(x as i32)
-                })
-                .collect()
-        };
-        for st in (8..=30u32).rev() {
-            let p = 2f64.powi(st as i32);
-            let (Some(are), Some(aim)) = (scaled(&a_hat_re, p), scaled(&a_hat_im, p)) else {
-                continue;
-            };
-            let Ok(bu_rq) = requant(
-                &per_head(&|h| qb.s(h) as f64 * s_u[h] / qst.s(h) as f64 * p),
-                None,
-                "Bbar u",
-            ) else {
-                continue;
-            };
-            im.w_max = (0..heads)
-                .map(|h| {
-                    let (lo, hi) = u_range[h];
-                    sat32(bu_rq.apply(h, lo))
-                        .unsigned_abs()
-                        .max(sat32(bu_rq.apply(h, hi)).unsigned_abs())
-                        .min(i32::MAX as u32) as i32
-                })
-                .collect();
-            (im.a_re, im.a_im, im.bu_rq, im.state_shift) = (are, aim, bu_rq, st);
-            if im.state_bound() <= i32::MAX as i64 {
-                return Ok(im);
-            }
+        (ib.a_re, ib.a_im, ib.bu_rq, ib.state_shift) = (are, aim, bu_rq, st);
+        if ib.state_bound(heads, modes) <= i32::MAX as i64 {
+            return Ok((ib, out_q));
         }
-        Err(IntegerError::Bounds(
-            "no state shift in 8..=30 keeps the 32-bit state accumulator inside i32".into(),
-        ))
     }
+    Err(IntegerError::Bounds(format!(
+        "block {i}: no state shift in 8..=30 keeps the 32-bit state accumulator inside i32"
+    )))
 }
 
 use s4q_runtime::fixed::sat32;

@@ -1,7 +1,7 @@
-//! Writes an [`IntegerModel`] as the runtime's binary model file (`s4q_runtime::format`,
-//! version 2). The field order here is the order `s4q_runtime::Model::parse` reads.
+//! Writes an [`IntegerModel`] as the runtime's binary model file (`s4q_runtime::format`:
+//! version 2 for the paper's one-block model, version 3 for stacked blocks). The field order here is the order `s4q_runtime::Model::parse` reads.
 
-use super::{IntGrid, IntegerModel, Requant};
+use super::{ChannelAffine, IntBlock, IntGrid, IntegerModel, NormStage, Requant};
 
 struct Writer(Vec<u8>);
 
@@ -81,46 +81,113 @@ pub fn pack_codes(codes: &[i8], bits: u32) -> Vec<u8> {
     out
 }
 
+impl Writer {
+    /// A block's SSM, GELU table, pointwise conv and GLU grid; version 2 has the sigmoid
+    /// table between the conv's requantization and the GLU grid.
+    fn block_core(&mut self, b: &IntBlock, sigmoid_v2: Option<&[i32]>) {
+        self.i32s(&b.a_re);
+        self.i32s(&b.a_im);
+        self.packed(&b.b_re, b.bits.b);
+        self.packed(&b.b_im, b.bits.b);
+        self.i32s(&b.b_z);
+        self.packed(&b.c_re, b.bits.c);
+        self.packed(&b.c_im, b.bits.c);
+        self.i32s(&b.c_z);
+        self.requant(&b.bu_rq);
+        self.i32s(&b.w_max);
+        for r in [&b.cy_rq, &b.dy_rq] {
+            self.requant(r);
+        }
+        self.i32s(&b.state_z);
+        self.i32s(&b.state_lo);
+        self.i32s(&b.state_hi);
+        self.grid(b.ssm_out);
+        self.i8s(&b.gelu);
+        self.i32(b.act_z);
+        self.packed(&b.lin_w, b.bits.lin);
+        self.i32s(&b.lin_wz);
+        self.requant(&b.lin);
+        if let Some(t) = sigmoid_v2 {
+            self.i32s(t);
+        }
+        self.grid(b.glu_out);
+    }
+
+    fn affine(&mut self, a: &ChannelAffine) {
+        self.i32s(&a.m);
+        self.i64s(&a.bias);
+        self.u8(a.shift as u8);
+        self.grid(a.out);
+    }
+
+    /// A version-3 block: `frac`, `state_shift`, the stage kinds, the core, then the stages.
+    fn block_v3(&mut self, b: &IntBlock) {
+        self.u8(b.frac as u8);
+        self.u8(b.state_shift as u8);
+        self.u8(u8::from(b.residual.is_some()));
+        self.u8(match b.norm {
+            None => 0,
+            Some(NormStage::Layer(_)) => 1,
+            Some(NormStage::Batch(_)) => 2,
+        });
+        self.block_core(b, None);
+        if let Some(r) = &b.residual {
+            self.requant(&r.f);
+            self.requant(&r.x);
+            self.u8(r.frac as u8);
+            self.grid(r.out);
+        }
+        match &b.norm {
+            None => {}
+            Some(NormStage::Layer(ln)) => {
+                self.i64s(&[ln.e16 as i64]);
+                self.affine(&ln.affine);
+            }
+            Some(NormStage::Batch(a)) => self.affine(a),
+        }
+    }
+}
+
 impl IntegerModel {
+    /// Whether this is the paper's model (one block, no residual, no norm), which is written
+    /// as format version 2, byte for byte as before deep blocks existed.
+    pub fn is_single_plain_block(&self) -> bool {
+        matches!(self.blocks.as_slice(), [b] if b.residual.is_none() && b.norm.is_none())
+    }
+
     /// The binary model file: header (magic, version, payload length, CRC-32) + payload.
+    /// Version 2 for the paper's one-block model, version 3 (blocks and their stages) for
+    /// anything deeper; `s4q_runtime::format` documents both.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer(Vec::new());
         for d in [self.d_input, self.heads, self.modes, self.classes] {
             w.u16(d as u16);
         }
-        w.u8(self.frac as u8);
-        w.u8(self.pool_frac as u8);
-        w.u8(self.state_shift as u8);
+        let v2 = self.is_single_plain_block();
+        let first = &self.blocks[0];
+        if v2 {
+            w.u8(first.frac as u8);
+            w.u8(self.pool_frac as u8);
+            w.u8(first.state_shift as u8);
+        } else {
+            w.u8(self.blocks.len() as u8);
+            w.u8(self.pool_frac as u8);
+            w.u8(0);
+        }
         w.u8(0);
         w.grid(self.input);
         let bits = self.weight_bits;
         w.packed(&self.enc_w, bits.enc);
         w.i32s(&self.enc_wz);
         w.requant(&self.enc);
-        w.i32s(&self.a_re);
-        w.i32s(&self.a_im);
-        w.packed(&self.b_re, bits.b);
-        w.packed(&self.b_im, bits.b);
-        w.i32s(&self.b_z);
-        w.packed(&self.c_re, bits.c);
-        w.packed(&self.c_im, bits.c);
-        w.i32s(&self.c_z);
-        w.requant(&self.bu_rq);
-        w.i32s(&self.w_max);
-        for r in [&self.cy_rq, &self.dy_rq] {
-            w.requant(r);
+        if v2 {
+            w.block_core(first, Some(&self.sigmoid));
+        } else {
+            w.i32s(&self.sigmoid);
+            for b in &self.blocks {
+                w.block_v3(b);
+            }
         }
-        w.i32s(&self.state_z);
-        w.i32s(&self.state_lo);
-        w.i32s(&self.state_hi);
-        w.grid(self.ssm_out);
-        w.i8s(&self.gelu);
-        w.i32(self.act_z);
-        w.packed(&self.lin_w, bits.lin);
-        w.i32s(&self.lin_wz);
-        w.requant(&self.lin);
-        w.i32s(&self.sigmoid);
-        w.grid(self.glu_out);
         w.packed(&self.dec_w, bits.dec);
         w.i32s(&self.dec_wz);
         w.requant(&self.dec);
@@ -128,9 +195,14 @@ impl IntegerModel {
         w.i32(self.logits_qmin);
         w.i32(self.logits_qmax);
         let payload = w.0;
+        let version = if v2 {
+            s4q_runtime::VERSION_ONE_BLOCK
+        } else {
+            s4q_runtime::VERSION
+        };
         let mut file = Vec::with_capacity(s4q_runtime::HEADER_LEN + payload.len());
         file.extend_from_slice(&s4q_runtime::MAGIC);
-        file.extend_from_slice(&s4q_runtime::VERSION.to_le_bytes());
+        file.extend_from_slice(&version.to_le_bytes());
         file.extend_from_slice(&0u16.to_le_bytes());
         file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         file.extend_from_slice(&s4q_runtime::crc32(&payload).to_le_bytes());

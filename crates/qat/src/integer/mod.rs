@@ -25,9 +25,37 @@
 //!   input is `Q16`;
 //! - the mean over time is a running sum divided once by the step count (`div_round`).
 //!
-//! Supported: one S4D block, no residual/norm, every component quantized with a static,
-//! signed grid of at most 8 bits, per-tensor or per-head/per-output-channel scales (the
-//! presets' layout). Anything else is an [`IntegerError`] at derivation.
+//! **Stacked blocks.** [`IntegerModel::blocks`] runs in order. Each block's input is a value
+//! `v[h]` per head in a per-head unit `s_v[h]`: the encoder output `u` (unit `s_u[h]`) for
+//! block 0, the previous block's output code minus its zero point (unit: that grid's scale)
+//! for the others, so the fake-quant model's quantized block input is exact here. `Bbar v`
+//! and `D v` are requantized from that unit (`bu_rq`, `dy_rq`), and the state shift `S` is
+//! chosen per block from the block input's range. After the GLU, per channel:
+//! - the residual sum `x + f(x)` ([`ResidualStage`]): the GLU output (code minus zero point)
+//!   and the block input `v` are each requantized into `Q16` residual-code units (each with
+//!   its own 31-bit multiplier: `u` is `~2^22` wide, and one shared shift would leave its
+//!   multiplier a few bits), added, rounded once (`shr_round`) and clamped to the residual
+//!   grid;
+//! - the post-norm ([`NormStage`]) on those codes: LayerNorm by `s4q_runtime::norm`'s
+//!   integer mean, variance and exact square root ([`IntLayerNorm`]), or BatchNorm's frozen
+//!   affine `gamma (x - mean) / sqrt(var + eps) + beta` folded into one multiplier and bias
+//!   per channel on the centered code ([`ChannelAffine`]), into the norm-output grid.
+//!
+//! The block output grid is the norm's, else the residual's, else the GLU's; the mean pool
+//! reads the last block's.
+//!
+//! Supported: one or more S4D blocks, each with an optional residual connection and an
+//! optional post-norm (LayerNorm or BatchNorm), every component quantized with a static,
+//! signed grid of at most 8 bits, per-tensor or per-head/per-output-channel weight scales and
+//! per-tensor activation grids (the presets' layout). Pre-norm (`x + f(norm(x))`) is refused:
+//! block 0's norm input would be the unquantized `u`. Anything else is an [`IntegerError`] at
+//! derivation. The binary format carries all of it (version 3; the paper's one-block model
+//! is still written as version 2, byte for byte as before), and so does the C export
+//! (`s4q-export`: a portable engine for stacked blocks, the specialised one for the paper's
+//! model).
+//!
+//! The JSON form (`integer.json`) lists the blocks; the flat one-block layout of exports made
+//! before deep blocks still reads (see [`IntegerModel`]'s `Deserialize`).
 
 mod derive;
 mod format;
@@ -39,6 +67,7 @@ use serde::{Deserialize, Serialize};
 
 pub use derive::IntegerError;
 pub use format::pack_codes;
+pub use norm::{ChannelAffine, IntLayerNorm};
 
 /// An integer grid: zero point and code range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,10 +102,15 @@ impl Requant {
     }
 }
 
-/// Integer model of a one-block S4D classifier. Arrays are row-major: `enc_w[i * H + h]`,
-/// `Abar[h * M + n]`, `lin_w[h * 2H + j]`, `dec_w[h * K + k]`. Codes are raw grid codes; each
-/// `*_z` holds the zero points (per channel).
+/// Integer model of an S4D classifier: encoder, a stack of [`IntBlock`]s, mean pool, decoder.
+/// Arrays are row-major: `enc_w[i * H + h]`, `dec_w[h * K + k]` (and inside a block
+/// `Abar[h * M + n]`, `lin_w[h * 2H + j]`). Codes are raw grid codes; each `*_z` holds the
+/// zero points (per channel).
+///
+/// Serialised as JSON (`integer.json` of an export) with a `blocks` list; the flat one-block
+/// layout written before deep blocks existed still deserialises (as one block).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct IntegerModel {
     /// Input features per step.
     pub d_input: usize,
@@ -86,13 +120,9 @@ pub struct IntegerModel {
     pub modes: usize,
     /// Classes `K`.
     pub classes: usize,
-    /// Fraction bits `F` of the state, SSM-output and GLU accumulators.
-    pub frac: u32,
     /// Fraction bits of the pooled mean.
     pub pool_frac: u32,
-    /// Fraction bits `S` of the 32-bit state accumulator.
-    pub state_shift: u32,
-    /// Bit widths of the packed weight codes: encoder, `Bbar`, `C`, pointwise conv, decoder.
+    /// Bit widths of the packed encoder and decoder weight codes.
     pub weight_bits: WeightBits,
     /// Input grid.
     pub input: IntGrid,
@@ -104,6 +134,37 @@ pub struct IntegerModel {
     pub enc_wz: Vec<i32>,
     /// Encoder requantization into the per-head `u` unit (bias included).
     pub enc: Requant,
+    /// The S4D blocks in order (at least one). Block 0 reads the encoder output `u`; block
+    /// `k >= 1` reads block `k - 1`'s output codes.
+    pub blocks: Vec<IntBlock>,
+    /// `round(sigmoid(i / 64) 2^30)`, `i = 0..=1024` (shared by every block's GLU).
+    pub sigmoid: Vec<i32>,
+    /// Decoder weight codes `[H, K]`.
+    pub dec_w: Vec<i8>,
+    /// Decoder zero points `[K]`.
+    pub dec_wz: Vec<i32>,
+    /// Pooled mean (`Q.pool_frac`) into logit codes (bias included).
+    pub dec: Requant,
+    /// Logit zero points `[K]`.
+    pub logits_z: Vec<i32>,
+    /// Smallest logit code.
+    pub logits_qmin: i32,
+    /// Largest logit code.
+    pub logits_qmax: i32,
+}
+
+/// One S4D block in integers: SSM, GELU table, pointwise conv + GLU, then the optional
+/// residual sum and (post-)norm. Its input is a value `v[h]` per head in a per-head unit: the
+/// encoder output `u` for block 0, the previous block's output code minus its zero point for
+/// the others; the requantizations `bu_rq`, `dy_rq` and the residual's `x` carry that unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntBlock {
+    /// Fraction bits `F` of the SSM-output and GLU accumulators.
+    pub frac: u32,
+    /// Fraction bits `S` of the 32-bit state accumulator.
+    pub state_shift: u32,
+    /// Bit widths of the packed `Bbar`, `C` and pointwise-conv codes.
+    pub bits: BlockBits,
     /// `Re Abar` pre-scaled: `round((q - z) s 2^S)` of the fake-quant `Abar` code `q` `[H, M]`.
     pub a_re: Vec<i32>,
     /// `Im Abar`, pre-scaled as `a_re`.
@@ -120,13 +181,13 @@ pub struct IntegerModel {
     pub c_im: Vec<i8>,
     /// `C` zero points.
     pub c_z: Vec<i32>,
-    /// `u` into `Q.S` state units per `Bbar` code.
+    /// The block input `v` into `Q.S` state units per `Bbar` code.
     pub bu_rq: Requant,
-    /// Bound on `|w|` (the `bu_rq` output) per head, from the encoder's bound on `|u|`.
+    /// Bound on `|w|` (the `bu_rq` output) per head, from the bound on `|v|`.
     pub w_max: Vec<i32>,
     /// `2 Re(C x)` into `Q.F` SSM-output units.
     pub cy_rq: Requant,
-    /// `D u` into `Q.F` SSM-output units.
+    /// `D v` into `Q.F` SSM-output units.
     pub dy_rq: Requant,
     /// State zero points `[H]`.
     pub state_z: Vec<i32>,
@@ -146,37 +207,136 @@ pub struct IntegerModel {
     pub lin_wz: Vec<i32>,
     /// First `H`: GLU value half into `Q.F` GLU-output units; last `H`: gate half into `Q16`.
     pub lin: Requant,
-    /// `round(sigmoid(i / 64) 2^30)`, `i = 0..=1024`.
-    pub sigmoid: Vec<i32>,
     /// GLU-output grid.
     pub glu_out: IntGrid,
-    /// Decoder weight codes `[H, K]`.
-    pub dec_w: Vec<i8>,
-    /// Decoder zero points `[K]`.
-    pub dec_wz: Vec<i32>,
-    /// Pooled mean (`Q.pool_frac`) into logit codes (bias included).
-    pub dec: Requant,
-    /// Logit zero points `[K]`.
-    pub logits_z: Vec<i32>,
-    /// Smallest logit code.
-    pub logits_qmin: i32,
-    /// Largest logit code.
-    pub logits_qmax: i32,
+    /// The residual sum `v + GLU output` into the residual grid, if the block has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual: Option<ResidualStage>,
+    /// The norm after the residual sum (post-norm), if the block has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<NormStage>,
 }
 
-/// Bit widths of the packed weight codes (the grids' widths, 1..=8).
+/// A block's residual sum `x + f(x)` requantized to the residual grid: both terms are
+/// brought to `Q.frac` residual-code units by their own requantization (31-bit multipliers
+/// each, so neither loses precision to the other's scale, as one shared shift would when `x`
+/// is the wide encoder output `u`), added, rounded once and clamped:
+/// `clamp(shr_round(f(o - zo) + x(v), frac) + out.z)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidualStage {
+    /// GLU output (code minus zero point) into `Q.frac` residual units, per channel.
+    pub f: Requant,
+    /// Block input `v` into `Q.frac` residual units, per channel.
+    pub x: Requant,
+    /// Fraction bits of the sum.
+    pub frac: u32,
+    /// Residual grid.
+    pub out: IntGrid,
+}
+
+/// A block's norm, on the codes of the residual grid (or the GLU-output grid without a
+/// residual), to the norm-output grid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NormStage {
+    /// LayerNorm over the `H` channels of a step (`s4q_runtime::norm::layer_norm_q22`).
+    Layer(IntLayerNorm),
+    /// BatchNorm in inference form: a per-channel affine of the centered input code.
+    Batch(ChannelAffine),
+}
+
+impl NormStage {
+    fn out(&self) -> IntGrid {
+        match self {
+            NormStage::Layer(ln) => ln.affine.out,
+            NormStage::Batch(a) => a.out,
+        }
+    }
+}
+
+impl IntBlock {
+    /// Largest `|v| + 2^(S-1) + |zx| 2^S` over heads and modes, where `v = (Bbar - zB) w +
+    /// A (x - zx)` is the 32-bit state accumulator (re or im part) for any state codes in
+    /// `[lo, hi]` and any `|w| <= w_max`: each term at its largest magnitude, signs aligned
+    /// (attainable, so the bound is tight). Export requires it `<= i32::MAX`; the runtime's
+    /// parser recomputes it from the file.
+    pub fn state_bound(&self, heads: usize, modes: usize) -> i64 {
+        let (hn, mn, s) = (heads, modes, self.state_shift);
+        (0..hn)
+            .flat_map(|h| (0..mn).map(move |n| (h, h * mn + n)))
+            .map(|(h, k)| {
+                let z = self.state_z[h] as i64;
+                let xmax = (self.state_lo[h] as i64 - z)
+                    .abs()
+                    .max((self.state_hi[h] as i64 - z).abs());
+                let bz = self.b_z[h] as i64;
+                let b = (self.b_re[k] as i64 - bz)
+                    .abs()
+                    .max((self.b_im[k] as i64 - bz).abs());
+                let a = (self.a_re[k] as i64).abs() + (self.a_im[k] as i64).abs();
+                a * xmax + b * self.w_max[h] as i64 + (1i64 << (s - 1)) + z.abs() * (1i64 << s)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The grid of the block's output codes: the norm's, else the residual's, else the GLU's.
+    pub fn out_grid(&self) -> IntGrid {
+        match (&self.norm, &self.residual) {
+            (Some(n), _) => n.out(),
+            (None, Some(r)) => r.out,
+            (None, None) => self.glu_out,
+        }
+    }
+}
+
+/// Bit widths of the packed encoder and decoder weight codes (the grids' widths, 1..=8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightBits {
     /// Encoder weights.
     pub enc: u32,
+    /// Decoder.
+    pub dec: u32,
+}
+
+/// Bit widths of a block's packed weight codes (1..=8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockBits {
     /// `Bbar` (both parts).
     pub b: u32,
     /// `C` (both parts).
     pub c: u32,
     /// Pointwise conv.
     pub lin: u32,
-    /// Decoder.
-    pub dec: u32,
+}
+
+impl Serialize for IntegerModel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        IntegerModel::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for IntegerModel {
+    /// The current layout, or the flat one-block layout of the committed paper exports (the
+    /// block's fields at top level, `b`, `c`, `lin` inside `weight_bits`), read as one block.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut v = serde_json::Value::deserialize(d)?;
+        if v.get("blocks").is_none()
+            && let Some(obj) = v.as_object_mut()
+        {
+            let bits = obj.get("weight_bits").cloned().unwrap_or_default();
+            let mut block = obj.clone();
+            block.insert(
+                "bits".into(),
+                serde_json::json!({"b": bits["b"], "c": bits["c"], "lin": bits["lin"]}),
+            );
+            obj.insert(
+                "blocks".into(),
+                serde_json::Value::Array(vec![block.into()]),
+            );
+        }
+        IntegerModel::deserialize(v).map_err(D::Error::custom)
+    }
 }
 
 /// The `Q30` sigmoid table: `round(sigmoid(i / 64) 2^30)` for `i = 0..=1024` (`[0, 16]`).
@@ -202,18 +362,16 @@ impl IntegerModel {
 
     /// A fresh zero state.
     pub fn state(&self) -> IntegerState<'_> {
+        let zeros = |b: &IntBlock| -> Vec<i32> {
+            b.state_z
+                .iter()
+                .flat_map(|&z| std::iter::repeat_n(z, self.modes))
+                .collect()
+        };
         IntegerState {
             model: self,
-            x_re: self
-                .state_z
-                .iter()
-                .flat_map(|&z| std::iter::repeat_n(z, self.modes))
-                .collect(),
-            x_im: self
-                .state_z
-                .iter()
-                .flat_map(|&z| std::iter::repeat_n(z, self.modes))
-                .collect(),
+            x_re: self.blocks.iter().map(zeros).collect(),
+            x_im: self.blocks.iter().map(zeros).collect(),
             sums: vec![0; self.heads],
             steps: 0,
         }
@@ -231,27 +389,23 @@ impl IntegerModel {
         (logits, pred)
     }
 
-    /// Largest `|v| + 2^(S-1) + |zx| 2^S` over heads and modes, where `v = (Bbar - zB) w +
-    /// A (x - zx)` is the 32-bit state accumulator (re or im part) for any state codes in
-    /// `[lo, hi]` and any `|w| <= w_max`: each term at its largest magnitude, signs aligned
-    /// (attainable, so the bound is tight). Export requires it `<= i32::MAX`; the runtime's
-    /// parser recomputes it from the file.
+    /// The grid the mean pool reads: the last block's output grid.
+    pub fn pool_grid(&self) -> IntGrid {
+        self.blocks.last().map_or(
+            IntGrid {
+                z: 0,
+                qmin: 0,
+                qmax: 0,
+            },
+            IntBlock::out_grid,
+        )
+    }
+
+    /// [`IntBlock::state_bound`] over every block.
     pub fn state_bound(&self) -> i64 {
-        let (hn, mn, s) = (self.heads, self.modes, self.state_shift);
-        (0..hn)
-            .flat_map(|h| (0..mn).map(move |n| (h, h * mn + n)))
-            .map(|(h, k)| {
-                let z = self.state_z[h] as i64;
-                let xmax = (self.state_lo[h] as i64 - z)
-                    .abs()
-                    .max((self.state_hi[h] as i64 - z).abs());
-                let bz = self.b_z[h] as i64;
-                let b = (self.b_re[k] as i64 - bz)
-                    .abs()
-                    .max((self.b_im[k] as i64 - bz).abs());
-                let a = (self.a_re[k] as i64).abs() + (self.a_im[k] as i64).abs();
-                a * xmax + b * self.w_max[h] as i64 + (1i64 << (s - 1)) + z.abs() * (1i64 << s)
-            })
+        self.blocks
+            .iter()
+            .map(|b| b.state_bound(self.heads, self.modes))
             .max()
             .unwrap_or(0)
     }
@@ -281,28 +435,35 @@ pub fn first_argmax(v: &[i8]) -> usize {
         .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
 
-/// The reference's recurrent state (state codes per part, pooled sums, step count).
+/// The reference's recurrent state (state codes per block and part, pooled sums, step count).
 #[derive(Debug, Clone)]
 pub struct IntegerState<'m> {
     model: &'m IntegerModel,
-    x_re: Vec<i32>,
-    x_im: Vec<i32>,
+    x_re: Vec<Vec<i32>>,
+    x_im: Vec<Vec<i32>>,
     sums: Vec<i64>,
     steps: i64,
 }
 
 impl IntegerState<'_> {
-    /// One time step (`d_input` input codes): the stages in order, each over all heads.
+    /// One time step (`d_input` input codes): the encoder, then each block's stages in
+    /// order, each over all heads, then the pooled sum of the last block's output.
     pub fn step(&mut self, input: &[i8]) {
+        self.step_features(input);
+    }
+
+    /// [`IntegerState::step`], returning the last block's output codes of this step (what
+    /// the pool reads): the integer counterpart of `QuantizedClassifier::features` at this
+    /// step, for locating where the two models part.
+    pub fn step_features(&mut self, input: &[i8]) -> Vec<i32> {
         let m = self.model;
-        let (hn, mn) = (m.heads, m.modes);
-        let f = m.frac;
+        let hn = m.heads;
         let x: Vec<i64> = input
             .iter()
             .map(|&v| (v as i64).clamp(m.input.qmin as i64, m.input.qmax as i64) - m.input.z as i64)
             .collect();
-        // Encoder: u per head.
-        let u: Vec<i64> = (0..hn)
+        // Encoder: u per head, block 0's input.
+        let mut v: Vec<i64> = (0..hn)
             .map(|h| {
                 let acc: i64 = x
                     .iter()
@@ -312,67 +473,111 @@ impl IntegerState<'_> {
                 sat32(m.enc.apply(h, acc)) as i64
             })
             .collect();
+        for (k, b) in m.blocks.iter().enumerate() {
+            let out = self.block_step(k, b, &v);
+            let z = b.out_grid().z as i64;
+            v = out.iter().map(|&o| o as i64 - z).collect();
+        }
+        for (s, o) in self.sums.iter_mut().zip(&v) {
+            *s += o;
+        }
+        self.steps += 1;
+        let z = m.pool_grid().z as i64;
+        v.iter().map(|&o| (o + z) as i32).collect()
+    }
+
+    /// Block `k` on its input `v` (per head, in the block's input unit): its output codes.
+    fn block_step(&mut self, k: usize, b: &IntBlock, v: &[i64]) -> Vec<i32> {
+        let m = self.model;
+        let (hn, mn) = (m.heads, m.modes);
+        let f = b.frac;
+        let (x_re, x_im) = (&mut self.x_re[k], &mut self.x_im[k]);
         let w: Vec<i64> = (0..hn)
             .map(|h| {
-                let wm = m.w_max[h] as i64;
-                (sat32(m.bu_rq.apply(h, u[h])) as i64).clamp(-wm, wm)
+                let wm = b.w_max[h] as i64;
+                (sat32(b.bu_rq.apply(h, v[h])) as i64).clamp(-wm, wm)
             })
             .collect();
         // State update (exact in i64 here; the runtime and C do it in i32, which the export's
         // bound `state_bound() <= i32::MAX` makes identical) and readout.
-        let (s, half) = (m.state_shift, 1i64 << (m.state_shift - 1));
+        let (s, half) = (b.state_shift, 1i64 << (b.state_shift - 1));
         let mut y_codes = vec![0i64; hn];
         for h in 0..hn {
-            let (bz, cz, sz) = (m.b_z[h] as i64, m.c_z[h] as i64, m.state_z[h] as i64);
+            let (bz, cz, sz) = (b.b_z[h] as i64, b.c_z[h] as i64, b.state_z[h] as i64);
             let mut re_cx = 0i64;
             for n in 0..mn {
                 let k = h * mn + n;
-                let a = (m.a_re[k] as i64, m.a_im[k] as i64);
-                let b = (m.b_re[k] as i64 - bz, m.b_im[k] as i64 - bz);
-                let c = (m.c_re[k] as i64 - cz, m.c_im[k] as i64 - cz);
-                let xp = (self.x_re[k] as i64 - sz, self.x_im[k] as i64 - sz);
-                let v = (
-                    b.0 * w[h] + a.0 * xp.0 - a.1 * xp.1,
-                    b.1 * w[h] + a.0 * xp.1 + a.1 * xp.0,
+                let a = (b.a_re[k] as i64, b.a_im[k] as i64);
+                let bb = (b.b_re[k] as i64 - bz, b.b_im[k] as i64 - bz);
+                let c = (b.c_re[k] as i64 - cz, b.c_im[k] as i64 - cz);
+                let xp = (x_re[k] as i64 - sz, x_im[k] as i64 - sz);
+                let acc = (
+                    bb.0 * w[h] + a.0 * xp.0 - a.1 * xp.1,
+                    bb.1 * w[h] + a.0 * xp.1 + a.1 * xp.0,
                 );
-                let lo = m.state_lo[h] as i64;
-                let hi = m.state_hi[h] as i64;
-                // floor((v + 2^(S-1)) / 2^S): round half up (i64 `>>` is a floor).
+                let lo = b.state_lo[h] as i64;
+                let hi = b.state_hi[h] as i64;
+                // floor((acc + 2^(S-1)) / 2^S): round half up (i64 `>>` is a floor).
                 let q = (
-                    (((v.0 + half) >> s) + sz).clamp(lo, hi),
-                    (((v.1 + half) >> s) + sz).clamp(lo, hi),
+                    (((acc.0 + half) >> s) + sz).clamp(lo, hi),
+                    (((acc.1 + half) >> s) + sz).clamp(lo, hi),
                 );
-                self.x_re[k] = q.0 as i32;
-                self.x_im[k] = q.1 as i32;
+                x_re[k] = q.0 as i32;
+                x_im[k] = q.1 as i32;
                 re_cx += c.0 * (q.0 - sz) - c.1 * (q.1 - sz);
             }
-            let acc = m.cy_rq.apply(h, re_cx).wrapping_add(m.dy_rq.apply(h, u[h]));
-            y_codes[h] = (shr_round(acc, f) + m.ssm_out.z as i64)
-                .clamp(m.ssm_out.qmin as i64, m.ssm_out.qmax as i64);
+            let acc = b.cy_rq.apply(h, re_cx).wrapping_add(b.dy_rq.apply(h, v[h]));
+            y_codes[h] = (shr_round(acc, f) + b.ssm_out.z as i64)
+                .clamp(b.ssm_out.qmin as i64, b.ssm_out.qmax as i64);
         }
         // GELU + activation quantizer by table.
         let g: Vec<i64> = y_codes
             .iter()
-            .map(|&y| m.gelu[(y - m.ssm_out.qmin as i64) as usize] as i64 - m.act_z as i64)
+            .map(|&y| b.gelu[(y - b.ssm_out.qmin as i64) as usize] as i64 - b.act_z as i64)
             .collect();
         // Pointwise linear H -> 2H.
         let lin: Vec<i64> = (0..2 * hn)
             .map(|j| {
                 let acc: i64 = (0..hn)
-                    .map(|h| g[h] * (m.lin_w[h * 2 * hn + j] as i64 - m.lin_wz[j] as i64))
+                    .map(|h| g[h] * (b.lin_w[h * 2 * hn + j] as i64 - b.lin_wz[j] as i64))
                     .sum();
-                sat32(m.lin.apply(j, acc)) as i64
+                sat32(b.lin.apply(j, acc)) as i64
             })
             .collect();
-        // GLU and the pooled sum.
-        let oz = m.glu_out.z as i64;
-        for j in 0..hn {
-            let gate = m.sigmoid_q30(lin[hn + j]);
-            let o = (shr_round(lin[j] * gate, SIGMOID_OUT_FRAC + f) + oz)
-                .clamp(m.glu_out.qmin as i64, m.glu_out.qmax as i64);
-            self.sums[j] += o - oz;
+        // GLU.
+        let oz = b.glu_out.z as i64;
+        let mut out: Vec<i32> = (0..hn)
+            .map(|j| {
+                let gate = m.sigmoid_q30(lin[hn + j]);
+                (shr_round(lin[j] * gate, SIGMOID_OUT_FRAC + f) + oz)
+                    .clamp(b.glu_out.qmin as i64, b.glu_out.qmax as i64) as i32
+            })
+            .collect();
+        // Residual sum: both terms in Q.frac residual units, rounded once.
+        if let Some(r) = &b.residual {
+            for (j, o) in out.iter_mut().enumerate() {
+                let acc =
+                    r.f.apply(j, *o as i64 - oz)
+                        .wrapping_add(r.x.apply(j, v[j]));
+                *o = (shr_round(acc, r.frac) + r.out.z as i64)
+                    .clamp(r.out.qmin as i64, r.out.qmax as i64) as i32;
+            }
         }
-        self.steps += 1;
+        // Norm on the codes so far.
+        match &b.norm {
+            Some(NormStage::Layer(ln)) => {
+                let q = out.clone();
+                ln.apply(&q, &mut out);
+            }
+            Some(NormStage::Batch(aff)) => {
+                let z = b.residual.as_ref().map_or(b.glu_out.z, |r| r.out.z);
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = aff.apply(c, *o - z);
+                }
+            }
+            None => {}
+        }
+        out
     }
 
     /// Logit codes of the mean-pooled sequence so far.
@@ -396,12 +601,12 @@ impl IntegerState<'_> {
             .collect()
     }
 
-    /// State codes as `[H][M][re, im]` (the runtime's layout), for comparisons.
+    /// State codes as `[block][H][M][re, im]` (the runtime's layout), for comparisons.
     pub fn codes(&self) -> Vec<i8> {
         self.x_re
             .iter()
             .zip(&self.x_im)
-            .flat_map(|(&r, &i)| [r as i8, i as i8])
+            .flat_map(|(re, im)| re.iter().zip(im).flat_map(|(&r, &i)| [r as i8, i as i8]))
             .collect()
     }
 }

@@ -54,13 +54,9 @@ impl Lcg {
 
 /// Widths of the packed weights in the synthetic models: every packing case (a code inside
 /// one byte, straddling two, whole bytes).
-const SYNTH_BITS: WeightBits = WeightBits {
-    enc: 8,
-    b: 4,
-    c: 6,
-    lin: 3,
-    dec: 5,
-};
+const SYNTH_BITS: WeightBits = WeightBits { enc: 8, dec: 5 };
+/// The synthetic block's widths.
+const SYNTH_BLOCK_BITS: BlockBits = BlockBits { b: 4, c: 6, lin: 3 };
 
 fn synthetic(seed: u64) -> IntegerModel {
     let mut r = Lcg(seed);
@@ -76,31 +72,21 @@ fn synthetic(seed: u64) -> IntegerModel {
         qmin: -128,
         qmax: 127,
     };
-    IntegerModel {
-        d_input: i,
-        heads: h,
-        modes: m,
-        classes: k,
+    let block = IntBlock {
         frac,
-        pool_frac: 4,
         state_shift,
-        weight_bits: bits,
-        input: grid(-3),
-        input_scale: 1.0 / 255.0,
-        enc_w: r.codes(i * h, bits.enc),
-        enc_wz: r.zs(h),
-        enc: r.rq(h, -10, Some(1 << 45), false),
+        bits: SYNTH_BLOCK_BITS,
         a_re: (0..h * m)
             .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
             .collect(),
         a_im: (0..h * m)
             .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
             .collect(),
-        b_re: r.codes(h * m, bits.b),
-        b_im: r.codes(h * m, bits.b),
+        b_re: r.codes(h * m, SYNTH_BLOCK_BITS.b),
+        b_im: r.codes(h * m, SYNTH_BLOCK_BITS.b),
         b_z: (0..h).map(|_| r.range(-3, 3) as i32).collect(),
-        c_re: r.codes(h * m, bits.c),
-        c_im: r.codes(h * m, bits.c),
+        c_re: r.codes(h * m, SYNTH_BLOCK_BITS.c),
+        c_im: r.codes(h * m, SYNTH_BLOCK_BITS.c),
         c_z: (0..h).map(|_| r.range(-10, 10) as i32).collect(),
         bu_rq: r.rq(h, -4, None, true),
         w_max: vec![1 << 18; h],
@@ -112,11 +98,27 @@ fn synthetic(seed: u64) -> IntegerModel {
         ssm_out: grid(5),
         gelu: r.i8s(256),
         act_z: -2,
-        lin_w: r.codes(h * 2 * h, bits.lin),
+        lin_w: r.codes(h * 2 * h, SYNTH_BLOCK_BITS.lin),
         lin_wz: r.zs(2 * h),
         lin: r.rq(2 * h, 6, Some(1 << 40), false),
-        sigmoid: sigmoid_table(),
         glu_out: grid(1),
+        residual: None,
+        norm: None,
+    };
+    IntegerModel {
+        d_input: i,
+        heads: h,
+        modes: m,
+        classes: k,
+        pool_frac: 4,
+        weight_bits: bits,
+        input: grid(-3),
+        input_scale: 1.0 / 255.0,
+        enc_w: r.codes(i * h, bits.enc),
+        enc_wz: r.zs(h),
+        enc: r.rq(h, -10, Some(1 << 45), false),
+        blocks: vec![block],
+        sigmoid: sigmoid_table(),
         dec_w: r.codes(h * k, bits.dec),
         dec_wz: r.zs(k),
         dec: r.rq(k, -8, Some(1 << 38), false),
@@ -124,6 +126,100 @@ fn synthetic(seed: u64) -> IntegerModel {
         logits_qmin: -128,
         logits_qmax: 127,
     }
+}
+
+/// A block `k >= 1` of a synthetic deep model: its input is a code (`|v| <= 255`), so `Bbar
+/// v` and `D v` have gains `~2^11` and `~2^16` (w up to `2^18`, clamping on some steps).
+fn synthetic_block(r: &mut Lcg, h: usize, m: usize) -> IntBlock {
+    let grid = |z| IntGrid {
+        z,
+        qmin: -128,
+        qmax: 127,
+    };
+    IntBlock {
+        frac: 16,
+        state_shift: 16,
+        bits: SYNTH_BLOCK_BITS,
+        a_re: (0..h * m)
+            .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
+            .collect(),
+        a_im: (0..h * m)
+            .map(|_| r.range(-(1 << 16) + 1, (1 << 16) - 1) as i32)
+            .collect(),
+        b_re: r.codes(h * m, SYNTH_BLOCK_BITS.b),
+        b_im: r.codes(h * m, SYNTH_BLOCK_BITS.b),
+        b_z: (0..h).map(|_| r.range(-3, 3) as i32).collect(),
+        c_re: r.codes(h * m, SYNTH_BLOCK_BITS.c),
+        c_im: r.codes(h * m, SYNTH_BLOCK_BITS.c),
+        c_z: (0..h).map(|_| r.range(-10, 10) as i32).collect(),
+        bu_rq: r.rq(h, 11, None, true),
+        w_max: vec![1 << 18; h],
+        cy_rq: r.rq(h, 8, None, false),
+        dy_rq: r.rq(h, 16, None, true),
+        state_z: r.zs(h),
+        state_lo: vec![-100; h],
+        state_hi: vec![100; h],
+        ssm_out: grid(5),
+        gelu: r.i8s(256),
+        act_z: -2,
+        lin_w: r.codes(h * 2 * h, SYNTH_BLOCK_BITS.lin),
+        lin_wz: r.zs(2 * h),
+        lin: r.rq(2 * h, 6, Some(1 << 40), false),
+        glu_out: grid(1),
+        residual: None,
+        norm: None,
+    }
+}
+
+/// A residual stage: the GLU output at a gain `~1` and the block input at `2^x_e` (`~2^-22`
+/// for block 0's `u`, `~1` for codes) into `Q16`, onto a grid with zero point `z`.
+fn synthetic_residual(r: &mut Lcg, h: usize, x_e: i32, z: i32) -> ResidualStage {
+    ResidualStage {
+        f: r.rq(h, 16, None, true),
+        x: r.rq(h, 16 + x_e, None, true),
+        frac: 16,
+        out: IntGrid {
+            z,
+            qmin: -128,
+            qmax: 127,
+        },
+    }
+}
+
+/// A synthetic deep model: the synthetic block 0 plus a residual and a LayerNorm, a block
+/// with a residual and a BatchNorm, and a block with a residual only (every stage, every
+/// kind of block input, random enough to saturate).
+fn synthetic_deep(seed: u64) -> IntegerModel {
+    let mut m = synthetic(seed);
+    let mut r = Lcg(seed ^ 0x5eed);
+    let (h, modes) = (m.heads, m.modes);
+    let grid = |z| IntGrid {
+        z,
+        qmin: -128,
+        qmax: 127,
+    };
+    let unit = |r: &mut Lcg, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|_| r.range(-1000, 1000) as f64 / 1000.0)
+            .collect()
+    };
+    m.blocks[0].residual = Some(synthetic_residual(&mut r, h, -22, 3));
+    let gamma: Vec<f64> = unit(&mut r, h).iter().map(|g| 1.0 + 0.5 * g).collect();
+    let ln = IntLayerNorm::derive(&gamma, &unit(&mut r, h), 1e-5, 0.05, 255, 0.02, grid(-4))
+        .expect("layer norm");
+    m.blocks[0].norm = Some(NormStage::Layer(ln));
+    let mut b1 = synthetic_block(&mut r, h, modes);
+    b1.residual = Some(synthetic_residual(&mut r, h, 0, -1));
+    let scale: Vec<f64> = unit(&mut r, h).iter().map(|g| 2.0 * g).collect();
+    let shift: Vec<f64> = unit(&mut r, h).iter().map(|b| 20.0 * b).collect();
+    b1.norm = Some(NormStage::Batch(
+        ChannelAffine::derive(&scale, &shift, grid(2), "batch").expect("affine"),
+    ));
+    let mut b2 = synthetic_block(&mut r, h, modes);
+    b2.residual = Some(synthetic_residual(&mut r, h, 0, 0));
+    m.blocks.push(b1);
+    m.blocks.push(b2);
+    m
 }
 
 /// Runs `inputs` through the reference and the runtime step by step; asserts identical state
@@ -167,6 +263,88 @@ fn synthetic_models_are_bit_exact_between_reference_and_runtime() {
         let pred = model.classify(&mut state, &inputs, &mut out).expect("runs");
         assert_eq!((out.to_vec(), pred), (ref_logits, ref_pred));
     }
+}
+
+#[test]
+fn synthetic_deep_models_are_bit_exact_between_reference_and_runtime() {
+    for seed in 1..=4 {
+        let reference = synthetic_deep(seed);
+        let file = reference.to_bytes();
+        assert_eq!(u16::from_le_bytes([file[4], file[5]]), s4q_runtime::VERSION);
+        let mut r = Lcg(seed * 91);
+        let inputs = r.i8s(reference.d_input * 60);
+        let logits = compare_stepwise(&reference, &file, &inputs);
+        let (ref_logits, ref_pred) = reference.classify(&inputs);
+        assert_eq!(logits, ref_logits);
+        let model = Model::parse(&file).expect("parses");
+        assert_eq!(model.blocks(), 3);
+        // Three blocks of 2 H M codes, plus H bytes of block-output scratch.
+        assert_eq!(model.state_len(), 3 * 2 * 4 * 3 + 4);
+        let mut storage = s4q_runtime::StateStorage::<76, 4>::default();
+        let mut state = storage.state(&model).expect("fits");
+        let mut out = [0i8; 3];
+        let pred = model.classify(&mut state, &inputs, &mut out).expect("runs");
+        assert_eq!((out.to_vec(), pred), (ref_logits, ref_pred));
+    }
+    // Each stage kind alone on one block (the norm-only block reads the GLU grid).
+    let mut m = synthetic(6);
+    let mut r = Lcg(66);
+    m.blocks[0].residual = Some(synthetic_residual(&mut r, m.heads, -22, 0));
+    let file = m.to_bytes();
+    let inputs = r.i8s(m.d_input * 40);
+    compare_stepwise(&m, &file, &inputs);
+    let mut m = synthetic_deep(7);
+    m.blocks[1].residual = None;
+    compare_stepwise(&m, &m.to_bytes(), &inputs);
+}
+
+#[test]
+fn malformed_deep_files_are_errors_never_panics() {
+    let file = synthetic_deep(9).to_bytes();
+    assert!(Model::parse(&file).is_ok());
+    for n in 0..file.len() {
+        assert!(Model::parse(&file[..n]).is_err(), "truncated to {n}");
+    }
+    let mut runs = 0;
+    for pos in s4q_runtime::HEADER_LEN..file.len() {
+        for v in [0u8, 0x03, 0x7F, 0x80, 0xFF] {
+            let mut m = file.clone();
+            m[pos] = v;
+            let crc = s4q_runtime::crc32(&m[s4q_runtime::HEADER_LEN..]);
+            m[12..16].copy_from_slice(&crc.to_le_bytes());
+            if let Ok(model) = Model::parse(&m) {
+                let mut storage = s4q_runtime::StateStorage::<256, 8>::default();
+                if let Ok(mut state) = storage.state(&model) {
+                    let mut out = vec![0i8; model.classes()];
+                    let _ = model.classify(&mut state, &[1, -2, 3, 127, -128, 0], &mut out);
+                    runs += 1;
+                }
+            }
+        }
+    }
+    assert!(runs > 1000, "only {runs} mutated files ran");
+    // Block counts outside 1..=MAX_BLOCKS, and stage kinds that do not exist.
+    let reheader = |mut m: Vec<u8>| {
+        let crc = s4q_runtime::crc32(&m[s4q_runtime::HEADER_LEN..]);
+        m[12..16].copy_from_slice(&crc.to_le_bytes());
+        m
+    };
+    let blocks_at = s4q_runtime::HEADER_LEN + 8;
+    for n in [0u8, s4q_runtime::MAX_BLOCKS as u8 + 1] {
+        let mut m = file.clone();
+        m[blocks_at] = n;
+        assert!(matches!(
+            Model::parse(&reheader(m)),
+            Err(Error::InvalidValue { field: "blocks" })
+        ));
+    }
+    // A version-2 file with a version-3 header (and the reverse) is an error, not a panic.
+    let mut m = file.clone();
+    m[4] = 2;
+    assert!(Model::parse(&m).is_err());
+    let mut m = synthetic(9).to_bytes();
+    m[4] = 3;
+    assert!(Model::parse(&m).is_err());
 }
 
 #[test]
@@ -321,13 +499,8 @@ fn packed_codes_have_the_documented_layout() {
     // The file is smaller at fewer bits: the synthetic model's weights are 8/4/6/3/5 bits.
     let m = synthetic(3);
     let mut wide = m.clone();
-    wide.weight_bits = WeightBits {
-        enc: 8,
-        b: 8,
-        c: 8,
-        lin: 8,
-        dec: 8,
-    };
+    wide.weight_bits = WeightBits { enc: 8, dec: 8 };
+    wide.blocks[0].bits = BlockBits { b: 8, c: 8, lin: 8 };
     let packed_bytes = |n: usize, b: u32| (n * b as usize).div_ceil(8);
     let (h, hm, k, i) = (m.heads, m.heads * m.modes, m.classes, m.d_input);
     let saved: usize = [
@@ -374,12 +547,12 @@ fn drive_worst_cases(m: &IntegerModel, file: &[u8]) -> i64 {
         // Codes that make a.x' as large as possible in direction `dir` (real part).
         let mut codes = vec![0i8; 2 * hn * mn];
         for h in 0..hn {
-            let (lo, hi) = (m.state_lo[h], m.state_hi[h]);
+            let (lo, hi) = (m.blocks[0].state_lo[h], m.blocks[0].state_hi[h]);
             for n in 0..mn {
                 let k = h * mn + n;
                 let pick = |s: i64| if s * dir >= 0 { hi } else { lo };
-                codes[2 * k] = pick(m.a_re[k] as i64) as i8;
-                codes[2 * k + 1] = pick(-(m.a_im[k] as i64)) as i8;
+                codes[2 * k] = pick(m.blocks[0].a_re[k] as i64) as i8;
+                codes[2 * k + 1] = pick(-(m.blocks[0].a_im[k] as i64)) as i8;
             }
         }
         for input in &corners {
@@ -392,8 +565,8 @@ fn drive_worst_cases(m: &IntegerModel, file: &[u8]) -> i64 {
                 .expect("codes inside [lo, hi]");
             let mut rs = m.state();
             for (k, pair) in codes.chunks_exact(2).enumerate() {
-                rs.x_re[k] = pair[0] as i32;
-                rs.x_im[k] = pair[1] as i32;
+                rs.x_re[0][k] = pair[0] as i32;
+                rs.x_im[0][k] = pair[1] as i32;
             }
             // The accumulator this step reaches, in i64, from the spec's formula.
             let xin: Vec<i64> = input.iter().map(|&v| v as i64 - m.input.z as i64).collect();
@@ -402,17 +575,18 @@ fn drive_worst_cases(m: &IntegerModel, file: &[u8]) -> i64 {
                     .map(|i| xin[i] * (m.enc_w[i * hn + h] as i64 - m.enc_wz[h] as i64))
                     .sum();
                 let u = sat32(m.enc.apply(h, acc)) as i64;
-                let wm = m.w_max[h] as i64;
-                let w = (sat32(m.bu_rq.apply(h, u)) as i64).clamp(-wm, wm);
-                let sz = m.state_z[h] as i64;
-                let fixed = (1i64 << (m.state_shift - 1)) + sz.abs() * (1i64 << m.state_shift);
+                let wm = m.blocks[0].w_max[h] as i64;
+                let w = (sat32(m.blocks[0].bu_rq.apply(h, u)) as i64).clamp(-wm, wm);
+                let sz = m.blocks[0].state_z[h] as i64;
+                let fixed = (1i64 << (m.blocks[0].state_shift - 1))
+                    + sz.abs() * (1i64 << m.blocks[0].state_shift);
                 for n in 0..mn {
                     let k = h * mn + n;
                     let (xr, xi) = (codes[2 * k] as i64 - sz, codes[2 * k + 1] as i64 - sz);
-                    let (ar, ai) = (m.a_re[k] as i64, m.a_im[k] as i64);
-                    let bz = m.b_z[h] as i64;
-                    let vr = (m.b_re[k] as i64 - bz) * w + ar * xr - ai * xi;
-                    let vi = (m.b_im[k] as i64 - bz) * w + ar * xi + ai * xr;
+                    let (ar, ai) = (m.blocks[0].a_re[k] as i64, m.blocks[0].a_im[k] as i64);
+                    let bz = m.blocks[0].b_z[h] as i64;
+                    let vr = (m.blocks[0].b_re[k] as i64 - bz) * w + ar * xr - ai * xi;
+                    let vi = (m.blocks[0].b_im[k] as i64 - bz) * w + ar * xi + ai * xr;
                     reached = reached.max(vr.abs().max(vi.abs()) + fixed);
                 }
             }
@@ -438,14 +612,14 @@ fn state_bound_holds_under_driven_worst_cases() {
     // A file whose numbers break the bound is refused by the parser (the runtime's own
     // proof), not run with a wrapping accumulator.
     let mut m = synthetic(5);
-    m.w_max = vec![i32::MAX / 4; m.heads];
+    m.blocks[0].w_max = vec![i32::MAX / 4; m.heads];
     assert!(m.state_bound() > i32::MAX as i64);
     assert!(matches!(
         Model::parse(&m.to_bytes()),
         Err(Error::InvalidValue { .. })
     ));
     let mut m = synthetic(5);
-    m.a_re[0] = i32::MAX / 100;
+    m.blocks[0].a_re[0] = i32::MAX / 100;
     assert!(matches!(
         Model::parse(&m.to_bytes()),
         Err(Error::InvalidValue { .. })
@@ -461,19 +635,22 @@ fn state_bound_holds_under_driven_worst_cases() {
 #[test]
 fn state_update_matches_exact_arithmetic_away_from_ties() {
     let m = synthetic(7);
-    let s = m.state_shift;
+    let s = m.blocks[0].state_shift;
     let p = (1u64 << s) as f64;
     let mut r = Lcg(99);
     let mut checked = 0;
     for _ in 0..20_000 {
         let h = r.range(0, m.heads as i64 - 1) as usize;
         let k = h * m.modes + r.range(0, m.modes as i64 - 1) as usize;
-        let (lo, hi) = (m.state_lo[h] as i64, m.state_hi[h] as i64);
-        let sz = m.state_z[h] as i64;
+        let (lo, hi) = (
+            m.blocks[0].state_lo[h] as i64,
+            m.blocks[0].state_hi[h] as i64,
+        );
+        let sz = m.blocks[0].state_z[h] as i64;
         let (xr, xi) = (r.range(lo, hi) - sz, r.range(lo, hi) - sz);
-        let w = r.range(-(m.w_max[h] as i64), m.w_max[h] as i64);
-        let b = m.b_re[k] as i64 - m.b_z[h] as i64;
-        let (ar, ai) = (m.a_re[k] as i64, m.a_im[k] as i64);
+        let w = r.range(-(m.blocks[0].w_max[h] as i64), m.blocks[0].w_max[h] as i64);
+        let b = m.blocks[0].b_re[k] as i64 - m.blocks[0].b_z[h] as i64;
+        let (ar, ai) = (m.blocks[0].a_re[k] as i64, m.blocks[0].a_im[k] as i64);
         // The fixed point (as the reference computes it).
         let v = b * w + ar * xr - ai * xi;
         let fixed = ((v + (1 << (s - 1))) >> s) + sz;
@@ -507,10 +684,10 @@ fn committed_exports_fit_the_32_bit_state_accumulator() {
         let file = std::fs::read(dir.join("model.s4qm")).expect("model file");
         assert_eq!(file, m.to_bytes(), "{}: file == reference", dir.display());
         assert!(
-            m.state_shift >= 14,
+            m.blocks[0].state_shift >= 14,
             "{}: S = {}",
             dir.display(),
-            m.state_shift
+            m.blocks[0].state_shift
         );
         drive_worst_cases(&m, &file);
         n += 1;
