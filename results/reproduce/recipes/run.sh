@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 19, must-show 3: s4q's own recipes next to Table III, on the same data and schedule
+# as the converged S4D-64h sweep: QAT fine-tuning of its seed-0 float model
+# (`smnist10k-s4d-64h-converged/runs/float-s0`, whose data config holds the validation split
+# that picks the kept epoch) with the converged budget's QAT schedule: 40 epochs, lr 1e-3
+# cosine, batch 50, 8 calibration batches (400 sequences), grad clip 1000, frozen-A.
+# Finished runs (result.json) are skipped; interrupted ones resume.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+E=${E:-target/release/experiments}
+ROOT=${DATA_ROOT:-data}
+OUT=results/reproduce/recipes
+FLOAT=results/reproduce/smnist10k-s4d-64h-converged/runs/float-s0
+SCHED=(--epochs 40 --lr 1e-3 --batch-size 50 --calib-batches 8 --grad-clip 1000
+       --parameterization frozen-a --seed 0 --data-root "$ROOT")
+
+qat_run() { # name, extra args...
+  local name=$1; shift
+  local dir=$OUT/$name
+  [[ -f $dir/result.json ]] && return 0
+  local resume=(); [[ -d $dir/checkpoints ]] && resume=(--resume)
+  $E qat --run "$FLOAT" "${SCHED[@]}" --out-dir "$dir" "${resume[@]}" "$@"
+}
+
+# Abar and state at 6 bits on the log-polar grid with state balancing (results/beyond, section 3)
+qat_run w4a6-a6x6-logpolar-balance1 --spec w4a6-a6x6-logpolar --balance-state 1
+# the same on the paper's Cartesian grid, to separate the grid from the balancing
+qat_run w4a6-a6x6-balance1 --spec w4a6-a6x6 --balance-state 1
+# automatic mixed precision at 88% savings (Cartesian or log-polar Abar, widths 3-8), then
+# the same QAT schedule on the chosen spec
+if [[ ! -f $OUT/autobits-88/qat/result.json ]]; then
+  $E autobits --run "$FLOAT" --savings 88 "${SCHED[@]}" --out-dir "$OUT/autobits-88"
+fi
+# the searched spec with state balancing (autobits' own QAT runs without it)
+qat_run autobits-88-balance1 --spec "$OUT/autobits-88/spec.json" --balance-state 1
