@@ -442,16 +442,28 @@ pub fn export(run: &Path, c: bool, out: &Path, src: &DeploySource) -> Result<()>
     Ok(())
 }
 
+/// How the last block's output codes of the fake-quant and integer models compare, step by
+/// step: where the two models part, when their predictions differ.
+struct CodeAgreement {
+    /// Identical codes.
+    same: usize,
+    /// Codes compared.
+    total: usize,
+    /// Percent identical per tenth of the sequence.
+    deciles: Vec<f64>,
+    /// Each sequence's first step with a differing code.
+    first_diff: Vec<Option<usize>>,
+}
+
 /// Identical last-block output codes (fake quant vs integer reference) over every step of
-/// the first `count` sequences: (identical, compared, percent identical per tenth of the
-/// sequence, each sequence's first step with a differing code).
+/// the first `count` sequences.
 fn feature_code_agreement(
     model: &QuantizedClassifier,
     im: &IntegerModel,
     data: &SequenceDataset,
     device: &Device,
     count: usize,
-) -> Result<(usize, usize, Vec<f64>, Vec<Option<usize>>)> {
+) -> Result<CodeAgreement> {
     let st = model.quant_state()?.quantizers;
     let last = model.float.blocks.len().saturating_sub(1);
     let block = model
@@ -507,7 +519,12 @@ fn feature_code_agreement(
         .iter()
         .map(|&(s, n)| 100.0 * s as f64 / n.max(1) as f64)
         .collect();
-    Ok((same, total, deciles, first_diff))
+    Ok(CodeAgreement {
+        same,
+        total,
+        deciles,
+        first_diff,
+    })
 }
 
 /// `experiments deploy-check`: fake-quant vs integer predictions on the first N test
@@ -539,8 +556,12 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
     // Where the two models part: the last block's output codes per step (what the pool
     // reads) on the first batch, fake quant (`features`, back to codes on the pooled grid)
     // against the integer reference.
-    let (feat_same, feat_total, feat_deciles, feat_first) =
-        feature_code_agreement(&loaded.model, &im, &data, &device, args.batch_size.min(n))?;
+    let CodeAgreement {
+        same: feat_same,
+        total: feat_total,
+        deciles: feat_deciles,
+        first_diff: feat_first,
+    } = feature_code_agreement(&loaded.model, &im, &data, &device, args.batch_size.min(n))?;
     let labels: Vec<usize> = (0..n).map(|i| data.sample(i).1 as usize).collect();
     let acc = |p: &[usize]| {
         100.0 * p.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64
