@@ -183,16 +183,7 @@ fn case_spec(c: Component, block: Option<usize>, bits: u32, grid: AbarGrid) -> R
         None => QuantSpec::only(c, bits)?.with_a_bar_grid(grid),
         Some(i) => {
             let mut spec = QuantSpec::fp32();
-            let change = if c == Component::ABar && !grid.is_cartesian() {
-                PointOverride::Fields(PointFields {
-                    bits: Some(bits),
-                    grid: Some(grid),
-                    ..PointFields::default()
-                })
-            } else {
-                PointOverride::Bits(bits)
-            };
-            spec.set_block(Some(i), c, change)?;
+            spec.set_block(Some(i), c, PointOverride::width(bits, grid))?;
             spec
         }
     };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::Args;
-use qat::{Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
+use qat::{BlockFeatures, Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -226,8 +226,7 @@ pub fn run_ptq(args: &PtqArgs) -> Result<()> {
         push(name.clone(), acc, savings);
     }
     if args.sensitivity {
-        let components =
-            Component::for_model(src.float_cfg.residual, src.float_cfg.norm_kind().is_some());
+        let components = Component::for_model(BlockFeatures::of_config(&src.float_cfg));
         let mut cases: Vec<(String, QuantSpec)> = Vec::new();
         for c in components {
             for &bits in &args.bits {
@@ -357,7 +356,7 @@ pub fn run_memory(args: &MemoryArgs) -> Result<()> {
         ),
     };
     let spec = QuantSpec::load(&args.spec)?;
-    spec.check_model(cfg.n_layers, cfg.residual, cfg.norm_kind().is_some())
+    spec.check_model(&vec![BlockFeatures::of_config(&cfg); cfg.n_layers])
         .with_context(|| format!("spec {} for {name}", args.spec))?;
     let report = MemoryReport::new(ModelDims::from_config(&cfg), &spec);
     println!("{report}");

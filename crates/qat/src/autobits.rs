@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{QatError, Result};
 use crate::memory::{MemoryReport, ModelDims};
 use crate::polar::AbarGrid;
-use crate::spec::{Component, PointFields, PointOverride, QuantPoint, QuantSpec};
+use crate::spec::{Component, PointOverride, QuantPoint, QuantSpec};
 
 /// Cap on one candidate's cost: a diverged model's loss increase can reach 1e17, which would
 /// swamp every other term's precision in the sums; anything this large means "never" anyway.
@@ -418,17 +418,9 @@ pub fn allocate(
                 }
             }
             // Per-block items are overrides of a base that keeps them in float.
+            // (The grid is Cartesian for every point but `Abar`, see `choices`.)
             Some(i) if ch.bits != FLOAT_BITS => {
-                let change = if c == Component::ABar && !ch.grid.is_cartesian() {
-                    PointOverride::Fields(PointFields {
-                        bits: Some(ch.bits),
-                        grid: Some(ch.grid),
-                        ..PointFields::default()
-                    })
-                } else {
-                    PointOverride::Bits(ch.bits)
-                };
-                spec.set_block(Some(i), c, change)?;
+                spec.set_block(Some(i), c, PointOverride::width(ch.bits, ch.grid))?;
             }
             Some(_) => {}
         }

@@ -45,4 +45,6 @@ pub use quantized_model::{
 pub use quantizer::{Calibration, Quantizer, QuantizerConfig, QuantizerState, RangeMethod};
 pub use rounding::{round_half_even, round_half_even_f32};
 pub use scan::{StateQuant, quantized_scan};
-pub use spec::{Component, PointFields, PointOverride, QuantPoint, QuantSpec, SensitivityCase};
+pub use spec::{
+    BlockFeatures, Component, PointFields, PointOverride, QuantPoint, QuantSpec, SensitivityCase,
+};

@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
-use s4d_model::{ComplexTensor, S4d, S4dBlock, S4dClassifier, linear_glu, masked_mean};
+use s4d_model::{ComplexTensor, S4d, S4dClassifier, linear_glu, masked_mean};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QatError, Result};
@@ -16,7 +16,7 @@ use crate::observer::Observer;
 use crate::polar::{AbarGrid, calibrate_abar, fake_quant_abar};
 use crate::quantizer::{Calibration, Quantizer, QuantizerState, to_host};
 use crate::scan::{StateQuant, scan_recording};
-use crate::spec::{Component, QuantSpec};
+use crate::spec::{BlockFeatures, Component, QuantSpec};
 
 /// What QAT trains (the paper's three parameterizations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -154,34 +154,6 @@ impl ComponentQuantizers {
     }
 }
 
-/// The optional points a block has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockFeatures {
-    /// A residual connection (the [`Component::Residual`] point).
-    pub residual: bool,
-    /// A norm (the [`Component::NormOutput`] point).
-    pub norm: bool,
-}
-
-impl BlockFeatures {
-    /// The features of a float block.
-    pub fn of(block: &S4dBlock) -> Self {
-        Self {
-            residual: block.residual,
-            norm: block.norm_kind().is_some(),
-        }
-    }
-
-    /// Whether the block has point `c` (every non-optional point it has).
-    pub fn has(self, c: Component) -> bool {
-        match c {
-            Component::Residual => self.residual,
-            Component::NormOutput => self.norm,
-            _ => true,
-        }
-    }
-}
-
 /// Quantizer state of a whole model as one serde document (JSON on disk). Keys are
 /// `"<component>"` for the classifier ends and `"block<i>.<component>"` inside blocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,44 +212,19 @@ impl QuantizedClassifier {
         spec: QuantSpec,
         parameterization: Parameterization,
     ) -> Result<Self> {
-        spec.validate()?;
-        spec.check_blocks(model.blocks.len())?;
         let features: Vec<BlockFeatures> = model.blocks.iter().map(BlockFeatures::of).collect();
-        // An override must name a point its block has; a base-spec setting of an optional
+        // Overrides must name points their blocks have; a base-spec setting of an optional
         // point (the presets set every point) is dropped where no block has it, so a model
         // without residuals or norms keeps the spec (and saved state) it always had.
-        for (key, points) in &spec.blocks {
-            for name in points.keys() {
-                let c = Component::from_name(name)?;
-                let lacking: Vec<usize> = (0..features.len())
-                    .filter(|&i| key == "*" || *key == i.to_string())
-                    .filter(|&i| !features[i].has(c))
-                    .collect();
-                if !lacking.is_empty() {
-                    return Err(QatError::InvalidConfig {
-                        component: format!("blocks.{key}.{name}"),
-                        message: format!(
-                            "block(s) {lacking:?} have no {} point (residual: {}, norm: {})",
-                            name, features[lacking[0]].residual, features[lacking[0]].norm
-                        ),
-                    });
-                }
-            }
-        }
-        let spec = spec.for_model(
-            features.iter().any(|f| f.residual),
-            features.iter().any(|f| f.norm),
-        );
-        let block_specs = (0..model.blocks.len())
-            .map(|i| {
-                let mut s = spec.block_spec(i)?;
-                for c in Component::ALL.into_iter().filter(|c| c.is_optional()) {
-                    if !features[i].has(c) {
-                        s.set(c, None);
-                    }
-                }
-                Ok(s)
-            })
+        spec.check_model(&features)?;
+        let spec = spec.for_model(BlockFeatures {
+            residual: features.iter().any(|f| f.residual),
+            norm: features.iter().any(|f| f.norm),
+        });
+        let block_specs = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Ok(spec.block_spec(i)?.for_model(*f)))
             .collect::<Result<Vec<_>>>()?;
         let heads = model.encoder.weight.dims()[1];
         for (i, s) in block_specs.iter().enumerate() {

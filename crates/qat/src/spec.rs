@@ -79,38 +79,11 @@ impl Component {
         Component::Logits,
     ];
 
-    /// The components of the paper's classifier: every one but the optional points of deep
-    /// blocks (the residual sum and the norm output).
-    pub const CORE: [Component; 16] = [
-        Component::Input,
-        Component::EncoderWeight,
-        Component::EncoderBias,
-        Component::ABar,
-        Component::BBar,
-        Component::CBar,
-        Component::DBar,
-        Component::State,
-        Component::SsmOutput,
-        Component::Activation,
-        Component::ConvWeight,
-        Component::ConvBias,
-        Component::GluOutput,
-        Component::DecoderWeight,
-        Component::DecoderBias,
-        Component::Logits,
-    ];
-
-    /// The components a model with (or without) residual sums and norms has, in forward
-    /// order: what a sensitivity sweep over that model should visit.
-    pub fn for_model(residual: bool, norm: bool) -> Vec<Component> {
-        Self::ALL
-            .into_iter()
-            .filter(|&c| match c {
-                Component::Residual => residual,
-                Component::NormOutput => norm,
-                _ => true,
-            })
-            .collect()
+    /// The components a model whose blocks have `features` has, in forward order: what a
+    /// sensitivity sweep over that model should visit (`BlockFeatures::PAPER` for the
+    /// paper's classifier).
+    pub fn for_model(features: BlockFeatures) -> Vec<Component> {
+        Self::ALL.into_iter().filter(|&c| features.has(c)).collect()
     }
 
     /// The spec/file name (`a_bar`, `conv_weight`, ...).
@@ -227,6 +200,49 @@ impl fmt::Display for Component {
     }
 }
 
+/// The optional points a block has (a residual sum, a norm): what decides which of a spec's
+/// settings apply to a model and which overrides name something that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockFeatures {
+    /// A residual connection (the [`Component::Residual`] point).
+    pub residual: bool,
+    /// A norm (the [`Component::NormOutput`] point).
+    pub norm: bool,
+}
+
+impl BlockFeatures {
+    /// The paper's block: neither.
+    pub const PAPER: Self = Self {
+        residual: false,
+        norm: false,
+    };
+
+    /// The features of a float block.
+    pub fn of(block: &s4d_model::S4dBlock) -> Self {
+        Self {
+            residual: block.residual,
+            norm: block.norm_kind().is_some(),
+        }
+    }
+
+    /// The features every block of a classifier config has.
+    pub fn of_config(cfg: &s4d_model::S4dClassifierConfig) -> Self {
+        Self {
+            residual: cfg.residual,
+            norm: cfg.norm_kind().is_some(),
+        }
+    }
+
+    /// Whether the block has point `c` (every non-optional point it has).
+    pub fn has(self, c: Component) -> bool {
+        match c {
+            Component::Residual => self.residual,
+            Component::NormOutput => self.norm,
+            _ => true,
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -325,6 +341,22 @@ pub enum PointOverride {
     Bits(u32),
     /// Field by field (fields left out keep the base config's values).
     Fields(PointFields),
+}
+
+impl PointOverride {
+    /// `bits` on `grid`: a bare width on the Cartesian grid, the field form (which only
+    /// `a_bar` accepts) for the polar grids. What a per-block search or sweep writes.
+    pub fn width(bits: u32, grid: AbarGrid) -> Self {
+        if grid.is_cartesian() {
+            Self::Bits(bits)
+        } else {
+            Self::Fields(PointFields {
+                bits: Some(bits),
+                grid: Some(grid),
+                ..PointFields::default()
+            })
+        }
+    }
 }
 
 /// The fields a [`PointOverride`] can change.
@@ -699,38 +731,38 @@ impl QuantSpec {
         Ok(())
     }
 
-    /// The spec as it applies to a model whose blocks do (or do not) have residual sums and
-    /// norms: base settings of points the model lacks are dropped (the presets set every
+    /// The spec as it applies to a model (or block) with `features`: base settings of points
+    /// it lacks are dropped (the presets set every
     /// point). Specs saved before those points existed equal their `for_model(false, false)`,
     /// so run configurations compare equal across versions.
-    pub fn for_model(mut self, residual: bool, norm: bool) -> Self {
-        if !residual {
-            self.residual = None;
-        }
-        if !norm {
-            self.norm_output = None;
+    pub fn for_model(mut self, features: BlockFeatures) -> Self {
+        for c in Component::ALL {
+            if !features.has(c) {
+                self.set(c, None);
+            }
         }
         self
     }
 
-    /// Fails when an override names a block the model lacks or a point its blocks lack (a
-    /// residual sum without `residual`, a norm output without `norm`): what a model built from
-    /// this spec would refuse, checked from the model's shape alone.
-    pub fn check_model(&self, n_blocks: usize, residual: bool, norm: bool) -> Result<()> {
+    /// Fails when an override names a block the model lacks or a point the named blocks lack
+    /// (a residual sum without a residual connection, a norm output without a norm), for a
+    /// model whose blocks have `blocks[i]`: what building the model would refuse.
+    pub fn check_model(&self, blocks: &[BlockFeatures]) -> Result<()> {
         self.validate()?;
-        self.check_blocks(n_blocks)?;
+        self.check_blocks(blocks.len())?;
         for (key, points) in &self.blocks {
             for name in points.keys() {
-                let missing = match Component::from_name(name)? {
-                    Component::Residual => !residual,
-                    Component::NormOutput => !norm,
-                    _ => false,
-                };
-                if missing {
+                let c = Component::from_name(name)?;
+                let lacking: Vec<usize> = (0..blocks.len())
+                    .filter(|&i| key == "*" || *key == i.to_string())
+                    .filter(|&i| !blocks[i].has(c))
+                    .collect();
+                if let Some(&first) = lacking.first() {
                     return Err(QatError::InvalidConfig {
                         component: format!("blocks.{key}.{name}"),
                         message: format!(
-                            "the model's blocks have no {name} point (residual: {residual}, norm: {norm})"
+                            "block(s) {lacking:?} have no {name} point (residual: {}, norm: {})",
+                            blocks[first].residual, blocks[first].norm
                         ),
                     });
                 }

@@ -4,8 +4,8 @@
 use burn::prelude::*;
 use qat::autobits::{Budget, CostModel, SensitivityPoint, allocate, choices, point_values};
 use qat::{
-    AbarGrid, Component, MemoryReport, ModelDims, Parameterization, PointFields, PointOverride,
-    QuantPoint, QuantSpec, QuantizedClassifier,
+    AbarGrid, BlockFeatures, Component, MemoryReport, ModelDims, Parameterization, PointFields,
+    PointOverride, QuantPoint, QuantSpec, QuantizedClassifier,
 };
 use s4d_model::{S4dClassifierConfig, S4dConfig};
 
@@ -342,8 +342,12 @@ fn committed_example_spec_is_the_preset_plus_overrides() {
     )
     .unwrap();
     assert_eq!(spec, want);
-    spec.check_model(4, true, true).unwrap();
-    assert!(spec.check_model(3, true, true).is_err());
+    let deep = BlockFeatures {
+        residual: true,
+        norm: true,
+    };
+    spec.check_model(&[deep; 4]).unwrap();
+    assert!(spec.check_model(&[deep; 3]).is_err());
     let b3 = spec.block_spec(3).unwrap();
     assert_eq!(
         (b3.bits(Component::State), b3.bits(Component::ABar)),

@@ -1,7 +1,8 @@
-//! Integer stages of deep S4D blocks: LayerNorm by integer mean, variance and square root,
-//! a per-channel affine on codes (BatchNorm at inference, and LayerNorm's scale and shift),
-//! and the residual sum of two grids. One definition for the integer reference (`qat`) and
-//! this runtime; the C export writes the same operations out again.
+//! Integer norm stages of deep S4D blocks: LayerNorm by integer mean, variance and square
+//! root, and a per-channel affine on codes (BatchNorm at inference, and LayerNorm's scale and
+//! shift). One definition for the integer reference (`qat`) and this runtime; the C export
+//! writes the same operations out again. (The residual sum is a stage of the block itself,
+//! see the `model` module.)
 //!
 //! **LayerNorm.** For the `H` codes `q` of one step (one grid, so its scale cancels):
 //! `d_i = H q_i - sum q`, `V = sum d_i^2`, and `T = V / H + E` kept with 16 fraction bits,
@@ -114,33 +115,6 @@ pub fn layer_norm_q22(q: &[i32], e16: u64, out: &mut [i32]) {
 pub fn affine_code(x: i32, m: i32, bias: i64, shift: u32, lo: i32, hi: i32) -> i32 {
     let y = shr_round((x as i64 * m as i64).wrapping_add(bias), shift);
     y.clamp(lo as i64, hi as i64) as i32
-}
-
-/// The constants of a residual sum of two grids into a third.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddRequant {
-    /// Multiplier of the first input.
-    pub ma: i32,
-    /// Multiplier of the second input.
-    pub mb: i32,
-    /// Pre-scaled bias (the output zero point).
-    pub bias: i64,
-    /// Shared shift.
-    pub shift: u32,
-    /// Smallest output code.
-    pub lo: i32,
-    /// Largest output code.
-    pub hi: i32,
-}
-
-/// `clamp(shr_round(a ma + b mb + bias, shift), lo, hi)`: the residual sum of two grids
-/// (`a`, `b` codes minus their zero points) requantized to the residual grid.
-#[inline]
-pub fn add_code(a: i32, b: i32, k: &AddRequant) -> i32 {
-    let acc = (a as i64 * k.ma as i64)
-        .wrapping_add(b as i64 * k.mb as i64)
-        .wrapping_add(k.bias);
-    shr_round(acc, k.shift).clamp(k.lo as i64, k.hi as i64) as i32
 }
 
 #[cfg(test)]

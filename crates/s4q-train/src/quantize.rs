@@ -20,7 +20,10 @@ use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use datasets::SequenceDataset;
-use qat::{MemoryReport, ModelDims, Parameterization, QuantSpec, QuantizedClassifier, calibrate};
+use qat::{
+    BlockFeatures, MemoryReport, ModelDims, Parameterization, QuantSpec, QuantizedClassifier,
+    calibrate,
+};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -424,7 +427,7 @@ pub fn qat(
         spec: run_cfg
             .spec
             .clone()
-            .for_model(src.float_cfg.residual, src.float_cfg.norm_kind().is_some()),
+            .for_model(BlockFeatures::of_config(&src.float_cfg)),
         ..run_cfg.clone()
     };
     let run_cfg = &effective;

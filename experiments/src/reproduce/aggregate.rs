@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use qat::{Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
+use qat::{BlockFeatures, Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
 use s4d_model::S4dClassifierConfig;
 use serde::Serialize;
 use tracing::{info, warn};
@@ -338,7 +338,7 @@ fn sensitivity(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<Target
     md.push_str("---|\n");
     let mut rows = Vec::new();
     let mut series = Vec::new();
-    for c in Component::CORE {
+    for c in Component::for_model(BlockFeatures::PAPER) {
         let mut line = format!("| {} |", c.name());
         let mut points = Vec::new();
         for &b in bits {
@@ -400,12 +400,13 @@ fn sensitivity(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<Target
     // Checks: at 8 bits (or the widest swept), Abar and the state are the most sensitive.
     let mut checks = Vec::new();
     if let Some(&b8) = bits.iter().find(|&&b| b == 8).or(bits.iter().max()) {
-        let mut accs: Vec<(f64, Component)> = Component::CORE
+        let paper = Component::for_model(BlockFeatures::PAPER);
+        let mut accs: Vec<(f64, Component)> = paper
             .iter()
             .filter_map(|&c| res.ptq(&sensitivity_name(c, b8)).map(|s| (s.mean, c)))
             .collect();
         accs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let holds = (accs.len() == Component::CORE.len()).then(|| {
+        let holds = (accs.len() == paper.len()).then(|| {
             let worst: Vec<Component> = accs.iter().take(2).map(|a| a.1).collect();
             worst.contains(&Component::ABar) && worst.contains(&Component::State)
         });

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use datasets::DatasetName;
-use qat::{Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
+use qat::{BlockFeatures, Component, MemoryReport, ModelDims, Parameterization, QuantSpec};
 use s4d_model::S4dClassifierConfig;
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +71,7 @@ pub fn w4a6(a_bar: u32, state: u32) -> String {
 /// output to quantize): the specs in `run.json` stay what they were before those points
 /// existed, so committed sweeps keep matching their plans.
 fn paper_preset(name: &str) -> Result<QuantSpec> {
-    Ok(QuantSpec::preset(name)?.for_model(false, false))
+    Ok(QuantSpec::preset(name)?.for_model(BlockFeatures::PAPER))
 }
 
 /// Command-line / directory name of a parameterization.
@@ -519,9 +519,10 @@ impl SweepConfig {
             for &target in targets {
                 match target {
                     Target::PtqSensitivity => {
-                        for case in
-                            QuantSpec::sensitivity_grid(&Component::CORE, &b.sensitivity_bits)?
-                        {
+                        for case in QuantSpec::sensitivity_grid(
+                            &Component::for_model(BlockFeatures::PAPER),
+                            &b.sensitivity_bits,
+                        )? {
                             let name = sensitivity_name(case.component, case.bits);
                             push(self.ptq_run(seed, &name, case.spec), &mut runs);
                         }

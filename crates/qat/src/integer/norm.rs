@@ -1,4 +1,4 @@
-//! Integer constants of the deep-block stages (residual sum, BatchNorm, LayerNorm), derived
+//! Integer constants of the deep-block norm stages (BatchNorm, LayerNorm), derived
 //! from the fake-quant model's grids and the float norm parameters, and their application
 //! through `s4q_runtime::norm` (the arithmetic itself, shared with the runtime).
 //!
@@ -6,9 +6,7 @@
 //! (as the other stages do, so the C export's shifts are constants), with the output zero
 //! point and the float shift folded into a pre-scaled bias.
 
-use s4q_runtime::norm::{
-    AddRequant, LN_FRAC, LN_SQRT_FRAC, add_code, affine_code, layer_norm_fits, layer_norm_q22,
-};
+use s4q_runtime::norm::{LN_FRAC, LN_SQRT_FRAC, affine_code, layer_norm_fits, layer_norm_q22};
 use serde::{Deserialize, Serialize};
 
 use super::IntGrid;
@@ -95,64 +93,6 @@ fn shared_shift(r: &[f64], what: &str) -> Result<u32> {
         )));
     }
     Ok(shift as u32)
-}
-
-/// A block's residual sum `x + f(x)`: two grids (the block output `f` and its input `x`)
-/// into the residual grid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResidualAdd {
-    /// Multiplier of the block output (`s_f / s_r`).
-    pub m_f: i32,
-    /// Multiplier of the block input (`s_x / s_r`).
-    pub m_x: i32,
-    /// Pre-scaled output zero point.
-    pub bias: i64,
-    /// Shared shift.
-    pub shift: u32,
-    /// Zero points of the two inputs.
-    pub z_f: i32,
-    /// Zero point of the block input.
-    pub z_x: i32,
-    /// Residual grid.
-    pub out: IntGrid,
-}
-
-impl ResidualAdd {
-    /// From the scales of the block output, block input and residual grids (per tensor).
-    pub fn derive(s_f: f64, z_f: i32, s_x: f64, z_x: i32, s_r: f64, out: IntGrid) -> Result<Self> {
-        let r = [s_f / s_r, s_x / s_r];
-        let shift = shared_shift(&r, "residual sum")?;
-        let scale = 2f64.powi(shift as i32);
-        let bias = out.z as f64 * scale;
-        if bias.abs() >= 2f64.powi(62) {
-            return Err(IntegerError::Bounds(format!(
-                "residual sum: zero point {} at shift {shift}",
-                out.z
-            )));
-        }
-        Ok(Self {
-            m_f: (r[0] * scale).round_ties_even() as i32,
-            m_x: (r[1] * scale).round_ties_even() as i32,
-            bias: bias as i64,
-            shift,
-            z_f,
-            z_x,
-            out,
-        })
-    }
-
-    /// Residual code from a block-output code `f` and a block-input code `x`.
-    pub fn apply(&self, f: i32, x: i32) -> i32 {
-        let k = AddRequant {
-            ma: self.m_f,
-            mb: self.m_x,
-            bias: self.bias,
-            shift: self.shift,
-            lo: self.out.qmin,
-            hi: self.out.qmax,
-        };
-        add_code(f - self.z_f, x - self.z_x, &k)
-    }
 }
 
 /// LayerNorm over the `H` channels of a step, from input codes to output codes.
