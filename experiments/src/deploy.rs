@@ -75,6 +75,11 @@ pub struct DeployCheckArgs {
     /// Write the comparison as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also run the fake-quant model on the composed tensor ops and report how often its
+    /// predictions match the fused kernels': two float32 renderings of one model, the floor
+    /// that integer agreement can be judged against.
+    #[arg(long)]
+    floor: bool,
 }
 
 struct Loaded {
@@ -527,6 +532,27 @@ fn feature_code_agreement(
     })
 }
 
+/// The fake-quant model's class for each sequence of `data`.
+fn fake_quant_predictions(
+    model: &QuantizedClassifier,
+    data: &SequenceDataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<usize>> {
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = make_batch(data, chunk, device);
+        let logits = model.forward_masked(batch.inputs, &batch.lengths)?;
+        let pred = logits.argmax(1).into_data().convert::<i64>();
+        let pred = pred
+            .try_into_vec::<i64>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        out.extend(pred.into_iter().map(|p| p as usize));
+    }
+    Ok(out)
+}
+
 /// `experiments deploy-check`: fake-quant vs integer predictions on the first N test
 /// sequences.
 pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
@@ -535,18 +561,8 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
     let im = IntegerModel::derive(&loaded.model)?;
     let data = test_split(&loaded, args.test_limit)?;
     let n = data.len();
-    let mut fq_pred = Vec::with_capacity(n);
     let started = Instant::now();
-    let indices: Vec<usize> = (0..n).collect();
-    for chunk in indices.chunks(args.batch_size) {
-        let batch = make_batch(&data, chunk, &device);
-        let logits = loaded.model.forward_masked(batch.inputs, &batch.lengths)?;
-        let pred = logits.argmax(1).into_data().convert::<i64>();
-        let pred = pred
-            .try_into_vec::<i64>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        fq_pred.extend(pred.into_iter().map(|p| p as usize));
-    }
+    let fq_pred = fake_quant_predictions(&loaded.model, &data, args.batch_size, &device)?;
     let fq_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let int_pred: Vec<usize> = (0..n)
@@ -562,6 +578,14 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         deciles: feat_deciles,
         first_diff: feat_first,
     } = feature_code_agreement(&loaded.model, &im, &data, &device, args.batch_size.min(n))?;
+    let composed = if args.floor {
+        s4d_model::set_force_composed(true);
+        let p = fake_quant_predictions(&loaded.model, &data, args.batch_size, &device);
+        s4d_model::set_force_composed(false);
+        Some(p?)
+    } else {
+        None
+    };
     let labels: Vec<usize> = (0..n).map(|i| data.sample(i).1 as usize).collect();
     let acc = |p: &[usize]| {
         100.0 * p.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64
@@ -571,7 +595,7 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         .zip(&int_pred)
         .filter(|(a, b)| a == b)
         .count();
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "source": loaded.description,
         "dataset": loaded.data_label(),
         "test_sequences": n,
@@ -587,6 +611,17 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         "fake_quant_seconds": fq_secs,
         "integer_reference_seconds": int_secs,
     });
+    if let Some(c) = &composed {
+        let matches = |p: &[usize]| p.iter().zip(c).filter(|(a, b)| a == b).count();
+        let (fq_c, int_c) = (matches(&fq_pred), matches(&int_pred));
+        result["composed_fake_quant_accuracy"] = acc(c).into();
+        result["fused_vs_composed_identical_predictions"] = fq_c.into();
+        result["integer_vs_composed_identical_predictions"] = int_c.into();
+        println!(
+            "floor: fake quant on the composed ops {:.2}%; fused vs composed identical predictions {fq_c}/{n}, integer vs composed {int_c}/{n}",
+            acc(c)
+        );
+    }
     println!(
         "{}: fake-quant {:.2}%, integer {:.2}% on {n} test sequences; identical predictions {same}/{n} ({:.2}%); last-block output codes identical {:.4}% of {feat_total}",
         loaded.description,

@@ -299,16 +299,24 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
             /* LayerNorm over the step's codes (the zero point cancels). */
             int64_t sum = 0, inv = 0;
             uint64_t var = 0, r;
+            unsigned sh = 32;
             for (j = 0; j < S4Q_HEADS; j++) sum += st->io[j];
             for (j = 0; j < S4Q_HEADS; j++) {
                 const int64_t d = (int64_t)S4Q_HEADS * st->io[j] - sum;
                 var += (uint64_t)(d * d);
             }
-            r = s4q_isqrt((var << 16) / S4Q_HEADS + k->e16);
-            if (r != 0) inv = (int64_t)(((uint64_t)1 << 46) / r);
+            /* Normalise the variance term into [2^60, 2^62) so the root has 31 bits. */
+            r = (var << 16) / S4Q_HEADS + k->e16;
+            if (r != 0) {
+                while (r < ((uint64_t)1 << 60)) {
+                    r <<= 2;
+                    sh -= 1;
+                }
+                inv = (int64_t)(((uint64_t)1 << 62) / s4q_isqrt(r));
+            }
             for (j = 0; j < S4Q_HEADS; j++) {
                 const int64_t d = (int64_t)S4Q_HEADS * st->io[j] - sum;
-                const int32_t nv = (int32_t)s4q_shr_round(d * inv, 16);
+                const int32_t nv = (int32_t)s4q_shr_round(d * inv, sh);
                 st->io[j] = (int8_t)s4q_affine(nv, k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin,
                                                k->n.qmax);
             }

@@ -152,6 +152,6 @@ impl IntLayerNorm {
 /// step whose variance term is `t = V / H + E` (`s4q_runtime::norm` module doc).
 pub fn layer_norm_error_bound(n_abs: f64, t: f64) -> f64 {
     let t = t.max(2f64.powi(-16));
-    n_abs * (2f64.powi(-(LN_SQRT_FRAC as i32)) / t.sqrt() + 2f64.powi(-16) / t + 2f64.powi(-30))
+    n_abs * (2f64.powi(-29) + 2f64.powi(-(2 * LN_SQRT_FRAC as i32)) / t)
         + 2f64.powi(-(LN_FRAC as i32))
 }
