@@ -683,14 +683,22 @@ fn committed_exports_fit_the_32_bit_state_accumulator() {
         let m: IntegerModel = serde_json::from_str(&text).expect("integer.json parses");
         let file = std::fs::read(dir.join("model.s4qm")).expect("model file");
         assert_eq!(file, m.to_bytes(), "{}: file == reference", dir.display());
-        assert!(
-            m.blocks[0].state_shift >= 14,
-            "{}: S = {}",
-            dir.display(),
-            m.blocks[0].state_shift
-        );
-        drive_worst_cases(&m, &file);
-        n += 1;
+        for (i, b) in m.blocks.iter().enumerate() {
+            assert!(
+                b.state_shift >= 14,
+                "{} block {i}: S = {}",
+                dir.display(),
+                b.state_shift
+            );
+        }
+        // The parser recomputes every block's bound from the file and refuses one that breaks
+        // it; the driven worst case (block 0's state set at its corners, fed from the encoder)
+        // applies to one-block models, whose block input is the encoder's.
+        Model::parse(&file).expect("parses");
+        if m.is_single_plain_block() {
+            drive_worst_cases(&m, &file);
+            n += 1;
+        }
     }
     eprintln!("{n} committed exports driven to their worst cases");
 }
