@@ -80,6 +80,10 @@ pub struct DeployCheckArgs {
     /// that integer agreement can be judged against.
     #[arg(long)]
     floor: bool,
+    /// Also compare the output codes of every block prefix (blocks 0..=k of a deep model, as a
+    /// model of its own) step by step, to find the block where integer and fake quant part.
+    #[arg(long)]
+    trace_blocks: bool,
 }
 
 struct Loaded {
@@ -578,6 +582,38 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         deciles: feat_deciles,
         first_diff: feat_first,
     } = feature_code_agreement(&loaded.model, &im, &data, &device, args.batch_size.min(n))?;
+    let mut traces = Vec::new();
+    if args.trace_blocks {
+        let blocks = loaded.model.float.blocks.len();
+        for k in 1..=blocks {
+            let mut prefix = loaded.model.clone();
+            prefix.float.blocks.truncate(k);
+            prefix.blocks.truncate(k);
+            prefix.block_specs.truncate(k);
+            if !prefix.discrete.is_empty() {
+                prefix.discrete.truncate(k);
+            }
+            let pim = IntegerModel::derive(&prefix)?;
+            let t = feature_code_agreement(&prefix, &pim, &data, &device, args.batch_size.min(n))?;
+            let first = t.first_diff.iter().flatten().min().copied();
+            println!(
+                "blocks 0..{}: output codes identical {:.4}%, by tenth {:?}, earliest first difference {:?}",
+                k - 1,
+                100.0 * t.same as f64 / t.total.max(1) as f64,
+                t.deciles
+                    .iter()
+                    .map(|d| format!("{d:.1}"))
+                    .collect::<Vec<_>>(),
+                first
+            );
+            traces.push(serde_json::json!({
+                "blocks": k,
+                "codes_identical_percent": 100.0 * t.same as f64 / t.total.max(1) as f64,
+                "codes_identical_percent_by_time_decile": t.deciles,
+                "first_differing_step": t.first_diff,
+            }));
+        }
+    }
     let composed = if args.floor {
         s4d_model::set_force_composed(true);
         let p = fake_quant_predictions(&loaded.model, &data, args.batch_size, &device);
@@ -611,6 +647,9 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         "fake_quant_seconds": fq_secs,
         "integer_reference_seconds": int_secs,
     });
+    if !traces.is_empty() {
+        result["block_prefix_traces"] = traces.into();
+    }
     if let Some(c) = &composed {
         let matches = |p: &[usize]| p.iter().zip(c).filter(|(a, b)| a == b).count();
         let (fq_c, int_c) = (matches(&fq_pred), matches(&int_pred));
