@@ -464,6 +464,18 @@ struct CodeAgreement {
     first_diff: Vec<Option<usize>>,
 }
 
+impl CodeAgreement {
+    /// Identical codes, percent of those compared.
+    fn percent(&self) -> f64 {
+        100.0 * self.same as f64 / self.total.max(1) as f64
+    }
+}
+
+/// How many positions of `a` and `b` hold the same class.
+fn identical(a: &[usize], b: &[usize]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x == y).count()
+}
+
 /// Identical last-block output codes (fake quant vs integer reference) over every step of
 /// the first `count` sequences.
 fn feature_code_agreement(
@@ -576,39 +588,35 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
     // Where the two models part: the last block's output codes per step (what the pool
     // reads) on the first batch, fake quant (`features`, back to codes on the pooled grid)
     // against the integer reference.
-    let CodeAgreement {
-        same: feat_same,
-        total: feat_total,
-        deciles: feat_deciles,
-        first_diff: feat_first,
-    } = feature_code_agreement(&loaded.model, &im, &data, &device, args.batch_size.min(n))?;
+    let count = args.batch_size.min(n);
+    let feat = feature_code_agreement(&loaded.model, &im, &data, &device, count)?;
     let mut traces = Vec::new();
     if args.trace_blocks {
         let blocks = loaded.model.float.blocks.len();
         for k in 1..=blocks {
-            let mut prefix = loaded.model.clone();
-            prefix.float.blocks.truncate(k);
-            prefix.blocks.truncate(k);
-            prefix.block_specs.truncate(k);
-            if !prefix.discrete.is_empty() {
-                prefix.discrete.truncate(k);
-            }
-            let pim = IntegerModel::derive(&prefix)?;
-            let t = feature_code_agreement(&prefix, &pim, &data, &device, args.batch_size.min(n))?;
-            let first = t.first_diff.iter().flatten().min().copied();
+            // The whole model's comparison is the last prefix: computed above already.
+            let prefix_agreement;
+            let t = if k == blocks {
+                &feat
+            } else {
+                let prefix = loaded.model.first_blocks(k);
+                let pim = IntegerModel::derive(&prefix)?;
+                prefix_agreement = feature_code_agreement(&prefix, &pim, &data, &device, count)?;
+                &prefix_agreement
+            };
             println!(
                 "blocks 0..{}: output codes identical {:.4}%, by tenth {:?}, earliest first difference {:?}",
                 k - 1,
-                100.0 * t.same as f64 / t.total.max(1) as f64,
+                t.percent(),
                 t.deciles
                     .iter()
                     .map(|d| format!("{d:.1}"))
                     .collect::<Vec<_>>(),
-                first
+                t.first_diff.iter().flatten().min()
             );
             traces.push(serde_json::json!({
                 "blocks": k,
-                "codes_identical_percent": 100.0 * t.same as f64 / t.total.max(1) as f64,
+                "codes_identical_percent": t.percent(),
                 "codes_identical_percent_by_time_decile": t.deciles,
                 "first_differing_step": t.first_diff,
             }));
@@ -626,11 +634,7 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
     let acc = |p: &[usize]| {
         100.0 * p.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64
     };
-    let same = fq_pred
-        .iter()
-        .zip(&int_pred)
-        .filter(|(a, b)| a == b)
-        .count();
+    let same = identical(&fq_pred, &int_pred);
     let mut result = serde_json::json!({
         "source": loaded.description,
         "dataset": loaded.data_label(),
@@ -640,10 +644,10 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         "accuracy_difference_pts": acc(&int_pred) - acc(&fq_pred),
         "identical_predictions": same,
         "identical_predictions_percent": 100.0 * same as f64 / n as f64,
-        "feature_codes_compared": feat_total,
-        "feature_codes_identical_percent_by_time_decile": feat_deciles,
-        "feature_codes_first_differing_step": feat_first,
-        "feature_codes_identical_percent": 100.0 * feat_same as f64 / feat_total.max(1) as f64,
+        "feature_codes_compared": feat.total,
+        "feature_codes_identical_percent_by_time_decile": feat.deciles,
+        "feature_codes_first_differing_step": feat.first_diff,
+        "feature_codes_identical_percent": feat.percent(),
         "fake_quant_seconds": fq_secs,
         "integer_reference_seconds": int_secs,
     });
@@ -651,8 +655,7 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         result["block_prefix_traces"] = traces.into();
     }
     if let Some(c) = &composed {
-        let matches = |p: &[usize]| p.iter().zip(c).filter(|(a, b)| a == b).count();
-        let (fq_c, int_c) = (matches(&fq_pred), matches(&int_pred));
+        let (fq_c, int_c) = (identical(&fq_pred, c), identical(&int_pred, c));
         result["composed_fake_quant_accuracy"] = acc(c).into();
         result["fused_vs_composed_identical_predictions"] = fq_c.into();
         result["integer_vs_composed_identical_predictions"] = int_c.into();
@@ -662,12 +665,13 @@ pub fn run_deploy_check(args: &DeployCheckArgs) -> Result<()> {
         );
     }
     println!(
-        "{}: fake-quant {:.2}%, integer {:.2}% on {n} test sequences; identical predictions {same}/{n} ({:.2}%); last-block output codes identical {:.4}% of {feat_total}",
+        "{}: fake-quant {:.2}%, integer {:.2}% on {n} test sequences; identical predictions {same}/{n} ({:.2}%); last-block output codes identical {:.4}% of {}",
         loaded.description,
         acc(&fq_pred),
         acc(&int_pred),
         100.0 * same as f64 / n as f64,
-        100.0 * feat_same as f64 / feat_total.max(1) as f64
+        feat.percent(),
+        feat.total
     );
     if let Some(out) = &args.out {
         write_json(out, &result)?;

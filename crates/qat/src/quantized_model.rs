@@ -205,6 +205,18 @@ fn key(block: Option<usize>, c: Component) -> String {
 }
 
 impl QuantizedClassifier {
+    /// The model cut after its first `k` blocks (their quantizers, specs and discrete SSMs
+    /// kept, the head unchanged): a deep model's prefix as a model of its own, so integer and
+    /// fake quant can be compared block by block.
+    pub fn first_blocks(&self, k: usize) -> Self {
+        let mut prefix = self.clone();
+        prefix.float.blocks.truncate(k);
+        prefix.blocks.truncate(k);
+        prefix.block_specs.truncate(k);
+        prefix.discrete.truncate(k);
+        prefix
+    }
+
     /// Wraps a float model. Weight-like quantizers (including `Abar..Dbar`) are calibrated
     /// from the weights right away; activation quantizers need [`calibrate`] (when static).
     pub fn from_float(

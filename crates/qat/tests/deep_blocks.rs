@@ -341,3 +341,34 @@ fn memory_counts_residual_norm_rows_only_where_blocks_have_them() {
             .all(|e| !e.label.contains("residual") && !e.label.contains("norm"))
     );
 }
+
+/// `first_blocks` cuts every per-block table together: all blocks reproduce the whole
+/// model exactly, one block gives a model of one block whose features (block 0's output)
+/// differ from the two-block model's.
+#[test]
+fn first_blocks_is_a_model_of_its_own() {
+    let m = model(Some(NormKind::Layer), false, 7);
+    let mut q =
+        QuantizedClassifier::from_float(m, residual_and_norm_spec(8), Parameterization::FrozenA)
+            .unwrap();
+    calibrate(&mut q, [inputs(1), inputs(2)]).unwrap();
+    let x = inputs(3);
+    let whole = to_f64(q.features(x.clone()).unwrap());
+    assert_eq!(
+        to_f64(q.first_blocks(2).features(x.clone()).unwrap()),
+        whole
+    );
+    let one = q.first_blocks(1);
+    assert_eq!(
+        (
+            one.float.blocks.len(),
+            one.blocks.len(),
+            one.block_specs.len(),
+            one.discrete.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    let first = to_f64(one.features(x).unwrap());
+    assert_eq!(first.len(), whole.len());
+    assert_ne!(first, whole);
+}
