@@ -91,7 +91,10 @@ for d in "${dirs[@]}"; do
             fagree=$(awk '/^# float agrees/ {print $9}' "$o/out_float.txt")
         fi
     fi
-    if $ok && { $ok0 || ! $fits0; }; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    # A model that does not fit the M0 passes on its M4 result alone.
+    row=FAIL
+    if $ok && { $ok0 || ! $fits0; }; then row=ok; fi
+    if [ "$row" = ok ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
     cat > "$d/cortex-m4.json" <<JSON
 {
   "target": "cortex-m4 (qemu-system-arm -M mps2-an386, -icount shift=0)",
@@ -122,7 +125,7 @@ for d in "${dirs[@]}"; do
   }
 }
 JSON
-    echo "$($ok && { $ok0 || ! $fits0; } && echo ok || echo FAIL)   $name: M4 bit-exact $ok ($n seq), M0 bit-exact $ok0; flash $((text + data)) B, RAM $((state + stack + data + bss)) B; instr/step M4 $ips (streaming s4q_step $sips), M0 $ips0, float M4F $fips (float flash $fflash B, same class $fagree/$n)"
+    echo "$row   $name: M4 bit-exact $ok ($n seq), M0 bit-exact $ok0; flash $((text + data)) B, RAM $((state + stack + data + bss)) B; instr/step M4 $ips (streaming s4q_step $sips), M0 $ips0, float M4F $fips (float flash $fflash B, same class $fagree/$n)"
 done
 echo "deploy qemu check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
