@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Trains the state-spaces S4D example model (post-norm LayerNorm residual blocks, the
-`S4Model` of `scripts/make-state-spaces-fixture.py`) in PyTorch on sMNIST-10k and saves its
+"""Trains the state-spaces S4D example model (LayerNorm residual blocks, post-norm or with
+`--prenorm` pre-norm, the `S4Model` of `scripts/make-state-spaces-fixture.py`) in PyTorch on sMNIST-10k and saves its
 state_dict with the state-spaces tensor names: a real checkpoint made outside s4q for the
 import -> PTQ -> QAT -> integer export path (issue 18, must-show 2; `results/imported/run.sh`).
 
@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prenorm", action="store_true",
+                        help="normalise each block's input (the example's --prenorm)")
     args = parser.parse_args()
     for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
         if not (args.data / f).exists():
@@ -100,7 +102,7 @@ def main() -> None:
     xtr, ytr = load(args.data, "train")
     xte, yte = load(args.data, "t10k")
     model = fixture.S4Model(1, d_output=10, d_model=args.d_model, n_layers=args.n_layers,
-                            dropout=0.1, d_state=args.d_state, lr=0.001)
+                            dropout=0.1, prenorm=args.prenorm, d_state=args.d_state, lr=0.001)
     opt = optimizer(model, args.lr, 0.01)
     steps = args.epochs * ((len(xtr) + args.batch - 1) // args.batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -127,7 +129,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     meta = {"generator": "scripts/train-state-spaces-smnist.py", "torch": torch.__version__,
-            "reference": "state-spaces/s4 example.py S4Model + models/s4/s4d.py S4D (post-norm)"}
+            "reference": "state-spaces/s4 example.py S4Model + models/s4/s4d.py S4D "
+                         + ("(pre-norm)" if args.prenorm else "(post-norm)")}
     save_file(state, args.out / "model.safetensors", metadata=meta)
     report = {"options": {k: str(v) for k, v in vars(args).items()}, "torch": torch.__version__,
               "history": history, "test_acc": history[-1]["test_acc"] if history else None,

@@ -492,7 +492,9 @@ fn feature_code_agreement(
         .blocks
         .get(last)
         .ok_or_else(|| anyhow::anyhow!("no blocks"))?;
-    let point = if block.norm_kind().is_some() {
+    // The block's output: a post-norm's, else the residual sum's (a pre-norm block's too),
+    // else the GLU's.
+    let point = if block.norm_kind().is_some() && !block.prenorm {
         "norm_output"
     } else if block.residual {
         "residual"

@@ -1,19 +1,20 @@
-//! The integer reference of stacked S4D blocks (residual sums, post-norm LayerNorm or
+//! The integer reference of stacked S4D blocks (residual sums, pre- or post-norm LayerNorm or
 //! BatchNorm) against the fake-quant model it is derived from: small random deep models,
 //! calibrated w8a8 (one also with per-block precision), must predict the same class on at
 //! least 99% of random sequences (the fake-quant side's f32 sums vary slightly from run to
 //! run, so a sequence near a tie may flip between runs) and give
 //! logit codes within a code or two, and the runtime must compute the same integers from the
-//! version-3 file; pre-norm is refused with a clear error.
+//! version-3 file; likewise for pre-norm blocks.
 
 mod common;
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use common::{host, uniform_signed, uniform_unit};
-use qat::integer::{IntegerError, IntegerModel, NormStage, first_argmax};
-use qat::{Component, Parameterization, QuantSpec, QuantizedClassifier, calibrate};
+use qat::integer::{IntegerModel, NormStage, first_argmax};
+use qat::{Parameterization, QuantSpec, QuantizedClassifier, calibrate};
 use s4d_model::{NormKind, NormPosition, S4dClassifier, S4dClassifierConfig, S4dConfig};
+use s4q_runtime::norm::LN_SQRT_FRAC;
 use s4q_runtime::{Model, State};
 
 const H: usize = 8;
@@ -189,6 +190,56 @@ fn runtime_matches_reference(im: &IntegerModel, file: &[u8], codes: &[i8]) {
     assert_eq!((out, pred), im.classify(codes));
 }
 
+/// Case `c`: a `layers`-block model with `norm` (pre- or post-) derives, agrees with fake
+/// quant on random sequences, and the runtime computes the reference's integers from its file.
+fn check_deep_case(c: usize, layers: usize, norm: Option<NormKind>, prenorm: bool) {
+    let q = quantized(model(layers, norm, prenorm, 50 + c as u64));
+    let im = IntegerModel::derive(&q).expect("derives");
+    assert_eq!(im.blocks.len(), layers);
+    for (k, b) in im.blocks.iter().enumerate() {
+        assert!(b.residual.is_some());
+        assert_eq!(b.prenorm.is_some(), prenorm && norm.is_some());
+        match (norm, &b.norm) {
+            (Some(NormKind::Layer), Some(NormStage::Layer(ln))) => {
+                // A pre-norm block 0 normalises the wide encoder output, with fewer root
+                // fraction bits; every other LayerNorm reads 8-bit codes.
+                assert_eq!(ln.sqrt_frac < LN_SQRT_FRAC, prenorm && k == 0, "block {k}");
+            }
+            (Some(NormKind::Batch), Some(NormStage::Batch(_))) | (None, None) => {}
+            other => panic!("case {c} block {k}: {other:?}"),
+        }
+    }
+    let (same, total, worst, mean, classes) = agreement(&q, &im, 8);
+    // Not a degenerate model: the sequences are told apart.
+    assert!(classes >= 2, "case {c}: one class predicted throughout");
+    eprintln!(
+        "case {c} ({layers} blocks, {norm:?}, prenorm {prenorm}): {same}/{total} identical \
+         predictions, logit codes differ by at most {worst}, mean {mean:.4}, {classes} classes \
+         predicted"
+    );
+    assert!(
+        same * 100 >= 99 * total,
+        "case {c}: {same}/{total} identical predictions"
+    );
+    assert!(worst <= 2, "case {c}: logit codes differ by {worst}");
+    assert!(mean < 0.05, "case {c}: mean logit-code difference {mean}");
+    // The runtime reads the version-3 file and computes the same integers, step by step.
+    let file = im.to_bytes();
+    assert_eq!(u16::from_le_bytes([file[4], file[5]]), s4q_runtime::VERSION);
+    let xs = host(inputs(3000));
+    for s in 0..BATCH {
+        let codes: Vec<i8> = xs[s * L * D_IN..(s + 1) * L * D_IN]
+            .iter()
+            .map(|&v| im.quantize_input(v))
+            .collect();
+        runtime_matches_reference(&im, &file, &codes);
+    }
+    // The JSON form round-trips.
+    let back: IntegerModel =
+        serde_json::from_str(&serde_json::to_string(&im).expect("json")).expect("parses");
+    assert_eq!(back, im);
+}
+
 #[test]
 fn deep_integer_models_agree_with_fake_quant() {
     let cases = [
@@ -199,45 +250,22 @@ fn deep_integer_models_agree_with_fake_quant() {
         (2, None),
     ];
     for (c, &(layers, norm)) in cases.iter().enumerate() {
-        let q = quantized(model(layers, norm, false, 50 + c as u64));
-        let im = IntegerModel::derive(&q).expect("derives");
-        assert_eq!(im.blocks.len(), layers);
-        for b in &im.blocks {
-            assert!(b.residual.is_some());
-            match norm {
-                Some(NormKind::Layer) => assert!(matches!(b.norm, Some(NormStage::Layer(_)))),
-                Some(NormKind::Batch) => assert!(matches!(b.norm, Some(NormStage::Batch(_)))),
-                None => assert!(b.norm.is_none()),
-            }
-        }
-        let (same, total, worst, mean, classes) = agreement(&q, &im, 8);
-        // Not a degenerate model: the sequences are told apart.
-        assert!(classes >= 2, "case {c}: one class predicted throughout");
-        eprintln!(
-            "case {c} ({layers} blocks, {norm:?}): {same}/{total} identical predictions, \
-             logit codes differ by at most {worst}, mean {mean:.4}, {classes} classes predicted"
-        );
-        assert!(
-            same * 100 >= 99 * total,
-            "case {c}: {same}/{total} identical predictions"
-        );
-        assert!(worst <= 2, "case {c}: logit codes differ by {worst}");
-        assert!(mean < 0.05, "case {c}: mean logit-code difference {mean}");
-        // The runtime reads the version-3 file and computes the same integers, step by step.
-        let file = im.to_bytes();
-        assert_eq!(u16::from_le_bytes([file[4], file[5]]), s4q_runtime::VERSION);
-        let xs = host(inputs(3000));
-        for s in 0..BATCH {
-            let codes: Vec<i8> = xs[s * L * D_IN..(s + 1) * L * D_IN]
-                .iter()
-                .map(|&v| im.quantize_input(v))
-                .collect();
-            runtime_matches_reference(&im, &file, &codes);
-        }
-        // The JSON form round-trips.
-        let back: IntegerModel =
-            serde_json::from_str(&serde_json::to_string(&im).expect("json")).expect("parses");
-        assert_eq!(back, im);
+        check_deep_case(c, layers, norm, false);
+    }
+}
+
+/// Pre-norm blocks (`x + f(norm(x))`), LayerNorm and BatchNorm: block 0's norm reads the
+/// encoder output the fake-quant model keeps in float, the later ones codes.
+#[test]
+fn pre_norm_models_agree_with_fake_quant() {
+    let cases = [
+        (1, NormKind::Layer),
+        (3, NormKind::Layer),
+        (2, NormKind::Batch),
+        (3, NormKind::Batch),
+    ];
+    for (c, &(layers, norm)) in cases.iter().enumerate() {
+        check_deep_case(10 + c, layers, Some(norm), true);
     }
 }
 
@@ -297,14 +325,22 @@ fn per_block_precision_is_deployed_per_block() {
 /// equal the fake-quant features' codes except for rare flips at rounding boundaries.
 #[test]
 fn last_block_codes_agree_step_by_step() {
-    for (c, norm) in [Some(NormKind::Layer), Some(NormKind::Batch)]
-        .into_iter()
-        .enumerate()
-    {
-        let q = quantized(model(3, norm, false, 500 + c as u64));
+    let cases = [
+        (NormKind::Layer, false),
+        (NormKind::Batch, false),
+        (NormKind::Layer, true),
+        (NormKind::Batch, true),
+    ];
+    for (c, (norm, prenorm)) in cases.into_iter().enumerate() {
+        let q = quantized(model(3, Some(norm), prenorm, 500 + c as u64));
         let im = IntegerModel::derive(&q).expect("derives");
         let st = q.quant_state().expect("state").quantizers;
-        let qo = &st["block2.norm_output"];
+        // A pre-norm block's output is its residual sum.
+        let qo = &st[if prenorm {
+            "block2.residual"
+        } else {
+            "block2.norm_output"
+        }];
         let (sc, z) = (qo.scale[0], qo.zero_point[0]);
         let x = inputs(4000 + c as u64);
         let xs = host(x.clone());
@@ -326,19 +362,35 @@ fn last_block_codes_agree_step_by_step() {
                 }
             }
         }
-        eprintln!("case {c} ({norm:?}): last-block codes identical {same}/{total}");
+        eprintln!(
+            "case {c} ({norm:?}, prenorm {prenorm}): last-block codes identical {same}/{total}"
+        );
         assert!(same * 1000 >= 995 * total, "case {c}: {same}/{total}");
     }
 }
 
+/// A pre-norm's clamp range is part of the file's proof obligations: a later block's range
+/// outside the previous block's output grid, or a block-0 LayerNorm range too wide for its
+/// arithmetic, is rejected at parse rather than computed on.
 #[test]
-fn pre_norm_is_refused_by_the_integer_path() {
-    let q = quantized(model(2, Some(NormKind::Layer), true, 7));
-    match IntegerModel::derive(&q) {
-        Err(IntegerError::Unsupported(msg)) => assert!(msg.contains("pre-norm"), "{msg}"),
-        other => panic!("expected Unsupported, got {other:?}"),
-    }
-    // The residual and norm quantizers the integer path reads exist in the preset.
-    let st = q.quant_state().expect("state").quantizers;
-    assert!(st.contains_key(&format!("block1.{}", Component::Residual.name())));
+fn pre_norm_ranges_are_validated_by_the_runtime() {
+    let q = quantized(model(2, Some(NormKind::Layer), true, 21));
+    let im = IntegerModel::derive(&q).expect("derives");
+    assert!(Model::parse(&im.to_bytes()).is_ok());
+    let field = |im: &IntegerModel| match Model::parse(&im.to_bytes()) {
+        Err(s4q_runtime::Error::InvalidValue { field }) => field,
+        other => panic!("expected InvalidValue, got {:?}", other.map(|_| ())),
+    };
+    let mut wide = im.clone();
+    let r = wide.blocks[1].prenorm.as_mut().expect("pre-norm");
+    r.hi += 1000;
+    assert_eq!(field(&wide), "pre_norm_range");
+    let mut wide = im.clone();
+    let r = wide.blocks[0].prenorm.as_mut().expect("pre-norm");
+    (r.lo, r.hi) = (i32::MIN / 2, i32::MAX / 2);
+    assert_eq!(field(&wide), "layer_norm_eps");
+    let mut flipped = im.clone();
+    let r = flipped.blocks[0].prenorm.as_mut().expect("pre-norm");
+    (r.lo, r.hi) = (r.hi, r.lo);
+    assert_eq!(field(&flipped), "pre_norm_range");
 }

@@ -1,15 +1,18 @@
 //! The integer deep-block stages against `f64` references: LayerNorm's normalised values
 //! within the documented error bound, and every output code equal to the reference's except
 //! where the reference value lies within that bound of a rounding boundary; BatchNorm's affine
-//! likewise (its only error is the multipliers' rounding). The residual sum is part of the
+//! likewise (its only error is the multipliers' rounding); the wide-input LayerNorm of a
+//! pre-norm block 0 to its own bound. The residual sum is part of the
 //! block arithmetic (`qat::integer`), checked with it in `integer_deep.rs`.
 
 mod common;
 
 use common::{uniform_signed, uniform_unit};
 use qat::integer::IntGrid;
-use qat::integer::norm::{ChannelAffine, IntLayerNorm, layer_norm_error_bound};
-use s4q_runtime::norm::{LN_FRAC, layer_norm_fits, layer_norm_q22};
+use qat::integer::norm::{
+    ChannelAffine, IntLayerNorm, layer_norm_error_bound, layer_norm_error_bound_frac,
+};
+use s4q_runtime::norm::{LN_FRAC, LnStep, layer_norm_fits, layer_norm_fits_frac, layer_norm_q22};
 
 const GRID8: IntGrid = IntGrid {
     z: -3,
@@ -176,4 +179,93 @@ fn layer_norm_refuses_what_would_overflow() {
     let err = IntLayerNorm::derive(&g, &g, 1e30, 1e-9, 255, 0.1, GRID8).unwrap_err();
     assert!(err.to_string().contains("LayerNorm"), "{err}");
     assert!(ChannelAffine::derive(&[f64::NAN], &[0.0], GRID8, "x").is_err());
+}
+
+/// The wide-input LayerNorm of a pre-norm block 0 (the encoder output in one unit with ~20
+/// bits of range, not 8-bit codes): fewer root fraction bits, the same guarantees. Every
+/// normalised value is within the bound for its `sqrt_frac` of the `f64` value, and every
+/// output code equals the reference's except within that error of a rounding boundary.
+#[test]
+fn wide_input_layer_norm_is_within_its_bound() {
+    let (mut equal, mut total, mut worst_ratio) = (0usize, 0usize, 0f64);
+    for k in 0..300u64 {
+        let h = [8usize, 64, 256][k as usize % 3];
+        // The widest common unit the derivation would pick for `h` heads.
+        let bits = (8..=22u32)
+            .rev()
+            .find(|&b| layer_norm_fits_frac(h, (1 << (b + 1)) + 16, 0, 0))
+            .expect("a width fits");
+        let full = (1i64 << bits) as f64;
+        let u = uniform_unit(2, 7000 + k);
+        let centre = full * (u[0] as f64 - 0.5);
+        // Spreads from a nearly constant step (eps dominates) to the whole range.
+        let spread = full * [0.0, 1e-6, 1e-3, 0.05, 0.5][(u[1] * 5.0) as usize % 5];
+        let q: Vec<i32> = uniform_signed(h, 7100 + k)
+            .iter()
+            .map(|v| (centre + spread * *v as f64).round().clamp(-full, full) as i32)
+            .collect();
+        let g: Vec<f64> = uniform_signed(h, k)
+            .iter()
+            .map(|v| 1.0 + 0.5 * *v as f64)
+            .collect();
+        let b: Vec<f64> = uniform_signed(h, k + 3)
+            .iter()
+            .map(|v| 0.3 * *v as f64)
+            .collect();
+        let (s_in, s_out, eps) = (2.0 / full, 0.03, 1e-5);
+        let out = IntGrid {
+            z: 1,
+            qmin: -128,
+            qmax: 127,
+        };
+        let ln =
+            IntLayerNorm::derive(&g, &b, eps, s_in, 2 * full as u32 + 1, s_out, out).expect("fits");
+        assert!(
+            ln.sqrt_frac < 8,
+            "h {h}: sqrt_frac {} for wide inputs",
+            ln.sqrt_frac
+        );
+        let st = LnStep::with_frac(h, ln.e16, ln.sqrt_frac, |i| q[i]);
+        let mut got = vec![0i32; h];
+        ln.apply(&q, &mut got);
+        let x: Vec<f64> = q.iter().map(|&c| s_in * c as f64).collect();
+        let mean = x.iter().sum::<f64>() / h as f64;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / h as f64;
+        let unit = 2f64.powi(2 * ln.sqrt_frac as i32);
+        let t = var * (h * h) as f64 / (s_in * s_in) + ln.e16 as f64 / unit;
+        for c in 0..h {
+            let xhat = (x[c] - mean) / (var + eps).sqrt();
+            let n = st.value(q[c]) as f64 / 2f64.powi(LN_FRAC as i32);
+            let bound = layer_norm_error_bound_frac(xhat.abs(), t, ln.sqrt_frac);
+            let err = (n - xhat).abs();
+            assert!(
+                err <= bound,
+                "h {h} step {k}: {n} vs {xhat} (err {err} > {bound})"
+            );
+            worst_ratio = worst_ratio.max(err / bound);
+            let pre = g[c] * xhat / s_out + b[c] / s_out + out.z as f64;
+            let want = pre.round_ties_even().clamp(-128.0, 127.0) as i32;
+            total += 1;
+            if got[c] == want {
+                equal += 1;
+                continue;
+            }
+            // As for 8-bit codes: only within the value's error (scaled to output codes, plus
+            // the multiplier's relative 2^-29) of a boundary, and by one code.
+            let slack = bound * g[c].abs() / s_out + pre.abs() * 2f64.powi(-29);
+            assert!(
+                (got[c] - want).abs() == 1 && to_boundary(pre) <= slack,
+                "step {k} channel {c}: {} vs {want} (value {pre})",
+                got[c]
+            );
+        }
+    }
+    assert!(
+        worst_ratio > 0.01,
+        "bound far from the observed error ({worst_ratio})"
+    );
+    assert!(
+        equal * 1000 >= total * 999,
+        "{equal} of {total} codes equal"
+    );
 }

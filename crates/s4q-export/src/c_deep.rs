@@ -1,4 +1,4 @@
-//! The C engine of stacked blocks (residual sums, post-norms): portable C99 that computes,
+//! The C engine of stacked blocks (residual sums, pre- or post-norms): portable C99 that computes,
 //! block after block, the integers `s4q_runtime::Model` computes (its module doc specifies
 //! them). Each block is a table of `const` arrays and one descriptor record; the per-step
 //! loop walks the descriptors. The paper's one-block model keeps its specialised engine
@@ -62,11 +62,14 @@ fn block_tables(s: &mut String, b: usize, blk: &IntBlock) -> String {
     };
     requant_arrays(s, &format!("{p}RF"), rf);
     requant_arrays(s, &format!("{p}RX"), rx);
-    let (kind, e16, affine) = match &blk.norm {
-        None => (0, 0, None),
-        Some(NormStage::Layer(ln)) => (1, ln.e16, Some(&ln.affine)),
-        Some(NormStage::Batch(a)) => (2, 0, Some(a)),
+    // Norm kinds as in the model file: 1, 2 after the residual sum; 3, 4 on the block input.
+    let pre = u8::from(blk.pre_norm().is_some()) * 2;
+    let (kind, e16, sqrt_frac, affine) = match &blk.norm {
+        None => (0, 0, 0, None),
+        Some(NormStage::Layer(ln)) => (1 + pre, ln.e16, ln.sqrt_frac, Some(&ln.affine)),
+        Some(NormStage::Batch(a)) => (2 + pre, 0, 0, Some(a)),
     };
+    let (n_lo, n_hi) = blk.prenorm.map_or((0, 0), |r| (r.lo, r.hi));
     let (n_m, n_b, n_shift, n_out) = match affine {
         Some(a) => (a.m.clone(), a.bias.clone(), a.shift, a.out),
         None => (vec![0], vec![0], 0, blk.glu_out),
@@ -74,7 +77,12 @@ fn block_tables(s: &mut String, b: usize, blk: &IntBlock) -> String {
     arr32(s, "N_M", &n_m);
     c_i64_array(s, &format!("{p}N_B"), &n_b);
     let out = blk.out_grid();
-    let norm_in_z = if has_res == 1 { r_out.z } else { blk.glu_out.z };
+    // A post-norm reads codes of the sum's grid; a pre-norm the block input, already centred.
+    let norm_in_z = match (pre, has_res) {
+        (2, _) => 0,
+        (_, 1) => r_out.z,
+        _ => blk.glu_out.z,
+    };
     let g = |g: qat::integer::IntGrid| format!("{}, {}, {}", g.z, g.qmin, g.qmax);
     format!(
         "    {{{frac}u, {ss}u, {p}A_RE, {p}A_IM, {p}B_RE, {p}B_IM, {p}B_Z, {p}C_RE, {p}C_IM, \
@@ -83,7 +91,7 @@ fn block_tables(s: &mut String, b: usize, blk: &IntBlock) -> String {
          {gz}, {p}LIN_W, {p}LIN_WZ, {{{p}LIN_M, {p}LIN_SH, {p}LIN_B}}, {{{o}}},\n     \
          {has_res}, {{{p}RF_M, {p}RF_SH, {p}RF_B}}, {{{p}RX_M, {p}RX_SH, {p}RX_B}}, {r_frac}u, \
          {{{r}}},\n     {kind}, UINT64_C({e16}), {p}N_M, {p}N_B, {n_shift}u, {{{n}}}, {nz}, \
-         {out_z}}},\n",
+         {out_z}, {n_lo}, {n_hi}, {sqrt_frac}u}},\n",
         frac = blk.frac,
         ss = blk.state_shift,
         y = g(blk.ssm_out),
@@ -151,8 +159,10 @@ const C_DEEP_TYPES: &str = r#"
 typedef struct { const int32_t *m; const uint8_t *sh; const int64_t *b; } s4q_rq_t;
 typedef struct { int32_t z, qmin, qmax; } s4q_grid_t;
 /* One block (s4q_runtime::Model's module doc): SSM, GELU table, conv + GLU, the residual sum
- * (has_res) and the norm (norm: 0 none, 1 LayerNorm, 2 BatchNorm; n_in_z the zero point of
- * its input grid), and out_z, the zero point of the block's output grid. */
+ * (has_res) and the norm (norm: 0 none; 1 LayerNorm, 2 BatchNorm after the residual sum; 3
+ * LayerNorm, 4 BatchNorm on the block input, clamped to [n_lo, n_hi]; n_in_z the zero point
+ * of its input, n_sf LayerNorm's root fraction bits), and out_z, the zero point of the
+ * block's output grid. */
 typedef struct {
     uint32_t frac, state_shift;
     const int32_t *a_re, *a_im;
@@ -182,6 +192,8 @@ typedef struct {
     uint32_t n_shift;
     s4q_grid_t n;
     int32_t n_in_z, out_z;
+    int32_t n_lo, n_hi;
+    uint32_t n_sf;
 } s4q_block_t;
 "#;
 
@@ -223,6 +235,54 @@ static int32_t s4q_encode(const int32_t *xin, int h) {
     return s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_B[h], ENC_SH[h]));
 }
 
+/* Value j of the input a block's norm reads: the step's codes for a post-norm (norm 1, 2);
+ * for a pre-norm (3, 4) the block input (u for block 0, else the previous output code minus
+ * its zero point zin), clamped to [n_lo, n_hi]. */
+S4Q_INLINE int32_t s4q_norm_in(const s4q_block_t *k, const int8_t *io, const int32_t *xin,
+                               int b, int32_t zin, int j) {
+    int32_t v;
+    if (k->norm <= 2) return io[j];
+    v = b == 0 ? s4q_encode(xin, j) : (int32_t)io[j] - zin;
+    return v < k->n_lo ? k->n_lo : (v > k->n_hi ? k->n_hi : v);
+}
+
+/* A block's norm into output codes out (which may be io: each value is read before its code
+ * is written). LayerNorm: integer sum and variance, the variance term with 2 n_sf fraction
+ * bits normalised into [2^60, 2^62) so the root has 31 bits, one division
+ * (s4q_runtime::norm::LnStep); BatchNorm: the affine of the centred input. */
+static void s4q_norm(const s4q_block_t *k, const int8_t *io, const int32_t *xin, int b,
+                     int32_t zin, int8_t *out) {
+    int j;
+    if (k->norm == 1 || k->norm == 3) {
+        int64_t sum = 0, inv = 0;
+        uint64_t var = 0, r;
+        unsigned sh = 40u - k->n_sf;
+        for (j = 0; j < S4Q_HEADS; j++) sum += s4q_norm_in(k, io, xin, b, zin, j);
+        for (j = 0; j < S4Q_HEADS; j++) {
+            const int64_t d = (int64_t)S4Q_HEADS * s4q_norm_in(k, io, xin, b, zin, j) - sum;
+            var += (uint64_t)(d * d);
+        }
+        r = (var << (2u * k->n_sf)) / S4Q_HEADS + k->e16;
+        if (r != 0) {
+            while (r < ((uint64_t)1 << 60)) {
+                r <<= 2;
+                sh -= 1;
+            }
+            inv = (int64_t)(((uint64_t)1 << 62) / s4q_isqrt(r));
+        }
+        for (j = 0; j < S4Q_HEADS; j++) {
+            const int64_t d = (int64_t)S4Q_HEADS * s4q_norm_in(k, io, xin, b, zin, j) - sum;
+            const int32_t nv = (int32_t)s4q_shr_round(d * inv, sh);
+            out[j] = (int8_t)s4q_affine(nv, k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin,
+                                        k->n.qmax);
+        }
+    } else {
+        for (j = 0; j < S4Q_HEADS; j++)
+            out[j] = (int8_t)s4q_affine(s4q_norm_in(k, io, xin, b, zin, j) - k->n_in_z,
+                                        k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin, k->n.qmax);
+    }
+}
+
 void s4q_reset(s4q_state *st) {
     int b, k;
     for (b = 0; b < S4Q_BLOCKS; b++)
@@ -238,16 +298,22 @@ void s4q_reset(s4q_state *st) {
 int s4q_advance(s4q_state *st, const int8_t *input) {
     int b, h, i, j, n;
     int32_t xin[S4Q_D_INPUT];
+    int8_t pre[S4Q_HEADS]; /* a pre-norm's codes: the SSM's input */
     if (st->t >= S4Q_MAX_STEPS) return -1;
     for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (b = 0; b < S4Q_BLOCKS; b++) {
         const s4q_block_t *k = &BLOCKS[b];
         const int last = b + 1 == S4Q_BLOCKS;
+        const int post = k->norm == 1 || k->norm == 2;
         const int32_t zin = b == 0 ? 0 : BLOCKS[b - 1].out_z;
         const int32_t half = (int32_t)(1u << (k->state_shift - 1));
         int8_t *xb = st->x + b * S4Q_PER_BLOCK;
+        if (!post && k->norm != 0) s4q_norm(k, st->io, xin, b, zin, pre);
         for (h = 0; h < S4Q_HEADS; h++) {
-            const int32_t v = b == 0 ? s4q_encode(xin, h) : (int32_t)st->io[h] - zin;
+            /* The block input, or a pre-norm's code of it minus the zero point. */
+            const int32_t v = k->norm >= 3 ? (int32_t)pre[h] - k->n.z
+                              : b == 0     ? s4q_encode(xin, h)
+                                           : (int32_t)st->io[h] - zin;
             const int32_t wm = k->w_max[h], bz = k->b_z[h], cz = k->c_z[h], sz = k->st_z[h];
             const int32_t lo = k->st_lo[h], hi = k->st_hi[h];
             int32_t w = s4q_sat32(s4q_rq(&k->bu, h, v)), re_cx = 0;
@@ -290,43 +356,17 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
                 const int64_t acc = s4q_rq(&k->rf, j, (int32_t)(o - k->o.z)) + s4q_rq(&k->rx, j, v);
                 o = s4q_clamp(s4q_shr_round(acc, k->r_frac) + k->r.z, k->r.qmin, k->r.qmax);
             }
-            if (last && k->norm == 0)
+            if (last && !post)
                 st->sums[j] += o - POOL_Z;
             else
                 st->io[j] = (int8_t)o;
         }
-        if (k->norm == 1) {
-            /* LayerNorm over the step's codes (the zero point cancels). */
-            int64_t sum = 0, inv = 0;
-            uint64_t var = 0, r;
-            unsigned sh = 32;
-            for (j = 0; j < S4Q_HEADS; j++) sum += st->io[j];
-            for (j = 0; j < S4Q_HEADS; j++) {
-                const int64_t d = (int64_t)S4Q_HEADS * st->io[j] - sum;
-                var += (uint64_t)(d * d);
-            }
-            /* Normalise the variance term into [2^60, 2^62) so the root has 31 bits. */
-            r = (var << 16) / S4Q_HEADS + k->e16;
-            if (r != 0) {
-                while (r < ((uint64_t)1 << 60)) {
-                    r <<= 2;
-                    sh -= 1;
-                }
-                inv = (int64_t)(((uint64_t)1 << 62) / s4q_isqrt(r));
-            }
-            for (j = 0; j < S4Q_HEADS; j++) {
-                const int64_t d = (int64_t)S4Q_HEADS * st->io[j] - sum;
-                const int32_t nv = (int32_t)s4q_shr_round(d * inv, sh);
-                st->io[j] = (int8_t)s4q_affine(nv, k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin,
-                                               k->n.qmax);
-            }
-        } else if (k->norm == 2) {
-            for (j = 0; j < S4Q_HEADS; j++)
-                st->io[j] = (int8_t)s4q_affine(st->io[j] - k->n_in_z, k->n_m[j], k->n_b[j],
-                                               k->n_shift, k->n.qmin, k->n.qmax);
+        if (post) {
+            /* Post-norm over the step's codes, in place. */
+            s4q_norm(k, st->io, xin, b, zin, st->io);
+            if (last)
+                for (j = 0; j < S4Q_HEADS; j++) st->sums[j] += st->io[j] - POOL_Z;
         }
-        if (last && k->norm != 0)
-            for (j = 0; j < S4Q_HEADS; j++) st->sums[j] += st->io[j] - POOL_Z;
     }
     st->t += 1;
     return 0;

@@ -10,10 +10,10 @@
 //!
 //! The paper's one-block model gets the specialised engine (`c_model`: compile-time shifts,
 //! compact mode records, Thumb-2 loops on cores with the DSP extension). A model of stacked
-//! blocks (residual sums, LayerNorm or BatchNorm post-norms) gets a portable C99 engine that
-//! walks one `const` descriptor per block (`c_deep`), computing the integers of
-//! `s4q_runtime::Model` block after block, with LayerNorm's exact integer square root and
-//! division in 64-bit C; its state struct adds `H` bytes of block-output scratch.
+//! blocks (residual sums, LayerNorm or BatchNorm before the block or after the sum) gets a
+//! portable C99 engine that walks one `const` descriptor per block (`c_deep`), computing the
+//! integers of `s4q_runtime::Model` block after block, with LayerNorm's exact integer square
+//! root and division in 64-bit C; its state struct adds `H` bytes of block-output scratch.
 //!
 //! ```no_run
 //! # fn demo(im: &qat::integer::IntegerModel) -> Result<(), s4q_export::ExportError> {

@@ -1,5 +1,6 @@
 //! The exported C of stacked blocks against the integer reference: small deep models
-//! (residual + LayerNorm, residual + BatchNorm), calibrated w8a8, exported with the golden
+//! (residual + LayerNorm, residual + BatchNorm, each after the sum and on the block input),
+//! calibrated w8a8, exported with the golden
 //! harness, built with gcc (C99, pedantic, warnings as errors, ASan + UBSan) and run on the
 //! host; every golden sequence's logits must equal the reference's byte for byte. And the
 //! paper models' committed C is what the generator writes today, byte for byte.
@@ -11,7 +12,7 @@ use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use qat::integer::{IntegerModel, format_logits};
 use qat::{Parameterization, QuantSpec, QuantizedClassifier, calibrate};
-use s4d_model::{NormKind, S4dClassifier, S4dClassifierConfig, S4dConfig};
+use s4d_model::{NormKind, NormPosition, S4dClassifier, S4dClassifierConfig, S4dConfig};
 use s4q_export::{ModelMeta, write_c_golden};
 
 const H: usize = 8;
@@ -32,7 +33,7 @@ fn uniform(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn model(layers: usize, norm: NormKind, seed: u64) -> S4dClassifier {
+fn model(layers: usize, norm: NormKind, prenorm: bool, seed: u64) -> S4dClassifier {
     let device = Device::default();
     let mut m = S4dClassifierConfig::new(S4dConfig::new(H).with_d_state(8))
         .with_n_layers(layers)
@@ -40,6 +41,7 @@ fn model(layers: usize, norm: NormKind, seed: u64) -> S4dClassifier {
         .with_n_classes(K)
         .with_residual(true)
         .with_norm(Some(norm))
+        .with_norm_position(prenorm.then_some(NormPosition::Pre))
         .init(&device);
     let vec1 = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), &device);
     for (i, block) in m.blocks.iter_mut().enumerate() {
@@ -126,11 +128,15 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn deep_c_export_is_bit_exact_with_the_reference_on_the_host() {
-    for (c, (layers, norm)) in [(2, NormKind::Layer), (3, NormKind::Batch)]
-        .into_iter()
-        .enumerate()
-    {
-        let im = derived(model(layers, norm, 40 + c as u64));
+    let cases = [
+        (2, NormKind::Layer, false),
+        (3, NormKind::Batch, false),
+        (2, NormKind::Layer, true),
+        (3, NormKind::Batch, true),
+    ];
+    for (c, (layers, norm, prenorm)) in cases.into_iter().enumerate() {
+        let im = derived(model(layers, norm, prenorm, 40 + c as u64));
+        assert_eq!(im.blocks[0].prenorm.is_some(), prenorm);
         let x = uniform(64 * L * D_IN, 900 + c as u64);
         let seqs: Vec<Vec<i8>> = x
             .chunks_exact(L * D_IN)
@@ -190,7 +196,8 @@ fn deep_c_export_is_bit_exact_with_the_reference_on_the_host() {
                 "case {c}: C logits differ from the reference"
             );
             eprintln!(
-                "case {c} ({layers} blocks, {norm:?}): C == reference on {} sequences",
+                "case {c} ({layers} blocks, {norm:?}, prenorm {prenorm}): C == reference on {} \
+                 sequences",
                 golden.len()
             );
         }

@@ -8,12 +8,15 @@
 //! Version 3 (issue 18) carries stacked blocks: after the dimensions, the bytes `blocks`
 //! (`1..=MAX_BLOCKS`), `pool_frac`, 0, 0; the input grid and encoder; the sigmoid table; then
 //! per block the bytes `frac`, `state_shift`, residual flag (0/1), norm kind (0 none, 1
-//! LayerNorm, 2 BatchNorm), the block's arrays in version 2's order (from `a_re` to the GLU
-//! grid, without the sigmoid table), the residual stage (`f` and `x` requantizations, `u8`
-//! fraction bits, residual grid) and the norm stage (LayerNorm: a one-element `i64` array
-//! with the eps term, then the affine; BatchNorm: the affine; an affine is `i32` multipliers,
-//! `i64` biases, a `u8` shift and the output grid); then the decoder and logits as in
-//! version 2. The exporter still writes version 2 for the paper's one-block model (no
+//! LayerNorm, 2 BatchNorm after the residual sum; 3 LayerNorm, 4 BatchNorm on the block
+//! input), the block's arrays in version 2's order (from `a_re` to the GLU grid, without the
+//! sigmoid table), the residual stage (`f` and `x` requantizations, `u8` fraction bits,
+//! residual grid) and the norm stage (kinds 3 and 4 first: the `i32` pair `lo`, `hi` the
+//! block input is clamped to, and for kind 3 a `u8` root fraction width; LayerNorm: a
+//! one-element `i64` array with the eps term, then the affine; BatchNorm: the affine; an
+//! affine is `i32` multipliers, `i64` biases, a `u8` shift and the output grid); then the
+//! decoder and logits as in version 2. Kinds 3 and 4 came after the first version-3 files,
+//! which they leave byte for byte as they were. The exporter still writes version 2 for the paper's one-block model (no
 //! residual, no norm), so those files and their golden outputs are unchanged, and this
 //! runtime reads both.
 //!

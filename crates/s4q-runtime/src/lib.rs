@@ -6,8 +6,8 @@
 //! runtime` writes from a PTQ- or QAT-quantized checkpoint and computes, bit for bit, what the
 //! integer reference `qat::integer` computes (and what the exported C computes on a host or a
 //! Cortex-M4). Models are one S4D block (the paper's, format version 2) or a stack of blocks
-//! with residual sums and post-norms (LayerNorm, BatchNorm; version 3, see [`format`] and the
-//! `model` module's arithmetic).
+//! with residual sums and pre- or post-norms (LayerNorm, BatchNorm; version 3, see [`format`]
+//! and the `model` module's arithmetic).
 //!
 //! - [`format`]: header (magic, version, length, CRC-32) and the bounds-checked reader;
 //!   malformed files give an [`Error`], never a panic.

@@ -41,7 +41,12 @@
 //!   to `Q22` values `n`, then `clamp(shr_round(n_j m_j + bias_j, s))`; BatchNorm
 //!   `clamp(shr_round((q_j - zq) m_j + bias_j, s))` (its frozen affine folded at export).
 //!
-//! The block's output codes (norm, else residual, else GLU) feed the next block; the last
+//! - or, with a pre-norm (format 3 norm kinds 3 and 4), the same norm before step 2 on the
+//!   block input `V` clamped to the file's range (block 0: `U`, for LayerNorm in one unit for
+//!   all heads, with `sqrt_frac` root fraction bits, see [`crate::norm`]); steps 2 and 4 read
+//!   its codes minus their zero point, and the residual still adds `V`.
+//!
+//! The block's output codes (post-norm, else residual, else GLU) feed the next block; the last
 //! block's are what step 7 pools. Between blocks and for a norm the step keeps `H` output
 //! codes in scratch bytes at the end of the state buffer ([`Model::state_len`]).
 //!
@@ -51,7 +56,7 @@
 
 use crate::fixed::{div_round, requant, sat32, shr_round};
 use crate::format::{Error, Reader, VERSION_ONE_BLOCK, split_header_versioned};
-use crate::norm::{LnStep, affine_code, layer_norm_fits};
+use crate::norm::{LN_SQRT_FRAC, LnStep, affine_code, layer_norm_fits_frac};
 
 /// Largest dimension (inputs, heads, modes, classes) a file may declare: keeps every
 /// accumulator provably inside its integer type.
@@ -193,8 +198,21 @@ impl Affine<'_> {
 
 #[derive(Clone, Copy)]
 enum Norm<'a> {
-    Layer { e16: u64, affine: Affine<'a> },
+    Layer {
+        e16: u64,
+        sqrt_frac: u32,
+        affine: Affine<'a>,
+    },
     Batch(Affine<'a>),
+}
+
+impl Norm<'_> {
+    fn out(&self) -> Grid {
+        match self {
+            Norm::Layer { affine, .. } => affine.out,
+            Norm::Batch(a) => a.out,
+        }
+    }
 }
 
 /// One block's arrays (views into the file).
@@ -226,21 +244,24 @@ struct Block<'a> {
     out: Grid,
     residual: Option<Residual<'a>>,
     norm: Option<Norm<'a>>,
+    /// Pre-norm: `norm` reads the block input clamped to `(lo, hi)`; `None`: post-norm.
+    pre: Option<(i32, i32)>,
 }
 
 impl Block<'_> {
-    /// The grid the norm reads: the residual's, else the GLU output's.
-    fn pre_norm_grid(&self) -> Grid {
+    /// The grid of the residual sum, else of the GLU output (what a post-norm reads).
+    fn sum_grid(&self) -> Grid {
         self.residual.map_or(self.out, |r| r.out)
+    }
+
+    /// The norm after the residual sum, if the block's norm is there.
+    fn post_norm(&self) -> Option<&Norm<'_>> {
+        self.norm.as_ref().filter(|_| self.pre.is_none())
     }
 
     /// The grid of the block's output codes.
     fn out_grid(&self) -> Grid {
-        match &self.norm {
-            Some(Norm::Layer { affine, .. }) => affine.out,
-            Some(Norm::Batch(a)) => a.out,
-            None => self.pre_norm_grid(),
-        }
+        self.post_norm().map_or(self.sum_grid(), Norm::out)
     }
 }
 
@@ -435,6 +456,7 @@ fn block_core<'a>(
         out,
         residual: None,
         norm: None,
+        pre: None,
     })
 }
 
@@ -462,14 +484,22 @@ fn affine<'a>(r: &mut Reader<'a>, h: usize, field: &'static str) -> Result<Affin
 }
 
 /// A version-3 block: `frac`, `state_shift`, the residual flag (0/1) and the norm kind (0
-/// none, 1 LayerNorm, 2 BatchNorm) as bytes, the core, then the stages.
-fn block_v3<'a>(r: &mut Reader<'a>, heads: usize, modes: usize) -> Result<Block<'a>, Error> {
+/// none, 1 LayerNorm and 2 BatchNorm after the residual sum, 3 LayerNorm and 4 BatchNorm on
+/// the block input) as bytes, the core, then the stages (a pre-norm's clamp range first, and
+/// a pre-norm LayerNorm's root fraction bits). `prev` is the previous block's output grid
+/// (`None` for block 0): a later block's pre-norm range must lie inside it.
+fn block_v3<'a>(
+    r: &mut Reader<'a>,
+    heads: usize,
+    modes: usize,
+    prev: Option<Grid>,
+) -> Result<Block<'a>, Error> {
     let frac = r.u8("block frac")? as u32;
     let state_shift = r.u8("block state_shift")? as u32;
     let has_residual = r.u8("residual flag")?;
     check(has_residual <= 1, "residual flag")?;
     let norm_kind = r.u8("norm kind")?;
-    check(norm_kind <= 2, "norm kind")?;
+    check(norm_kind <= 4, "norm kind")?;
     let mut b = block_core(r, heads, modes, frac, state_shift, None)?;
     if has_residual == 1 {
         let f = requant_arrays(r, heads, false, "residual_f")?;
@@ -479,20 +509,42 @@ fn block_v3<'a>(r: &mut Reader<'a>, heads: usize, modes: usize) -> Result<Block<
         let out = grid(r, "residual_grid")?;
         b.residual = Some(Residual { f, x, frac, out });
     }
+    if norm_kind >= 3 {
+        let lo = r.i32("pre_norm_range")?;
+        let hi = r.i32("pre_norm_range")?;
+        check(lo <= hi, "pre_norm_range")?;
+        // After block 0 the input is a code minus its zero point: inside an 8-bit range.
+        if let Some(g) = prev {
+            check(lo >= g.qmin - g.z && hi <= g.qmax - g.z, "pre_norm_range")?;
+        }
+        b.pre = Some((lo, hi));
+    }
     b.norm = match norm_kind {
-        1 => {
+        1 | 3 => {
+            let sqrt_frac = if norm_kind == 3 {
+                r.u8("layer_norm_sqrt_frac")? as u32
+            } else {
+                LN_SQRT_FRAC
+            };
             let e = I64s(r.array(1, 8, "layer_norm_eps")?).at(0);
-            let g = b.pre_norm_grid();
+            let range = match b.pre {
+                Some((lo, hi)) => (hi as i64 - lo as i64).min(u32::MAX as i64) as u32,
+                None => {
+                    let g = b.sum_grid();
+                    (g.qmax - g.qmin) as u32
+                }
+            };
             check(
-                e >= 0 && layer_norm_fits(heads, (g.qmax - g.qmin) as u32, e as u64),
+                e >= 0 && layer_norm_fits_frac(heads, range, e as u64, sqrt_frac),
                 "layer_norm_eps",
             )?;
             Some(Norm::Layer {
                 e16: e as u64,
+                sqrt_frac,
                 affine: affine(r, heads, "layer_norm_affine")?,
             })
         }
-        2 => Some(Norm::Batch(affine(r, heads, "batch_norm_affine")?)),
+        2 | 4 => Some(Norm::Batch(affine(r, heads, "batch_norm_affine")?)),
         _ => None,
     };
     Ok(b)
@@ -530,11 +582,12 @@ impl<'a> Model<'a> {
             (b, sig.ok_or(Error::Truncated { field: "sigmoid" })?)
         } else {
             let sig = sigmoid_table(&mut r)?;
-            (block_v3(&mut r, heads, modes)?, sig)
+            (block_v3(&mut r, heads, modes, None)?, sig)
         };
         let mut blocks = [first; MAX_BLOCKS];
-        for slot in blocks.iter_mut().take(n_blocks).skip(1) {
-            *slot = block_v3(&mut r, heads, modes)?;
+        for k in 1..n_blocks {
+            let prev = blocks[k - 1].out_grid();
+            blocks[k] = block_v3(&mut r, heads, modes, Some(prev))?;
         }
         let dec_w = codes_packed(&mut r, h * classes, "dec_w")?;
         let dec_wz = codes(&mut r, classes, "dec_wz")?;
@@ -683,11 +736,31 @@ impl<'a> Model<'a> {
                     io[h] as i32 - zin
                 }
             };
+            // A pre-norm's input, clamped to its range, and LayerNorm's step statistics.
+            let pre_in = |io: &[i8], h: usize| {
+                let (lo, hi) = blk.pre.unwrap_or((i32::MIN, i32::MAX));
+                input_of(io, h).clamp(lo, hi)
+            };
+            let pre_ln = match (&blk.norm, blk.pre) {
+                (Some(Norm::Layer { e16, sqrt_frac, .. }), Some(_)) => {
+                    Some(LnStep::with_frac(h_n, *e16, *sqrt_frac, |i| pre_in(io, i)))
+                }
+                _ => None,
+            };
             let f = blk.frac;
             let xb = &mut xs[bi * per_block..(bi + 1) * per_block];
             for h in 0..h_n {
-                // 1. block input
-                let u = input_of(io, h);
+                // 1. block input, or a pre-norm's code of it minus the zero point
+                let u = match (&blk.norm, blk.pre) {
+                    (Some(norm @ Norm::Layer { affine, .. }), Some(_)) => {
+                        let n = pre_ln.map_or(0, |st| st.value(pre_in(io, h)));
+                        affine.apply(h, n) as i32 - norm.out().z
+                    }
+                    (Some(norm @ Norm::Batch(affine)), Some(_)) => {
+                        affine.apply(h, pre_in(io, h)) as i32 - norm.out().z
+                    }
+                    _ => input_of(io, h),
+                };
                 // 2. Bbar's input in Q.S state units, fenced by the export-time bound
                 let wm = blk.w_max.at(h);
                 let w = sat32(blk.bu_rq.apply(h, u)).clamp(-wm, wm);
@@ -762,19 +835,23 @@ impl<'a> Model<'a> {
                     o = (shr_round(acc, r.frac) + r.out.z as i64)
                         .clamp(r.out.qmin as i64, r.out.qmax as i64);
                 }
-                if last && blk.norm.is_none() {
+                if last && blk.post_norm().is_none() {
                     state.sums[j] += o - pool_z;
                 } else {
                     io[j] = o as i8;
                 }
             }
-            // 8. norm over the step's codes, in place
-            if let Some(norm) = &blk.norm {
+            // 8. post-norm over the step's codes, in place
+            if let Some(norm) = blk.post_norm() {
                 let io = &mut io[..h_n];
-                let zn = blk.pre_norm_grid().z;
+                let zn = blk.sum_grid().z;
                 match norm {
-                    Norm::Layer { e16, affine } => {
-                        let st = LnStep::new(h_n, *e16, |i| io[i] as i32);
+                    Norm::Layer {
+                        e16,
+                        sqrt_frac,
+                        affine,
+                    } => {
+                        let st = LnStep::with_frac(h_n, *e16, *sqrt_frac, |i| io[i] as i32);
                         for (c, q) in io.iter_mut().enumerate() {
                             *q = affine.apply(c, st.value(*q as i32));
                         }

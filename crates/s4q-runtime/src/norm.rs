@@ -20,6 +20,14 @@
 //! `|n| 2^-8 / sqrt(T)`, about 30 times float32's own error on sMNIST activations, and moved
 //! codes off fake quant's often enough to flip predictions of a 4-block model.
 //! [`layer_norm_fits`] checks the sizes (up to `H = 256` channels of 8-bit codes).
+//!
+//! **Wide inputs.** A pre-norm block 0 normalises the encoder output `u`, held in a common
+//! fixed-point unit with ~20 bits of range instead of 8-bit codes. There `V` alone nearly
+//! fills the 62 bits, so `T` keeps fewer fraction bits: `T = V 2^(2 f) / H + E` with
+//! `f = sqrt_frac` in `0..=8` (8 for codes, as above; the export picks the largest that
+//! fits, stores it, and `E` is in the same units). The normalised value's shift becomes
+//! `62 - f - 22 - k`. The error bound is the same with `2^-2f / T` for `2^-16 / T`; for wide
+//! inputs `T` is of order `H^2 2^40`, so that term vanishes.
 
 use crate::fixed::shr_round;
 
@@ -56,14 +64,24 @@ pub fn isqrt_u64(x: u64) -> u64 {
 /// Whether LayerNorm's integer arithmetic cannot overflow for `h` channels of codes spanning
 /// `range = qmax - qmin` and the eps term `e16`: `V 2^16` and `T16` must fit `u64` with room.
 pub fn layer_norm_fits(h: usize, range: u32, e16: u64) -> bool {
-    if h == 0 || h > 4096 || range > u16::MAX as u32 {
+    layer_norm_fits_frac(h, range, e16, LN_SQRT_FRAC)
+}
+
+/// [`layer_norm_fits`] for inputs of any width `range < 2^31` with `sqrt_frac` fraction bits
+/// of the root (module doc, wide inputs): `V 2^(2 f)` and `T` fit `u64` with room, and the
+/// normalising product `d inv` (`|d| <= H range`, `inv <= 2^32`) fits `i64`.
+pub fn layer_norm_fits_frac(h: usize, range: u32, e: u64, sqrt_frac: u32) -> bool {
+    if h == 0 || h > 4096 || sqrt_frac > LN_SQRT_FRAC {
         return false;
     }
     // |d_i| <= h range, so V <= h (h range)^2.
     let d_max = h as u128 * range as u128;
+    if d_max >= 1u128 << 30 {
+        return false;
+    }
     let v_max = h as u128 * d_max * d_max;
-    let t_max = (v_max << (2 * LN_SQRT_FRAC)) + e16 as u128;
-    (v_max << (2 * LN_SQRT_FRAC)) < (1u128 << 62) && t_max < (1u128 << 62)
+    let t_max = (v_max << (2 * sqrt_frac)) + e as u128;
+    (v_max << (2 * sqrt_frac)) < (1u128 << 62) && t_max < (1u128 << 62)
 }
 
 /// One step's LayerNorm statistics (the code sum and the reciprocal square root), so the
@@ -81,6 +99,12 @@ impl LnStep {
     /// The statistics of the `h` codes `code(0..h)` with the eps term `e16` (module doc).
     /// A constant step with `e16 = 0` has `isqrt(T16) = 0`: every value normalises to 0.
     pub fn new(h: usize, e16: u64, code: impl Fn(usize) -> i32) -> Self {
+        Self::with_frac(h, e16, LN_SQRT_FRAC, code)
+    }
+
+    /// [`LnStep::new`] for wide inputs: `T` with `2 sqrt_frac` fraction bits and the eps term
+    /// `e` in those units (module doc, wide inputs; `sqrt_frac <= 8`).
+    pub fn with_frac(h: usize, e: u64, sqrt_frac: u32, code: impl Fn(usize) -> i32) -> Self {
         let hi = h as i64;
         let sum: i64 = (0..h).map(|i| code(i) as i64).sum();
         let mut v = 0u64;
@@ -91,9 +115,9 @@ impl LnStep {
         let t16 = if h == 0 {
             0
         } else {
-            ((v << (2 * LN_SQRT_FRAC)) / h as u64).wrapping_add(e16)
+            ((v << (2 * sqrt_frac)) / h as u64).wrapping_add(e)
         };
-        // Normalise so the root has 31 significant bits: `k` pairs of bits, `r ~ 2^(8 + k)
+        // Normalise so the root has 31 significant bits: `k` pairs of bits, `r ~ 2^(f + k)
         // sqrt(T)`, and the value's shift drops by `k`. `T16 >= 1` gives `k <= 30`.
         let (mut t, mut k) = (t16, 0u32);
         if t != 0 {
@@ -104,7 +128,7 @@ impl LnStep {
         }
         let r = isqrt_u64(t);
         let inv = (1u64 << LN_NORM_BITS).checked_div(r).unwrap_or(0) as i64;
-        let shift = LN_NORM_BITS - LN_SQRT_FRAC - LN_FRAC - k;
+        let shift = LN_NORM_BITS - sqrt_frac - LN_FRAC - k;
         Self {
             h: hi,
             sum,

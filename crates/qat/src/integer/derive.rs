@@ -8,10 +8,11 @@ use burn::prelude::*;
 
 use burn::nn::LayerNormConfig;
 use s4d_model::NormKind;
+use s4q_runtime::norm::{LN_SQRT_FRAC, layer_norm_fits_frac};
 
 use super::{
-    BlockBits, ChannelAffine, IntBlock, IntGrid, IntLayerNorm, IntegerModel, NormStage, Requant,
-    ResidualStage, WeightBits, sigmoid_table,
+    BlockBits, ChannelAffine, IntBlock, IntGrid, IntLayerNorm, IntegerModel, NormInput, NormStage,
+    Requant, ResidualStage, WeightBits, sigmoid_table,
 };
 use crate::quantized_model::QuantizedClassifier;
 use crate::quantizer::{Calibration, QuantizerState, to_host};
@@ -40,6 +41,19 @@ type Result<T> = std::result::Result<T, IntegerError>;
 /// Full scale of the encoder output `u` in its per-head integer unit (`2^22`): 22 bits of
 /// precision for a value the fake-quant model keeps in float, with 9 bits of headroom in `i32`.
 const U_FULL_SCALE: f64 = (1u64 << 22) as f64;
+/// The most bits of `u`'s common unit (full scale `2^bits`, at most 22) for which a
+/// LayerNorm over `heads` channels of it fits `s4q_runtime::norm`'s wide-input arithmetic.
+fn pre_norm_u_bits(heads: usize) -> Result<u32> {
+    (8..=22u32)
+        .rev()
+        .find(|&b| layer_norm_fits_frac(heads, (1u32 << (b + 1)) + 16, 0, 0))
+        .ok_or_else(|| {
+            IntegerError::Bounds(format!(
+                "a LayerNorm over {heads} channels of the encoder output does not fit 64 bits"
+            ))
+        })
+}
+
 /// Accumulators that feed an `i32` requantization stay below `2^30` (one bit of margin for
 /// rounding and for the bias).
 const I32_BOUND: f64 = (1u64 << 30) as f64;
@@ -291,16 +305,6 @@ impl IntegerModel {
                 "a model without S4D blocks".into(),
             ));
         }
-        if let Some(i) = f
-            .blocks
-            .iter()
-            .position(|b| b.prenorm && b.norm_kind().is_some())
-        {
-            return Err(IntegerError::Unsupported(format!(
-                "pre-norm (block {i} normalises its input, `x + f(norm(x))`): the integer path \
-                 implements post-norm `norm(x + f(x))` only"
-            )));
-        }
         let states: QMap = qc.quant_state()?.quantizers;
         let [d_input, heads] = f.encoder.weight.dims();
         let [_, classes] = f.decoder.weight.dims();
@@ -333,17 +337,35 @@ impl IntegerModel {
             .collect();
         let s_in = qin.s(0) as f64;
         let x_abs = qin.max_centered(0) * s_in;
-        let s_u: Vec<f64> = (0..heads)
+        let umax: Vec<f64> = (0..heads)
             .map(|h| {
-                let umax: f64 = (0..d_input)
+                (0..d_input)
                     .map(|i| {
                         x_abs * (qwe.centered(enc_q[i * heads + h], h) * qwe.s(h) as f64).abs()
                     })
                     .sum::<f64>()
-                    + enc_b[h].abs();
-                if umax > 0.0 { umax / U_FULL_SCALE } else { 1.0 }
+                    + enc_b[h].abs()
             })
             .collect();
+        // A LayerNorm on block 0's input mixes the heads, so `u` then has one unit for all
+        // of them, as wide as that LayerNorm's integer arithmetic allows.
+        let s_u: Vec<f64> =
+            if f.blocks[0].prenorm && f.blocks[0].norm_kind() == Some(NormKind::Layer) {
+                let all = umax.iter().fold(0f64, |a, &b| a.max(b));
+                let bits = pre_norm_u_bits(heads)?;
+                vec![
+                    if all > 0.0 {
+                        all / 2f64.powi(bits as i32)
+                    } else {
+                        1.0
+                    };
+                    heads
+                ]
+            } else {
+                umax.iter()
+                    .map(|&m| if m > 0.0 { m / U_FULL_SCALE } else { 1.0 })
+                    .collect()
+            };
         let enc = requant(
             &(0..heads)
                 .map(|h| s_in * qwe.s(h) as f64 / s_u[h])
@@ -487,6 +509,65 @@ fn derive_block(
         2 * heads,
     )?;
 
+    // The norm's output grid; a pre-norm reads the block input (clamped to its exact range)
+    // and the SSM reads the norm's codes, a post-norm reads the residual sum (below).
+    let qn = match block.norm_kind() {
+        Some(_) => {
+            let qn = q("norm_output", 1, 2)?;
+            per_tensor(&key("norm_output"), &qn)?;
+            Some(qn)
+        }
+        None => None,
+    };
+    let (pre_qn, post_norm) = if block.prenorm {
+        (qn, None)
+    } else {
+        (None, qn)
+    };
+    let mut pre_range = None;
+    let pre_norm = match (pre_qn, block.norm_kind()) {
+        (Some(qn), Some(kind)) => {
+            let lo = inp.range.iter().map(|r| r.0).min().unwrap_or(0);
+            let hi = inp.range.iter().map(|r| r.1).max().unwrap_or(0);
+            let range = u32::try_from(hi - lo)
+                .map_err(|_| IntegerError::Bounds(format!("block {i}: input range {lo}..={hi}")))?;
+            let stage = norm_stage(qc, i, kind, &inp.s, range, &qn)?;
+            // BatchNorm multiplies the (possibly wide) input itself: `|x m| + |bias|` < 2^62.
+            if let NormStage::Batch(a) = &stage {
+                let x_abs = lo.unsigned_abs().max(hi.unsigned_abs()) as f64;
+                let worst =
+                    a.m.iter()
+                        .zip(&a.bias)
+                        .map(|(&m, &b)| x_abs * (m as f64).abs() + (b as f64).abs())
+                        .fold(0f64, f64::max);
+                if worst >= 2f64.powi(62) {
+                    return Err(IntegerError::Bounds(format!(
+                        "block {i}: BatchNorm on the block input reaches {worst:e}"
+                    )));
+                }
+            }
+            pre_range = Some(NormInput {
+                lo: lo as i32,
+                hi: hi as i32,
+            });
+            Some((stage, qn))
+        }
+        _ => None,
+    };
+    let ssm_in = match &pre_norm {
+        Some((_, qn)) => {
+            let g = qn.grid();
+            BlockInput {
+                s: vec![qn.s(0) as f64; heads],
+                range: vec![(g.qmin as i64 - g.z as i64, g.qmax as i64 - g.z as i64); heads],
+            }
+        }
+        None => BlockInput {
+            s: inp.s.clone(),
+            range: inp.range.clone(),
+        },
+    };
+
     // SSM matrices.
     let host = |t: Tensor<2>| to_host(t);
     let cq = |qq: &Q, vals: &[f32]| -> Vec<i32> {
@@ -569,7 +650,11 @@ fn derive_block(
         None,
         "C x",
     )?;
-    let dy_rq = requant(&per_head(&|h| d_hat[h] * inp.s[h] / s_y * p), None, "D u")?;
+    let dy_rq = requant(
+        &per_head(&|h| d_hat[h] * ssm_in.s[h] / s_y * p),
+        None,
+        "D u",
+    )?;
     let q16 = 2f64.powi(s4q_runtime::SIGMOID_IN_FRAC as i32);
     let lin_r: Vec<f64> = (0..2 * heads)
         .map(|j| {
@@ -631,60 +716,29 @@ fn derive_block(
         None
     };
     // Post-norm on the codes of the residual (or GLU-output) grid.
-    let norm = match block.norm_kind() {
-        None => None,
-        Some(kind) => {
-            let qn = q("norm_output", 1, 2)?;
-            per_tensor(&key("norm_output"), &qn)?;
+    let norm = match (post_norm, block.norm_kind()) {
+        (Some(qn), Some(kind)) => {
             let (s_in, in_grid) = (out_q.s(0) as f64, out_q.grid());
-            let s_n = qn.s(0) as f64;
-            let host1 = |t: Tensor<1>| -> Result<Vec<f64>> {
-                Ok(to_host(t)?.into_iter().map(f64::from).collect())
-            };
-            let stage = match (kind, &block.norm, &block.batch_norm) {
-                (NormKind::Layer, Some(ln), _) => {
-                    let gamma = host1(ln.gamma.val())?;
-                    let beta = match &ln.beta {
-                        Some(b) => host1(b.val())?,
-                        None => vec![0.0; heads],
-                    };
-                    // The classifier builds its LayerNorm with burn's default epsilon.
-                    let eps = LayerNormConfig::new(heads).epsilon;
-                    NormStage::Layer(IntLayerNorm::derive(
-                        &gamma,
-                        &beta,
-                        eps,
-                        s_in,
-                        (in_grid.qmax - in_grid.qmin) as u32,
-                        s_n,
-                        qn.grid(),
-                    )?)
-                }
-                (NormKind::Batch, _, Some(bn)) => {
-                    let gamma = host1(bn.gamma.val())?;
-                    let beta = host1(bn.beta.val())?;
-                    let mean = host1(bn.running_mean.value())?;
-                    let var = host1(bn.running_var.value())?;
-                    let k: Vec<f64> = (0..heads)
-                        .map(|c| gamma[c] / (var[c] + bn.epsilon).sqrt())
-                        .collect();
-                    let r: Vec<f64> = (0..heads).map(|c| s_in * k[c] / s_n).collect();
-                    let b: Vec<f64> = (0..heads)
-                        .map(|c| (beta[c] - mean[c] * k[c]) / s_n)
-                        .collect();
-                    NormStage::Batch(ChannelAffine::derive(&r, &b, qn.grid(), "BatchNorm")?)
-                }
-                _ => {
-                    return Err(IntegerError::Unsupported(format!(
-                        "block {i}'s norm parameters"
-                    )));
-                }
-            };
+            let stage = norm_stage(
+                qc,
+                i,
+                kind,
+                &vec![s_in; heads],
+                (in_grid.qmax - in_grid.qmin) as u32,
+                &qn,
+            )?;
+            if let NormStage::Layer(ln) = &stage
+                && ln.sqrt_frac != LN_SQRT_FRAC
+            {
+                return Err(IntegerError::Bounds(format!(
+                    "block {i}: LayerNorm over {heads} channels of 8-bit codes overflows"
+                )));
+            }
             out_q = qn;
             Some(stage)
         }
+        _ => pre_norm.map(|(stage, _)| stage),
     };
-
     let mut ib = IntBlock {
         frac: frac as u32,
         state_shift: 0,
@@ -721,6 +775,7 @@ fn derive_block(
         glu_out: qo.grid(),
         residual,
         norm,
+        prenorm: pre_range,
     };
     // S: the most state fraction bits (<= 30) for which the 32-bit state accumulator's
     // bound holds, over the block input's range.
@@ -738,7 +793,7 @@ fn derive_block(
             continue;
         };
         let Ok(bu_rq) = requant(
-            &per_head(&|h| qb.s(h) as f64 * inp.s[h] / qst.s(h) as f64 * p),
+            &per_head(&|h| qb.s(h) as f64 * ssm_in.s[h] / qst.s(h) as f64 * p),
             None,
             "Bbar u",
         ) else {
@@ -746,7 +801,7 @@ fn derive_block(
         };
         ib.w_max = (0..heads)
             .map(|h| {
-                let (lo, hi) = inp.range[h];
+                let (lo, hi) = ssm_in.range[h];
                 sat32(bu_rq.apply(h, lo))
                     .unsigned_abs()
                     .max(sat32(bu_rq.apply(h, hi)).unsigned_abs())
@@ -761,6 +816,71 @@ fn derive_block(
     Err(IntegerError::Bounds(format!(
         "block {i}: no state shift in 8..=30 keeps the 32-bit state accumulator inside i32"
     )))
+}
+
+/// Block `i`'s norm of kind `kind` on inputs in per-channel units `s_in` spanning `in_range`
+/// units, into the grid of `qn`: LayerNorm's integer statistics (one unit for all channels),
+/// or BatchNorm's frozen affine folded into one multiplier and bias per channel.
+fn norm_stage(
+    qc: &QuantizedClassifier,
+    i: usize,
+    kind: NormKind,
+    s_in: &[f64],
+    in_range: u32,
+    qn: &Q,
+) -> Result<NormStage> {
+    let block = &qc.float.blocks[i];
+    let heads = s_in.len();
+    let s_n = qn.s(0) as f64;
+    let host1 =
+        |t: Tensor<1>| -> Result<Vec<f64>> { Ok(to_host(t)?.into_iter().map(f64::from).collect()) };
+    match (kind, &block.norm, &block.batch_norm) {
+        (NormKind::Layer, Some(ln), _) => {
+            if s_in.iter().any(|&s| s != s_in[0]) {
+                return Err(IntegerError::Unsupported(format!(
+                    "block {i}: a LayerNorm over inputs in per-channel units"
+                )));
+            }
+            let gamma = host1(ln.gamma.val())?;
+            let beta = match &ln.beta {
+                Some(b) => host1(b.val())?,
+                None => vec![0.0; heads],
+            };
+            // The classifier builds its LayerNorm with burn's default epsilon.
+            let eps = LayerNormConfig::new(heads).epsilon;
+            Ok(NormStage::Layer(IntLayerNorm::derive(
+                &gamma,
+                &beta,
+                eps,
+                s_in[0],
+                in_range,
+                s_n,
+                qn.grid(),
+            )?))
+        }
+        (NormKind::Batch, _, Some(bn)) => {
+            let gamma = host1(bn.gamma.val())?;
+            let beta = host1(bn.beta.val())?;
+            let mean = host1(bn.running_mean.value())?;
+            let var = host1(bn.running_var.value())?;
+            let k: Vec<f64> = (0..heads)
+                .map(|c| gamma[c] / (var[c] + bn.epsilon).sqrt())
+                .collect();
+            let r: Vec<f64> = (0..heads).map(|c| s_in[c] * k[c] / s_n).collect();
+            let b: Vec<f64> = (0..heads)
+                .map(|c| (beta[c] - mean[c] * k[c]) / s_n)
+                .collect();
+            Ok(NormStage::Batch(ChannelAffine::derive(
+                &r,
+                &b,
+                qn.grid(),
+                "BatchNorm",
+            )?))
+        }
+        _ => Err(IntegerError::Unsupported(format!(
+            "block {i}'s norm parameters"
+        ))),
+    }
 }
 
 use s4q_runtime::fixed::sat32;

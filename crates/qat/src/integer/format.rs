@@ -120,15 +120,19 @@ impl Writer {
         self.grid(a.out);
     }
 
-    /// A version-3 block: `frac`, `state_shift`, the stage kinds, the core, then the stages.
+    /// A version-3 block: `frac`, `state_shift`, the stage kinds, the core, then the stages
+    /// (a pre-norm's input range and, for LayerNorm, its root fraction bits first).
     fn block_v3(&mut self, b: &IntBlock) {
         self.u8(b.frac as u8);
         self.u8(b.state_shift as u8);
         self.u8(u8::from(b.residual.is_some()));
-        self.u8(match b.norm {
-            None => 0,
-            Some(NormStage::Layer(_)) => 1,
-            Some(NormStage::Batch(_)) => 2,
+        let pre = b.pre_norm().is_some();
+        self.u8(match (&b.norm, pre) {
+            (None, _) => 0,
+            (Some(NormStage::Layer(_)), false) => 1,
+            (Some(NormStage::Batch(_)), false) => 2,
+            (Some(NormStage::Layer(_)), true) => 3,
+            (Some(NormStage::Batch(_)), true) => 4,
         });
         self.block_core(b, None);
         if let Some(r) = &b.residual {
@@ -137,9 +141,16 @@ impl Writer {
             self.u8(r.frac as u8);
             self.grid(r.out);
         }
+        if let Some((_, r)) = b.pre_norm() {
+            self.i32(r.lo);
+            self.i32(r.hi);
+        }
         match &b.norm {
             None => {}
             Some(NormStage::Layer(ln)) => {
+                if pre {
+                    self.u8(ln.sqrt_frac as u8);
+                }
                 self.i64s(&[ln.e16 as i64]);
                 self.affine(&ln.affine);
             }

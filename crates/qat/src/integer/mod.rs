@@ -39,17 +39,22 @@
 //! - the post-norm ([`NormStage`]) on those codes: LayerNorm by `s4q_runtime::norm`'s
 //!   integer mean, variance and exact square root ([`IntLayerNorm`]), or BatchNorm's frozen
 //!   affine `gamma (x - mean) / sqrt(var + eps) + beta` folded into one multiplier and bias
-//!   per channel on the centered code ([`ChannelAffine`]), into the norm-output grid.
+//!   per channel on the centered code ([`ChannelAffine`]), into the norm-output grid;
+//! - or, instead, the pre-norm ([`IntBlock::prenorm`], `x + f(norm(x))`): the same stages on the
+//!   block input `v` itself, before the SSM, which then reads the norm's codes; the residual
+//!   adds the unnormalised `v`. Block 0's `v` is the encoder output `u`, which the fake-quant
+//!   model keeps in float: BatchNorm folds its per-head unit into the affine; LayerNorm needs
+//!   one unit for all heads, so `u` then gets a common unit with ~20 bits of range (the
+//!   most that `s4q_runtime::norm`'s wide-input arithmetic fits for `H` channels).
 //!
-//! The block output grid is the norm's, else the residual's, else the GLU's; the mean pool
-//! reads the last block's.
+//! The block output grid is a post-norm's, else the residual's, else the GLU's; the mean
+//! pool reads the last block's.
 //!
 //! Supported: one or more S4D blocks, each with an optional residual connection and an
-//! optional post-norm (LayerNorm or BatchNorm), every component quantized with a static,
-//! signed grid of at most 8 bits, per-tensor or per-head/per-output-channel weight scales and
-//! per-tensor activation grids (the presets' layout). Pre-norm (`x + f(norm(x))`) is refused:
-//! block 0's norm input would be the unquantized `u`. Anything else is an [`IntegerError`] at
-//! derivation. The binary format carries all of it (version 3; the paper's one-block model
+//! optional norm (LayerNorm or BatchNorm, before the block or after the residual sum), every
+//! component quantized with a static, signed grid of at most 8 bits, per-tensor or
+//! per-head/per-output-channel weight scales and per-tensor activation grids (the presets'
+//! layout). Anything else is an [`IntegerError`] at derivation. The binary format carries all of it (version 3; the paper's one-block model
 //! is still written as version 2, byte for byte as before), and so does the C export
 //! (`s4q-export`: a portable engine for stacked blocks, the specialised one for the paper's
 //! model).
@@ -212,9 +217,24 @@ pub struct IntBlock {
     /// The residual sum `v + GLU output` into the residual grid, if the block has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual: Option<ResidualStage>,
-    /// The norm after the residual sum (post-norm), if the block has one.
+    /// The block's norm, if it has one: after the residual sum (post-norm), or on the block
+    /// input when `prenorm` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norm: Option<NormStage>,
+    /// Pre-norm (`v + f(norm(v))`): the norm reads the block input `v` clamped to this range
+    /// (its exact bound, so the clamp only fences a hostile file), the SSM reads the norm's
+    /// codes and the residual adds `v`. `None`: the norm (if any) is a post-norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prenorm: Option<NormInput>,
+}
+
+/// The range of block-input values a pre-norm reads (inclusive, in the block input's unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NormInput {
+    /// Lowest value.
+    pub lo: i32,
+    /// Highest value.
+    pub hi: i32,
 }
 
 /// A block's residual sum `x + f(x)` requantized to the residual grid: both terms are
@@ -279,13 +299,24 @@ impl IntBlock {
             .unwrap_or(0)
     }
 
-    /// The grid of the block's output codes: the norm's, else the residual's, else the GLU's.
+    /// The grid of the block's output codes: a post-norm's, else the residual's, else the
+    /// GLU's.
     pub fn out_grid(&self) -> IntGrid {
-        match (&self.norm, &self.residual) {
+        match (self.post_norm(), &self.residual) {
             (Some(n), _) => n.out(),
             (None, Some(r)) => r.out,
             (None, None) => self.glu_out,
         }
+    }
+
+    /// The norm after the residual sum, if the block's norm is there.
+    pub fn post_norm(&self) -> Option<&NormStage> {
+        self.norm.as_ref().filter(|_| self.prenorm.is_none())
+    }
+
+    /// The norm on the block input and the range it reads, if the block's norm is there.
+    pub fn pre_norm(&self) -> Option<(&NormStage, NormInput)> {
+        self.norm.as_ref().zip(self.prenorm)
     }
 }
 
@@ -492,10 +523,31 @@ impl IntegerState<'_> {
         let (hn, mn) = (m.heads, m.modes);
         let f = b.frac;
         let (x_re, x_im) = (&mut self.x_re[k], &mut self.x_im[k]);
+        // The SSM's input: the block input, or a pre-norm's codes of it (minus the zero point).
+        let s_in: Vec<i64> = match b.pre_norm() {
+            None => v.to_vec(),
+            Some((norm, r)) => {
+                let x: Vec<i32> = v
+                    .iter()
+                    .map(|&x| x.clamp(r.lo as i64, r.hi as i64) as i32)
+                    .collect();
+                let mut codes = vec![0i32; hn];
+                match norm {
+                    NormStage::Layer(ln) => ln.apply(&x, &mut codes),
+                    NormStage::Batch(aff) => {
+                        for (c, o) in codes.iter_mut().enumerate() {
+                            *o = aff.apply(c, x[c]);
+                        }
+                    }
+                }
+                let z = norm.out().z as i64;
+                codes.iter().map(|&c| c as i64 - z).collect()
+            }
+        };
         let w: Vec<i64> = (0..hn)
             .map(|h| {
                 let wm = b.w_max[h] as i64;
-                (sat32(b.bu_rq.apply(h, v[h])) as i64).clamp(-wm, wm)
+                (sat32(b.bu_rq.apply(h, s_in[h])) as i64).clamp(-wm, wm)
             })
             .collect();
         // State update (exact in i64 here; the runtime and C do it in i32, which the export's
@@ -526,7 +578,10 @@ impl IntegerState<'_> {
                 x_im[k] = q.1 as i32;
                 re_cx += c.0 * (q.0 - sz) - c.1 * (q.1 - sz);
             }
-            let acc = b.cy_rq.apply(h, re_cx).wrapping_add(b.dy_rq.apply(h, v[h]));
+            let acc = b
+                .cy_rq
+                .apply(h, re_cx)
+                .wrapping_add(b.dy_rq.apply(h, s_in[h]));
             y_codes[h] = (shr_round(acc, f) + b.ssm_out.z as i64)
                 .clamp(b.ssm_out.qmin as i64, b.ssm_out.qmax as i64);
         }
@@ -563,8 +618,8 @@ impl IntegerState<'_> {
                     .clamp(r.out.qmin as i64, r.out.qmax as i64) as i32;
             }
         }
-        // Norm on the codes so far.
-        match &b.norm {
+        // Post-norm on the codes so far.
+        match b.post_norm() {
             Some(NormStage::Layer(ln)) => {
                 let q = out.clone();
                 ln.apply(&q, &mut out);

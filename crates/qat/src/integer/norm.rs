@@ -6,7 +6,7 @@
 //! (as the other stages do, so the C export's shifts are constants), with the output zero
 //! point and the float shift folded into a pre-scaled bias.
 
-use s4q_runtime::norm::{LN_FRAC, LN_SQRT_FRAC, affine_code, layer_norm_fits, layer_norm_q22};
+use s4q_runtime::norm::{LN_FRAC, LN_SQRT_FRAC, LnStep, affine_code, layer_norm_fits_frac};
 use serde::{Deserialize, Serialize};
 
 use super::IntGrid;
@@ -98,15 +98,33 @@ fn shared_shift(r: &[f64], what: &str) -> Result<u32> {
 /// LayerNorm over the `H` channels of a step, from input codes to output codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntLayerNorm {
-    /// `round(2^16 H^2 eps / s_in^2)`: eps in the units of the integer variance term.
+    /// `round(2^(2 f) H^2 eps / s_in^2)`: eps in the units of the integer variance term
+    /// (`f = sqrt_frac`; `2^16` for 8-bit input codes).
     pub e16: u64,
+    /// Fraction bits `f` of the root of the variance term: 8 for 8-bit codes, fewer for the
+    /// wide encoder output a pre-norm block 0 reads (`s4q_runtime::norm`, wide inputs).
+    #[serde(
+        default = "default_sqrt_frac",
+        skip_serializing_if = "is_default_sqrt_frac"
+    )]
+    pub sqrt_frac: u32,
     /// `gamma / s_out` on the `Q22` normalised value, `beta / s_out + z_out` as bias.
     pub affine: ChannelAffine,
 }
 
+fn default_sqrt_frac() -> u32 {
+    LN_SQRT_FRAC
+}
+
+fn is_default_sqrt_frac(f: &u32) -> bool {
+    *f == LN_SQRT_FRAC
+}
+
 impl IntLayerNorm {
-    /// From LayerNorm's `gamma`, `beta` and `eps`, the input grid's scale and code range, and
-    /// the output grid (scale `s_out`).
+    /// From LayerNorm's `gamma`, `beta` and `eps`, the input unit `s_in` and range of input
+    /// values `in_range` (codes, or the wide encoder output), and the output grid (scale
+    /// `s_out`). Keeps the most root fraction bits (at most 8) for which the integer
+    /// arithmetic provably fits.
     pub fn derive(
         gamma: &[f64],
         beta: &[f64],
@@ -117,16 +135,25 @@ impl IntLayerNorm {
         out: IntGrid,
     ) -> Result<Self> {
         let h = gamma.len();
-        let e = (h as f64 * h as f64 * eps / (s_in * s_in) * 65536.0).round_ties_even();
+        let eps_term = |f: u32| {
+            (h as f64 * h as f64 * eps / (s_in * s_in) * 2f64.powi(2 * f as i32)).round_ties_even()
+        };
+        let e = eps_term(0);
         if !(e.is_finite() && e >= 0.0 && e < 2f64.powi(60)) {
             return Err(IntegerError::Bounds(format!("LayerNorm eps term {e}")));
         }
-        let e = e as u64;
-        if !layer_norm_fits(h, in_range, e) {
+        let fits = |f: u32| {
+            let e = eps_term(f);
+            (e < 2f64.powi(62))
+                .then_some(e as u64)
+                .filter(|&e| layer_norm_fits_frac(h, in_range, e, f))
+                .map(|e| (f, e))
+        };
+        let Some((sqrt_frac, e)) = (0..=LN_SQRT_FRAC).rev().find_map(fits) else {
             return Err(IntegerError::Bounds(format!(
-                "LayerNorm over {h} channels of a {in_range}-code range (eps term {e}) overflows"
+                "LayerNorm over {h} channels of a {in_range}-unit input range (eps term {e}) overflows"
             )));
-        }
+        };
         let r: Vec<f64> = gamma
             .iter()
             .map(|g| g / s_out * 2f64.powi(-(LN_FRAC as i32)))
@@ -134,24 +161,30 @@ impl IntLayerNorm {
         let b: Vec<f64> = beta.iter().map(|b| b / s_out).collect();
         Ok(Self {
             e16: e,
+            sqrt_frac,
             affine: ChannelAffine::derive(&r, &b, out, "LayerNorm")?,
         })
     }
 
-    /// Output codes of one step's input codes `q` (`out.len() == q.len()`).
+    /// Output codes of one step's input values `q` (`out.len() == q.len()`).
     pub fn apply(&self, q: &[i32], out: &mut [i32]) {
-        let mut n = vec![0i32; q.len()];
-        layer_norm_q22(q, self.e16, &mut n);
-        for (c, (o, &v)) in out.iter_mut().zip(&n).enumerate() {
-            *o = self.affine.apply(c, v);
+        let st = LnStep::with_frac(q.len(), self.e16, self.sqrt_frac, |i| q[i]);
+        for (c, (o, &v)) in out.iter_mut().zip(q).enumerate() {
+            *o = self.affine.apply(c, st.value(v));
         }
     }
 }
 
 /// Worst-case error (real units) of the integer normalised value of magnitude `n_abs` for a
-/// step whose variance term is `t = V / H + E` (`s4q_runtime::norm` module doc).
+/// step whose variance term is `t = V / H + E`, with 8 root fraction bits (8-bit codes;
+/// `s4q_runtime::norm` module doc).
 pub fn layer_norm_error_bound(n_abs: f64, t: f64) -> f64 {
-    let t = t.max(2f64.powi(-16));
-    n_abs * (2f64.powi(-29) + 2f64.powi(-(2 * LN_SQRT_FRAC as i32)) / t)
-        + 2f64.powi(-(LN_FRAC as i32))
+    layer_norm_error_bound_frac(n_abs, t, LN_SQRT_FRAC)
+}
+
+/// [`layer_norm_error_bound`] with `sqrt_frac` root fraction bits (wide inputs).
+pub fn layer_norm_error_bound_frac(n_abs: f64, t: f64, sqrt_frac: u32) -> f64 {
+    let unit = 2f64.powi(-(2 * sqrt_frac as i32));
+    let t = t.max(unit);
+    n_abs * (2f64.powi(-29) + unit / t) + 2f64.powi(-(LN_FRAC as i32))
 }

@@ -104,6 +104,7 @@ fn synthetic(seed: u64) -> IntegerModel {
         glu_out: grid(1),
         residual: None,
         norm: None,
+        prenorm: None,
     };
     IntegerModel {
         d_input: i,
@@ -168,6 +169,7 @@ fn synthetic_block(r: &mut Lcg, h: usize, m: usize) -> IntBlock {
         glu_out: grid(1),
         residual: None,
         norm: None,
+        prenorm: None,
     }
 }
 

@@ -166,8 +166,10 @@ static const int32_t L_Z[10] = {
 typedef struct { const int32_t *m; const uint8_t *sh; const int64_t *b; } s4q_rq_t;
 typedef struct { int32_t z, qmin, qmax; } s4q_grid_t;
 /* One block (s4q_runtime::Model's module doc): SSM, GELU table, conv + GLU, the residual sum
- * (has_res) and the norm (norm: 0 none, 1 LayerNorm, 2 BatchNorm; n_in_z the zero point of
- * its input grid), and out_z, the zero point of the block's output grid. */
+ * (has_res) and the norm (norm: 0 none; 1 LayerNorm, 2 BatchNorm after the residual sum; 3
+ * LayerNorm, 4 BatchNorm on the block input, clamped to [n_lo, n_hi]; n_in_z the zero point
+ * of its input, n_sf LayerNorm's root fraction bits), and out_z, the zero point of the
+ * block's output grid. */
 typedef struct {
     uint32_t frac, state_shift;
     const int32_t *a_re, *a_im;
@@ -197,6 +199,8 @@ typedef struct {
     uint32_t n_shift;
     s4q_grid_t n;
     int32_t n_in_z, out_z;
+    int32_t n_lo, n_hi;
+    uint32_t n_sf;
 } s4q_block_t;
 static const int32_t B0_A_RE[2048] = {
     4094412, 4094412, 3997694, 3836496, 3610820, 3320665, 3030510, 2643636, 2224523, 1773170, 1289578, 805987, 290155, -225676, -741508, -1225100, 
@@ -6163,22 +6167,22 @@ static const s4q_block_t BLOCKS[S4Q_BLOCKS] = {
      {B0_BU_M, B0_BU_SH, B0_BU_B}, B0_W_MAX, {B0_CY_M, B0_CY_SH, B0_CY_B}, {B0_DY_M, B0_DY_SH, B0_DY_B},
      B0_ST_Z, B0_ST_LO, B0_ST_HI, {64, -128, 127}, B0_GELU, -114, B0_LIN_W, B0_LIN_WZ, {B0_LIN_M, B0_LIN_SH, B0_LIN_B}, {12, -128, 127},
      1, {B0_RF_M, B0_RF_SH, B0_RF_B}, {B0_RX_M, B0_RX_SH, B0_RX_B}, 16u, {1, -128, 127},
-     2, UINT64_C(0), B0_N_M, B0_N_B, 29u, {10, -128, 127}, 1, 10},
+     2, UINT64_C(0), B0_N_M, B0_N_B, 29u, {10, -128, 127}, 1, 10, 0, 0, 0u},
     {19u, 22u, B1_A_RE, B1_A_IM, B1_B_RE, B1_B_IM, B1_B_Z, B1_C_RE, B1_C_IM, B1_C_Z,
      {B1_BU_M, B1_BU_SH, B1_BU_B}, B1_W_MAX, {B1_CY_M, B1_CY_SH, B1_CY_B}, {B1_DY_M, B1_DY_SH, B1_DY_B},
      B1_ST_Z, B1_ST_LO, B1_ST_HI, {6, -128, 127}, B1_GELU, -125, B1_LIN_W, B1_LIN_WZ, {B1_LIN_M, B1_LIN_SH, B1_LIN_B}, {-10, -128, 127},
      1, {B1_RF_M, B1_RF_SH, B1_RF_B}, {B1_RX_M, B1_RX_SH, B1_RX_B}, 16u, {-16, -128, 127},
-     2, UINT64_C(0), B1_N_M, B1_N_B, 30u, {2, -128, 127}, -16, 2},
+     2, UINT64_C(0), B1_N_M, B1_N_B, 30u, {2, -128, 127}, -16, 2, 0, 0, 0u},
     {19u, 22u, B2_A_RE, B2_A_IM, B2_B_RE, B2_B_IM, B2_B_Z, B2_C_RE, B2_C_IM, B2_C_Z,
      {B2_BU_M, B2_BU_SH, B2_BU_B}, B2_W_MAX, {B2_CY_M, B2_CY_SH, B2_CY_B}, {B2_DY_M, B2_DY_SH, B2_DY_B},
      B2_ST_Z, B2_ST_LO, B2_ST_HI, {14, -128, 127}, B2_GELU, -125, B2_LIN_W, B2_LIN_WZ, {B2_LIN_M, B2_LIN_SH, B2_LIN_B}, {-7, -128, 127},
      1, {B2_RF_M, B2_RF_SH, B2_RF_B}, {B2_RX_M, B2_RX_SH, B2_RX_B}, 16u, {-9, -128, 127},
-     2, UINT64_C(0), B2_N_M, B2_N_B, 29u, {-9, -128, 127}, -9, -9},
+     2, UINT64_C(0), B2_N_M, B2_N_B, 29u, {-9, -128, 127}, -9, -9, 0, 0, 0u},
     {19u, 22u, B3_A_RE, B3_A_IM, B3_B_RE, B3_B_IM, B3_B_Z, B3_C_RE, B3_C_IM, B3_C_Z,
      {B3_BU_M, B3_BU_SH, B3_BU_B}, B3_W_MAX, {B3_CY_M, B3_CY_SH, B3_CY_B}, {B3_DY_M, B3_DY_SH, B3_DY_B},
      B3_ST_Z, B3_ST_LO, B3_ST_HI, {5, -128, 127}, B3_GELU, -125, B3_LIN_W, B3_LIN_WZ, {B3_LIN_M, B3_LIN_SH, B3_LIN_B}, {-1, -128, 127},
      1, {B3_RF_M, B3_RF_SH, B3_RF_B}, {B3_RX_M, B3_RX_SH, B3_RX_B}, 16u, {-4, -128, 127},
-     2, UINT64_C(0), B3_N_M, B3_N_B, 30u, {11, -128, 127}, -4, 11},
+     2, UINT64_C(0), B3_N_M, B3_N_B, 30u, {11, -128, 127}, -4, 11, 0, 0, 0u},
 };
 /* round_half_even(x / 2^s), s in 0..62: the rounding rule of the per-head stages (as
  * s4q_runtime::fixed). The floor is computed without right-shifting a negative value
@@ -6293,6 +6297,54 @@ static int32_t s4q_encode(const int32_t *xin, int h) {
     return s4q_sat32(s4q_requant(acc, ENC_M[h], ENC_B[h], ENC_SH[h]));
 }
 
+/* Value j of the input a block's norm reads: the step's codes for a post-norm (norm 1, 2);
+ * for a pre-norm (3, 4) the block input (u for block 0, else the previous output code minus
+ * its zero point zin), clamped to [n_lo, n_hi]. */
+S4Q_INLINE int32_t s4q_norm_in(const s4q_block_t *k, const int8_t *io, const int32_t *xin,
+                               int b, int32_t zin, int j) {
+    int32_t v;
+    if (k->norm <= 2) return io[j];
+    v = b == 0 ? s4q_encode(xin, j) : (int32_t)io[j] - zin;
+    return v < k->n_lo ? k->n_lo : (v > k->n_hi ? k->n_hi : v);
+}
+
+/* A block's norm into output codes out (which may be io: each value is read before its code
+ * is written). LayerNorm: integer sum and variance, the variance term with 2 n_sf fraction
+ * bits normalised into [2^60, 2^62) so the root has 31 bits, one division
+ * (s4q_runtime::norm::LnStep); BatchNorm: the affine of the centred input. */
+static void s4q_norm(const s4q_block_t *k, const int8_t *io, const int32_t *xin, int b,
+                     int32_t zin, int8_t *out) {
+    int j;
+    if (k->norm == 1 || k->norm == 3) {
+        int64_t sum = 0, inv = 0;
+        uint64_t var = 0, r;
+        unsigned sh = 40u - k->n_sf;
+        for (j = 0; j < S4Q_HEADS; j++) sum += s4q_norm_in(k, io, xin, b, zin, j);
+        for (j = 0; j < S4Q_HEADS; j++) {
+            const int64_t d = (int64_t)S4Q_HEADS * s4q_norm_in(k, io, xin, b, zin, j) - sum;
+            var += (uint64_t)(d * d);
+        }
+        r = (var << (2u * k->n_sf)) / S4Q_HEADS + k->e16;
+        if (r != 0) {
+            while (r < ((uint64_t)1 << 60)) {
+                r <<= 2;
+                sh -= 1;
+            }
+            inv = (int64_t)(((uint64_t)1 << 62) / s4q_isqrt(r));
+        }
+        for (j = 0; j < S4Q_HEADS; j++) {
+            const int64_t d = (int64_t)S4Q_HEADS * s4q_norm_in(k, io, xin, b, zin, j) - sum;
+            const int32_t nv = (int32_t)s4q_shr_round(d * inv, sh);
+            out[j] = (int8_t)s4q_affine(nv, k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin,
+                                        k->n.qmax);
+        }
+    } else {
+        for (j = 0; j < S4Q_HEADS; j++)
+            out[j] = (int8_t)s4q_affine(s4q_norm_in(k, io, xin, b, zin, j) - k->n_in_z,
+                                        k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin, k->n.qmax);
+    }
+}
+
 void s4q_reset(s4q_state *st) {
     int b, k;
     for (b = 0; b < S4Q_BLOCKS; b++)
@@ -6308,16 +6360,22 @@ void s4q_reset(s4q_state *st) {
 int s4q_advance(s4q_state *st, const int8_t *input) {
     int b, h, i, j, n;
     int32_t xin[S4Q_D_INPUT];
+    int8_t pre[S4Q_HEADS]; /* a pre-norm's codes: the SSM's input */
     if (st->t >= S4Q_MAX_STEPS) return -1;
     for (i = 0; i < S4Q_D_INPUT; i++) xin[i] = (int32_t)s4q_clamp(input[i], IN_QMIN, IN_QMAX) - IN_Z;
     for (b = 0; b < S4Q_BLOCKS; b++) {
         const s4q_block_t *k = &BLOCKS[b];
         const int last = b + 1 == S4Q_BLOCKS;
+        const int post = k->norm == 1 || k->norm == 2;
         const int32_t zin = b == 0 ? 0 : BLOCKS[b - 1].out_z;
         const int32_t half = (int32_t)(1u << (k->state_shift - 1));
         int8_t *xb = st->x + b * S4Q_PER_BLOCK;
+        if (!post && k->norm != 0) s4q_norm(k, st->io, xin, b, zin, pre);
         for (h = 0; h < S4Q_HEADS; h++) {
-            const int32_t v = b == 0 ? s4q_encode(xin, h) : (int32_t)st->io[h] - zin;
+            /* The block input, or a pre-norm's code of it minus the zero point. */
+            const int32_t v = k->norm >= 3 ? (int32_t)pre[h] - k->n.z
+                              : b == 0     ? s4q_encode(xin, h)
+                                           : (int32_t)st->io[h] - zin;
             const int32_t wm = k->w_max[h], bz = k->b_z[h], cz = k->c_z[h], sz = k->st_z[h];
             const int32_t lo = k->st_lo[h], hi = k->st_hi[h];
             int32_t w = s4q_sat32(s4q_rq(&k->bu, h, v)), re_cx = 0;
@@ -6360,43 +6418,17 @@ int s4q_advance(s4q_state *st, const int8_t *input) {
                 const int64_t acc = s4q_rq(&k->rf, j, (int32_t)(o - k->o.z)) + s4q_rq(&k->rx, j, v);
                 o = s4q_clamp(s4q_shr_round(acc, k->r_frac) + k->r.z, k->r.qmin, k->r.qmax);
             }
-            if (last && k->norm == 0)
+            if (last && !post)
                 st->sums[j] += o - POOL_Z;
             else
                 st->io[j] = (int8_t)o;
         }
-        if (k->norm == 1) {
-            /* LayerNorm over the step's codes (the zero point cancels). */
-            int64_t sum = 0, inv = 0;
-            uint64_t var = 0, r;
-            unsigned sh = 32;
-            for (j = 0; j < S4Q_HEADS; j++) sum += st->io[j];
-            for (j = 0; j < S4Q_HEADS; j++) {
-                const int64_t d = (int64_t)S4Q_HEADS * st->io[j] - sum;
-                var += (uint64_t)(d * d);
-            }
-            /* Normalise the variance term into [2^60, 2^62) so the root has 31 bits. */
-            r = (var << 16) / S4Q_HEADS + k->e16;
-            if (r != 0) {
-                while (r < ((uint64_t)1 << 60)) {
-                    r <<= 2;
-                    sh -= 1;
-                }
-                inv = (int64_t)(((uint64_t)1 << 62) / s4q_isqrt(r));
-            }
-            for (j = 0; j < S4Q_HEADS; j++) {
-                const int64_t d = (int64_t)S4Q_HEADS * st->io[j] - sum;
-                const int32_t nv = (int32_t)s4q_shr_round(d * inv, sh);
-                st->io[j] = (int8_t)s4q_affine(nv, k->n_m[j], k->n_b[j], k->n_shift, k->n.qmin,
-                                               k->n.qmax);
-            }
-        } else if (k->norm == 2) {
-            for (j = 0; j < S4Q_HEADS; j++)
-                st->io[j] = (int8_t)s4q_affine(st->io[j] - k->n_in_z, k->n_m[j], k->n_b[j],
-                                               k->n_shift, k->n.qmin, k->n.qmax);
+        if (post) {
+            /* Post-norm over the step's codes, in place. */
+            s4q_norm(k, st->io, xin, b, zin, st->io);
+            if (last)
+                for (j = 0; j < S4Q_HEADS; j++) st->sums[j] += st->io[j] - POOL_Z;
         }
-        if (last && k->norm != 0)
-            for (j = 0; j < S4Q_HEADS; j++) st->sums[j] += st->io[j] - POOL_Z;
     }
     st->t += 1;
     return 0;
