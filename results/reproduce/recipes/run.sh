@@ -33,3 +33,7 @@ if [[ ! -f $OUT/autobits-88/qat/result.json ]]; then
 fi
 # the searched spec with state balancing (autobits' own QAT runs without it)
 qat_run autobits-88-balance1 --spec "$OUT/autobits-88/spec.json" --balance-state 1
+# the searched spec with learned step sizes (LSQ) on its 3-bit weights (`autobits-88-lsq.json`:
+# autobits-88/spec.json with `learned_scale = true` for the encoder, Bbar, C, D, conv and
+# decoder weights), with state balancing
+qat_run autobits-88-lsq-balance1 --spec "$OUT/autobits-88-lsq.json" --balance-state 1
