@@ -37,3 +37,7 @@ qat_run autobits-88-balance1 --spec "$OUT/autobits-88/spec.json" --balance-state
 # autobits-88/spec.json with `learned_scale = true` for the encoder, Bbar, C, D, conv and
 # decoder weights), with state balancing
 qat_run autobits-88-lsq-balance1 --spec "$OUT/autobits-88-lsq.json" --balance-state 1
+# the searched spec with one more state bit paid for by one less Bbar bit (`autobits-88-s7b2.json`:
+# state 7, Bbar 2; the same 88.00% savings): the state dominates the sensitivities and Bbar is
+# the least sensitive component (autobits-88/allocation.json), with state balancing
+qat_run autobits-88-s7b2-balance1 --spec "$OUT/autobits-88-s7b2.json" --balance-state 1
