@@ -63,11 +63,12 @@ fn block_tables(s: &mut String, b: usize, blk: &IntBlock) -> String {
     requant_arrays(s, &format!("{p}RF"), rf);
     requant_arrays(s, &format!("{p}RX"), rx);
     // Norm kinds as in the model file: 1, 2 after the residual sum; 3, 4 on the block input.
-    let pre = u8::from(blk.pre_norm().is_some()) * 2;
+    let pre = blk.pre_norm().is_some();
+    let on_input = if pre { 2 } else { 0 };
     let (kind, e16, sqrt_frac, affine) = match &blk.norm {
         None => (0, 0, 0, None),
-        Some(NormStage::Layer(ln)) => (1 + pre, ln.e16, ln.sqrt_frac, Some(&ln.affine)),
-        Some(NormStage::Batch(a)) => (2 + pre, 0, 0, Some(a)),
+        Some(NormStage::Layer(ln)) => (1 + on_input, ln.e16, ln.sqrt_frac, Some(&ln.affine)),
+        Some(NormStage::Batch(a)) => (2 + on_input, 0, 0, Some(a)),
     };
     let (n_lo, n_hi) = blk.prenorm.map_or((0, 0), |r| (r.lo, r.hi));
     let (n_m, n_b, n_shift, n_out) = match affine {
@@ -79,9 +80,9 @@ fn block_tables(s: &mut String, b: usize, blk: &IntBlock) -> String {
     let out = blk.out_grid();
     // A post-norm reads codes of the sum's grid; a pre-norm the block input, already centred.
     let norm_in_z = match (pre, has_res) {
-        (2, _) => 0,
-        (_, 1) => r_out.z,
-        _ => blk.glu_out.z,
+        (true, _) => 0,
+        (false, 1) => r_out.z,
+        (false, _) => blk.glu_out.z,
     };
     let g = |g: qat::integer::IntGrid| format!("{}, {}, {}", g.z, g.qmin, g.qmax);
     format!(

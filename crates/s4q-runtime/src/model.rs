@@ -215,6 +215,39 @@ impl Norm<'_> {
     }
 }
 
+/// A norm over one step: LayerNorm's statistics of the step (none for BatchNorm) and the
+/// affine from the normalised (LayerNorm) or centred (BatchNorm) value to a code. The same
+/// for a pre-norm (on the block input) and a post-norm (on the residual sum's codes).
+#[derive(Clone, Copy)]
+struct NormStep<'a> {
+    ln: Option<LnStep>,
+    affine: Affine<'a>,
+}
+
+impl<'a> NormStep<'a> {
+    /// The step of `norm` over the `h` centred values `x(0..h)` (LayerNorm is unchanged by a
+    /// common offset, so centring is exact for it too).
+    fn new(norm: &Norm<'a>, h: usize, x: impl Fn(usize) -> i32) -> Self {
+        match *norm {
+            Norm::Layer {
+                e16,
+                sqrt_frac,
+                affine,
+            } => Self {
+                ln: Some(LnStep::with_frac(h, e16, sqrt_frac, x)),
+                affine,
+            },
+            Norm::Batch(affine) => Self { ln: None, affine },
+        }
+    }
+
+    /// Output code of channel `c` for its centred value `x`.
+    #[inline]
+    fn code(&self, c: usize, x: i32) -> i8 {
+        self.affine.apply(c, self.ln.map_or(x, |st| st.value(x)))
+    }
+}
+
 /// One block's arrays (views into the file).
 #[derive(Clone, Copy)]
 struct Block<'a> {
@@ -257,6 +290,11 @@ impl Block<'_> {
     /// The norm after the residual sum, if the block's norm is there.
     fn post_norm(&self) -> Option<&Norm<'_>> {
         self.norm.as_ref().filter(|_| self.pre.is_none())
+    }
+
+    /// The norm on the block input, if the block's norm is there.
+    fn pre_norm(&self) -> Option<&Norm<'_>> {
+        self.norm.as_ref().filter(|_| self.pre.is_some())
     }
 
     /// The grid of the block's output codes.
@@ -736,30 +774,20 @@ impl<'a> Model<'a> {
                     io[h] as i32 - zin
                 }
             };
-            // A pre-norm's input, clamped to its range, and LayerNorm's step statistics.
-            let pre_in = |io: &[i8], h: usize| {
-                let (lo, hi) = blk.pre.unwrap_or((i32::MIN, i32::MAX));
-                input_of(io, h).clamp(lo, hi)
-            };
-            let pre_ln = match (&blk.norm, blk.pre) {
-                (Some(Norm::Layer { e16, sqrt_frac, .. }), Some(_)) => {
-                    Some(LnStep::with_frac(h_n, *e16, *sqrt_frac, |i| pre_in(io, i)))
-                }
-                _ => None,
-            };
+            // A pre-norm's input (the block input clamped to the file's range) and this step
+            // of it.
+            let (lo, hi) = blk.pre.unwrap_or((i32::MIN, i32::MAX));
+            let pre_in = |io: &[i8], h: usize| input_of(io, h).clamp(lo, hi);
+            let pre = blk
+                .pre_norm()
+                .map(|norm| NormStep::new(norm, h_n, |i| pre_in(io, i)));
             let f = blk.frac;
             let xb = &mut xs[bi * per_block..(bi + 1) * per_block];
             for h in 0..h_n {
                 // 1. block input, or a pre-norm's code of it minus the zero point
-                let u = match (&blk.norm, blk.pre) {
-                    (Some(norm @ Norm::Layer { affine, .. }), Some(_)) => {
-                        let n = pre_ln.map_or(0, |st| st.value(pre_in(io, h)));
-                        affine.apply(h, n) as i32 - norm.out().z
-                    }
-                    (Some(norm @ Norm::Batch(affine)), Some(_)) => {
-                        affine.apply(h, pre_in(io, h)) as i32 - norm.out().z
-                    }
-                    _ => input_of(io, h),
+                let u = match &pre {
+                    Some(step) => step.code(h, pre_in(io, h)) as i32 - step.affine.out.z,
+                    None => input_of(io, h),
                 };
                 // 2. Bbar's input in Q.S state units, fenced by the export-time bound
                 let wm = blk.w_max.at(h);
@@ -845,22 +873,9 @@ impl<'a> Model<'a> {
             if let Some(norm) = blk.post_norm() {
                 let io = &mut io[..h_n];
                 let zn = blk.sum_grid().z;
-                match norm {
-                    Norm::Layer {
-                        e16,
-                        sqrt_frac,
-                        affine,
-                    } => {
-                        let st = LnStep::with_frac(h_n, *e16, *sqrt_frac, |i| io[i] as i32);
-                        for (c, q) in io.iter_mut().enumerate() {
-                            *q = affine.apply(c, st.value(*q as i32));
-                        }
-                    }
-                    Norm::Batch(affine) => {
-                        for (c, q) in io.iter_mut().enumerate() {
-                            *q = affine.apply(c, *q as i32 - zn);
-                        }
-                    }
+                let step = NormStep::new(norm, h_n, |i| io[i] as i32 - zn);
+                for (c, q) in io.iter_mut().enumerate() {
+                    *q = step.code(c, *q as i32 - zn);
                 }
                 if last {
                     for (s, &q) in state.sums.iter_mut().zip(io.iter()) {

@@ -41,6 +41,10 @@ type Result<T> = std::result::Result<T, IntegerError>;
 /// Full scale of the encoder output `u` in its per-head integer unit (`2^22`): 22 bits of
 /// precision for a value the fake-quant model keeps in float, with 9 bits of headroom in `i32`.
 const U_FULL_SCALE: f64 = (1u64 << 22) as f64;
+/// Accumulators that feed an `i32` requantization stay below `2^30` (one bit of margin for
+/// rounding and for the bias).
+const I32_BOUND: f64 = (1u64 << 30) as f64;
+
 /// The most bits of `u`'s common unit (full scale `2^bits`, at most 22) for which a
 /// LayerNorm over `heads` channels of it fits `s4q_runtime::norm`'s wide-input arithmetic.
 fn pre_norm_u_bits(heads: usize) -> Result<u32> {
@@ -53,10 +57,6 @@ fn pre_norm_u_bits(heads: usize) -> Result<u32> {
             ))
         })
 }
-
-/// Accumulators that feed an `i32` requantization stay below `2^30` (one bit of margin for
-/// rounding and for the bias).
-const I32_BOUND: f64 = (1u64 << 30) as f64;
 
 /// One quantizer's frozen parameters, read from its exported state.
 #[derive(Clone)]
@@ -509,64 +509,30 @@ fn derive_block(
         2 * heads,
     )?;
 
-    // The norm's output grid; a pre-norm reads the block input (clamped to its exact range)
-    // and the SSM reads the norm's codes, a post-norm reads the residual sum (below).
-    let qn = match block.norm_kind() {
-        Some(_) => {
+    // The norm and its output grid. A pre-norm reads the block input (clamped to its exact
+    // range) and the SSM reads its codes; a post-norm reads the residual sum (below).
+    let norm_q = match block.norm_kind() {
+        Some(kind) => {
             let qn = q("norm_output", 1, 2)?;
             per_tensor(&key("norm_output"), &qn)?;
-            Some(qn)
+            Some((kind, qn))
         }
         None => None,
     };
-    let (pre_qn, post_norm) = if block.prenorm {
-        (qn, None)
+    let (pre_q, post_q) = if block.prenorm {
+        (norm_q, None)
     } else {
-        (None, qn)
+        (None, norm_q)
     };
-    let mut pre_range = None;
-    let pre_norm = match (pre_qn, block.norm_kind()) {
-        (Some(qn), Some(kind)) => {
-            let lo = inp.range.iter().map(|r| r.0).min().unwrap_or(0);
-            let hi = inp.range.iter().map(|r| r.1).max().unwrap_or(0);
-            let range = u32::try_from(hi - lo)
-                .map_err(|_| IntegerError::Bounds(format!("block {i}: input range {lo}..={hi}")))?;
-            let stage = norm_stage(qc, i, kind, &inp.s, range, &qn)?;
-            // BatchNorm multiplies the (possibly wide) input itself: `|x m| + |bias|` < 2^62.
-            if let NormStage::Batch(a) = &stage {
-                let x_abs = lo.unsigned_abs().max(hi.unsigned_abs()) as f64;
-                let worst =
-                    a.m.iter()
-                        .zip(&a.bias)
-                        .map(|(&m, &b)| x_abs * (m as f64).abs() + (b as f64).abs())
-                        .fold(0f64, f64::max);
-                if worst >= 2f64.powi(62) {
-                    return Err(IntegerError::Bounds(format!(
-                        "block {i}: BatchNorm on the block input reaches {worst:e}"
-                    )));
-                }
-            }
-            pre_range = Some(NormInput {
-                lo: lo as i32,
-                hi: hi as i32,
-            });
-            Some((stage, qn))
+    let (pre_norm, pre_out) = match pre_q {
+        Some((kind, qn)) => {
+            let (stage, range, codes) = pre_norm_stage(qc, i, kind, inp, &qn)?;
+            (Some((stage, range)), Some(codes))
         }
-        _ => None,
+        None => (None, None),
     };
-    let ssm_in = match &pre_norm {
-        Some((_, qn)) => {
-            let g = qn.grid();
-            BlockInput {
-                s: vec![qn.s(0) as f64; heads],
-                range: vec![(g.qmin as i64 - g.z as i64, g.qmax as i64 - g.z as i64); heads],
-            }
-        }
-        None => BlockInput {
-            s: inp.s.clone(),
-            range: inp.range.clone(),
-        },
-    };
+    // What the SSM reads: the block input, or the pre-norm's codes.
+    let ssm_in = pre_out.as_ref().unwrap_or(inp);
 
     // SSM matrices.
     let host = |t: Tensor<2>| to_host(t);
@@ -716,8 +682,8 @@ fn derive_block(
         None
     };
     // Post-norm on the codes of the residual (or GLU-output) grid.
-    let norm = match (post_norm, block.norm_kind()) {
-        (Some(qn), Some(kind)) => {
+    let (norm, prenorm) = match (post_q, pre_norm) {
+        (Some((kind, qn)), _) => {
             let (s_in, in_grid) = (out_q.s(0) as f64, out_q.grid());
             let stage = norm_stage(
                 qc,
@@ -735,9 +701,10 @@ fn derive_block(
                 )));
             }
             out_q = qn;
-            Some(stage)
+            (Some(stage), None)
         }
-        _ => pre_norm.map(|(stage, _)| stage),
+        (None, Some((stage, range))) => (Some(stage), Some(range)),
+        (None, None) => (None, None),
     };
     let mut ib = IntBlock {
         frac: frac as u32,
@@ -775,7 +742,7 @@ fn derive_block(
         glu_out: qo.grid(),
         residual,
         norm,
-        prenorm: pre_range,
+        prenorm,
     };
     // S: the most state fraction bits (<= 30) for which the 32-bit state accumulator's
     // bound holds, over the block input's range.
@@ -816,6 +783,48 @@ fn derive_block(
     Err(IntegerError::Bounds(format!(
         "block {i}: no state shift in 8..=30 keeps the 32-bit state accumulator inside i32"
     )))
+}
+
+/// Block `i`'s pre-norm of kind `kind` on the block input `inp`, into the grid of `qn`: the
+/// stage, the range it clamps its input to (the input's exact bound), and the norm's codes
+/// (minus the zero point) as the SSM's input.
+fn pre_norm_stage(
+    qc: &QuantizedClassifier,
+    i: usize,
+    kind: NormKind,
+    inp: &BlockInput,
+    qn: &Q,
+) -> Result<(NormStage, NormInput, BlockInput)> {
+    let heads = inp.s.len();
+    let lo = inp.range.iter().map(|r| r.0).min().unwrap_or(0);
+    let hi = inp.range.iter().map(|r| r.1).max().unwrap_or(0);
+    let range = u32::try_from(hi - lo)
+        .map_err(|_| IntegerError::Bounds(format!("block {i}: input range {lo}..={hi}")))?;
+    let stage = norm_stage(qc, i, kind, &inp.s, range, qn)?;
+    // BatchNorm multiplies the (possibly wide) input itself: `|x m| + |bias|` < 2^62.
+    if let NormStage::Batch(a) = &stage {
+        let x_abs = lo.unsigned_abs().max(hi.unsigned_abs()) as f64;
+        let worst =
+            a.m.iter()
+                .zip(&a.bias)
+                .map(|(&m, &b)| x_abs * (m as f64).abs() + (b as f64).abs())
+                .fold(0f64, f64::max);
+        if worst >= 2f64.powi(62) {
+            return Err(IntegerError::Bounds(format!(
+                "block {i}: BatchNorm on the block input reaches {worst:e}"
+            )));
+        }
+    }
+    let g = qn.grid();
+    let codes = BlockInput {
+        s: vec![qn.s(0) as f64; heads],
+        range: vec![(g.qmin as i64 - g.z as i64, g.qmax as i64 - g.z as i64); heads],
+    };
+    let range = NormInput {
+        lo: lo as i32,
+        hi: hi as i32,
+    };
+    Ok((stage, range, codes))
 }
 
 /// Block `i`'s norm of kind `kind` on inputs in per-channel units `s_in` spanning `in_range`

@@ -271,6 +271,20 @@ impl NormStage {
             NormStage::Batch(a) => a.out,
         }
     }
+
+    /// Output codes of one step's centred input values `x` (a code minus its zero point, or
+    /// the block input): LayerNorm over the step (where any common offset cancels exactly),
+    /// BatchNorm per channel. The same whether the norm is before the block or after the sum.
+    fn apply(&self, x: &[i32], out: &mut [i32]) {
+        match self {
+            NormStage::Layer(ln) => ln.apply(x, out),
+            NormStage::Batch(a) => {
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = a.apply(c, x[c]);
+                }
+            }
+        }
+    }
 }
 
 impl IntBlock {
@@ -532,14 +546,7 @@ impl IntegerState<'_> {
                     .map(|&x| x.clamp(r.lo as i64, r.hi as i64) as i32)
                     .collect();
                 let mut codes = vec![0i32; hn];
-                match norm {
-                    NormStage::Layer(ln) => ln.apply(&x, &mut codes),
-                    NormStage::Batch(aff) => {
-                        for (c, o) in codes.iter_mut().enumerate() {
-                            *o = aff.apply(c, x[c]);
-                        }
-                    }
-                }
+                norm.apply(&x, &mut codes);
                 let z = norm.out().z as i64;
                 codes.iter().map(|&c| c as i64 - z).collect()
             }
@@ -618,19 +625,11 @@ impl IntegerState<'_> {
                     .clamp(r.out.qmin as i64, r.out.qmax as i64) as i32;
             }
         }
-        // Post-norm on the codes so far.
-        match b.post_norm() {
-            Some(NormStage::Layer(ln)) => {
-                let q = out.clone();
-                ln.apply(&q, &mut out);
-            }
-            Some(NormStage::Batch(aff)) => {
-                let z = b.residual.as_ref().map_or(b.glu_out.z, |r| r.out.z);
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = aff.apply(c, *o - z);
-                }
-            }
-            None => {}
+        // Post-norm on the codes so far, centred on their grid's zero point.
+        if let Some(norm) = b.post_norm() {
+            let z = b.residual.as_ref().map_or(b.glu_out.z, |r| r.out.z);
+            let x: Vec<i32> = out.iter().map(|&o| o - z).collect();
+            norm.apply(&x, &mut out);
         }
         out
     }
