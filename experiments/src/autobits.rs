@@ -538,6 +538,7 @@ pub fn run_autobits(args: &AutobitsArgs) -> Result<()> {
         calib_batches: args.calib_batches,
         seed: args.seed,
         balance_state: None,
+        distill: None,
     };
     let qat_dir = args.out_dir.join("qat");
     let result: QatResult = match read_json::<QatResult>(&qat_dir.join("result.json")) {

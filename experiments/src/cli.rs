@@ -21,8 +21,11 @@ use crate::reproduce::{ReproduceArgs, run_reproduce};
 use crate::train::{TrainConfig, train};
 
 /// s4q experiments: train, quantize and benchmark small S4D models.
+///
+/// A repeated option takes its last value, so a script can append overrides to a shared list
+/// of options (`--lr 1e-3 ... --lr 3e-4`).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 pub struct Cli {
     /// Run burn's composed tensor ops instead of the fused CPU kernels everywhere (the path
     /// GPUs take), to check any model against it; the same as `S4Q_FORCE_COMPOSED=1`.
@@ -285,4 +288,66 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         SsmMode::from(args.mode)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("experiments").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        let cli = parse(&[
+            "qat",
+            "--run",
+            "r",
+            "--out-dir",
+            "o",
+            "--lr",
+            "1e-3",
+            "--distill",
+            "1",
+            "--lr",
+            "3e-4",
+        ])
+        .expect("parses");
+        let Command::Qat(args) = cli.command else {
+            panic!("not the qat command")
+        };
+        assert_eq!(args.lr, 3e-4);
+        assert_eq!(args.distill, Some(1.0));
+        assert_eq!(args.distill_temperature, 1.0);
+    }
+
+    #[test]
+    fn distillation_options_are_checked_by_the_parser() {
+        // A temperature without --distill would silently do nothing.
+        assert!(
+            parse(&[
+                "qat",
+                "--run",
+                "r",
+                "--out-dir",
+                "o",
+                "--distill-temperature",
+                "2"
+            ])
+            .is_err()
+        );
+        // From scratch there is no float model to learn from.
+        assert!(
+            parse(&[
+                "qat",
+                "--from-scratch",
+                "--out-dir",
+                "o",
+                "--distill",
+                "0.5"
+            ])
+            .is_err()
+        );
+    }
 }

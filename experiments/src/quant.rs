@@ -15,6 +15,7 @@ use crate::checkpoint::{read_json, write_json};
 use crate::device::DeviceName;
 use crate::eval::evaluate;
 use s4d_model::{S4dClassifierConfig, SsmMode};
+use s4q_train::DistillConfig;
 pub use s4q_train::quantize::{
     QatResult, QatRunConfig, ScratchConfig, Source, balanced_model, load_float_source,
     load_quantized, ptq_eval, qat,
@@ -82,7 +83,7 @@ pub struct QatArgs {
     epochs: usize,
     /// Peak learning rate (paper: 1e-4), cosine-decayed.
     #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
+    pub(crate) lr: f64,
     /// Elementwise gradient clip (paper: 1000).
     #[arg(long, default_value_t = 1000.0)]
     grad_clip: f32,
@@ -102,6 +103,13 @@ pub struct QatArgs {
     /// 1 evens them out fully, 0 is the paper's basis. Helps states of 6 bits and below.
     #[arg(long, value_name = "ALPHA")]
     balance_state: Option<f32>,
+    /// Distil from the float run: this share (0, 1] of the loss matches the float model's
+    /// softened outputs instead of the labels (1: the teacher alone).
+    #[arg(long, value_name = "WEIGHT", conflicts_with = "from_scratch")]
+    pub(crate) distill: Option<f32>,
+    /// Temperature of the distillation softmax (with --distill).
+    #[arg(long, value_name = "T", default_value_t = 1.0, requires = "distill")]
+    pub(crate) distill_temperature: f32,
     /// Train the quantized model from random initialisation (no float run): give the data
     /// and the shape as for `train`.
     #[arg(long, conflicts_with = "run")]
@@ -315,6 +323,10 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         calib_batches: args.source.calib_batches,
         seed: args.seed,
         balance_state: args.balance_state,
+        distill: args.distill.map(|weight| DistillConfig {
+            weight,
+            temperature: args.distill_temperature,
+        }),
     };
     let result = qat(
         &run_cfg,

@@ -2,7 +2,7 @@
 //!
 //! The training loops of s4q as a library, so they can be called from a user's own program as
 //! well as from the `experiments` command line: float training ([`train`]), QAT fine-tuning of
-//! a float run and QAT from scratch ([`qat`]), PTQ ([`ptq_eval`]), evaluation of float and
+//! a float run (optionally distilled from it, [`distill`]) and QAT from scratch ([`qat`]), PTQ ([`ptq_eval`]), evaluation of float and
 //! fake-quantized models ([`eval`]), calibration batches, checkpoints with exact resume
 //! ([`checkpoint`]), JSON-lines metrics, and one typed run-directory format ([`run_dir`])
 //! shared by float, PTQ, QAT and imported runs.
@@ -42,6 +42,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod distill;
 pub mod eval;
 pub mod metrics;
 pub mod predict;
@@ -51,6 +52,7 @@ pub mod run_dir;
 pub mod train;
 
 pub use data::{Batch, DataConfig, PreparedData, Preprocess, epoch_order, make_batch};
+pub use distill::{DistillConfig, distillation_loss};
 pub use eval::{Evaluation, count_correct, evaluate, evaluate_quantized, evaluate_with};
 pub use quantize::{
     QatResult, QatRunConfig, ScratchConfig, Source, balanced_model, calibration_batches,

@@ -32,6 +32,7 @@ use crate::checkpoint::{
     save_optimizer, write_json,
 };
 use crate::data::{DataConfig, Preprocess, epoch_order, make_batch};
+use crate::distill::DistillConfig;
 use crate::eval::{count_correct, evaluate, evaluate_quantized, evaluate_quantized_full};
 use crate::metrics::MetricsLog;
 use crate::progress::EpochProgress;
@@ -188,6 +189,9 @@ pub struct QatRunConfig {
     /// before calibration (`qat::balance`); `None`: the paper's state basis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance_state: Option<f32>,
+    /// Distil from the float run QAT starts from (`crate::distill`); `None`: hard labels only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
 }
 
 /// A quantized model trained from random initialisation: what a float run would otherwise
@@ -222,6 +226,7 @@ impl QatRunConfig {
             calib_batches: 4,
             seed: 0,
             balance_state: None,
+            distill: None,
         }
     }
 
@@ -257,6 +262,12 @@ impl QatRunConfig {
             bail!("--lr must be in (0, 1], got {}", self.lr);
         }
         self.spec.validate()?;
+        if let Some(d) = &self.distill {
+            d.validate()?;
+            if self.scratch.is_some() {
+                bail!("--distill needs a float run to learn from; QAT from scratch has no teacher");
+            }
+        }
         match (&self.float_run, &self.scratch) {
             (Some(_), Some(_)) => {
                 bail!("a QAT run starts from a float run or from scratch, not both")
@@ -518,6 +529,8 @@ pub fn qat(
     let steps_per_epoch = src.train.len().div_ceil(batch_size);
     let total = (steps_per_epoch * run_cfg.epochs).max(1);
     let mut qat_acc = state.ptq_acc;
+    // The float model as it was trained (balancing changes no output), without autodiff.
+    let teacher = run_cfg.distill.map(|d| (d, src.model.valid()));
     for epoch in state.epoch..run_cfg.epochs {
         let started = Instant::now();
         let mut progress = EpochProgress::new("qat", epoch, run_cfg.epochs, steps_per_epoch);
@@ -531,8 +544,18 @@ pub fn qat(
                 recalibrate(&mut model, &src, run_cfg, device)?;
             }
             let batch = make_batch(&src.train, idx, &ad);
+            let teacher_logits = teacher.as_ref().map(|(_, t)| {
+                t.forward_masked(
+                    batch.inputs.clone().inner(),
+                    SsmMode::Convolution,
+                    &batch.lengths,
+                )
+            });
             let logits = model.forward_masked(batch.inputs, &batch.lengths)?;
-            let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
+            let mut loss = loss_fn.forward(logits.clone(), batch.targets.clone());
+            if let (Some((d, _)), Some(t)) = (&teacher, teacher_logits) {
+                loss = d.loss(loss, logits.clone(), t);
+            }
             let value = loss.clone().into_scalar::<f32>() as f64;
             let correct = count_correct(logits.inner(), batch.targets.inner());
             progress.record(step, state.global_step, value, idx.len(), correct)?;

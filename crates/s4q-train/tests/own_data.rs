@@ -8,7 +8,9 @@ use burn::prelude::*;
 use datasets::{DataFileSpec, Standardizer};
 use qat::QuantSpec;
 use s4q_train::predict::{Engine, Predictor, predict};
-use s4q_train::{DataConfig, QatRunConfig, RunKind, RunManifest, TrainConfig, qat, train};
+use s4q_train::{
+    DataConfig, DistillConfig, QatRunConfig, RunKind, RunManifest, TrainConfig, qat, train,
+};
 
 /// Three classes of two-channel sequences (a ramp, a square wave, a constant; offsets and
 /// scales far from 0 and 1 so standardisation matters), lengths 6..=17.
@@ -103,6 +105,37 @@ fn files_to_float_to_qat_keep_their_preprocessing() {
     assert_eq!((qm.kind, &qm.preprocess), (RunKind::Qat, p));
     assert_eq!(qm.parent.as_deref(), Some(float_dir.as_path()));
 
+    // Distilled from the float run: the loop's loss is the KL divergence to the teacher, which
+    // after 8-bit calibration is far below the label loss of this barely trained model.
+    let mut kd = qcfg.clone();
+    kd.distill = Some(DistillConfig {
+        weight: 1.0,
+        temperature: 2.0,
+    });
+    let kd_dir = dir.join("qat-kd");
+    qat(&kd, "w8a8", Path::new("data"), &kd_dir, false, &device).unwrap();
+    let first_loss = |run: &Path| -> f64 {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        line["train_loss"].as_f64().unwrap()
+    };
+    let (hard, soft) = (first_loss(&qat_dir), first_loss(&kd_dir));
+    assert!(
+        soft < 0.5 * hard,
+        "distillation loss {soft} should be well below the label loss {hard}"
+    );
+    let saved: QatRunConfig =
+        serde_json::from_str(&std::fs::read_to_string(kd_dir.join("qat_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved.distill, kd.distill);
+    // A resume with other distillation settings is refused rather than mixed.
+    kd.distill = Some(DistillConfig {
+        weight: 0.5,
+        temperature: 2.0,
+    });
+    let err = qat(&kd, "w8a8", Path::new("data"), &kd_dir, true, &device).unwrap_err();
+    assert!(format!("{err:#}").contains("different options"), "{err:#}");
+
     // Prediction with the integer model names classes and gives a distribution per sequence.
     let integer = Predictor::load(&qat_dir, Engine::Integer, &device).unwrap();
     let preds = predict(&integer, &prepared.test, &p.class_names, true, 5, &device).unwrap();
@@ -190,5 +223,13 @@ fn qat_from_scratch_resumes_exactly() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("--observer-epochs"), "{err:#}");
+    // Invalid: distillation without a float model to learn from.
+    cfg.scratch.as_mut().unwrap().observer_epochs = 1;
+    cfg.distill = Some(DistillConfig {
+        weight: 0.5,
+        temperature: 1.0,
+    });
+    let err = cfg.validate().unwrap_err();
+    assert!(format!("{err:#}").contains("no teacher"), "{err:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }

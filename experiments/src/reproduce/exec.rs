@@ -147,6 +147,7 @@ impl Executor for BurnExecutor {
                     calib_batches: *calib_batches,
                     seed: run.seed,
                     balance_state: None,
+                    distill: None,
                 };
                 // `qat` with resume continues from its newest checkpoint, or starts afresh
                 // when there is none.
