@@ -2,10 +2,10 @@
 //!
 //! The training loops of s4q as a library, so they can be called from a user's own program as
 //! well as from the `experiments` command line: float training ([`train`]), QAT fine-tuning of
-//! a float run (optionally distilled from it, [`distill`]) and QAT from scratch ([`qat`]), PTQ ([`ptq_eval`]), evaluation of float and
-//! fake-quantized models ([`eval`]), calibration batches, checkpoints with exact resume
-//! ([`checkpoint`]), JSON-lines metrics, and one typed run-directory format ([`run_dir`])
-//! shared by float, PTQ, QAT and imported runs.
+//! a float run (optionally distilled from it, [`distill`]) and QAT from scratch ([`qat`]), PTQ
+//! ([`ptq_eval`]), evaluation of float and fake-quantized models ([`eval`]), calibration
+//! batches, checkpoints with exact resume ([`checkpoint`]), JSON-lines metrics, and one typed
+//! run-directory format ([`run_dir`]) shared by float, PTQ, QAT and imported runs.
 //!
 //! Data comes from a [`DataConfig`]: a named set of the `datasets` crate or the user's own
 //! `.ts` / `.npy` / `.npz` / `.csv` files, with an optional stratified validation split (which

@@ -544,17 +544,12 @@ pub fn qat(
                 recalibrate(&mut model, &src, run_cfg, device)?;
             }
             let batch = make_batch(&src.train, idx, &ad);
-            let teacher_logits = teacher.as_ref().map(|(_, t)| {
-                t.forward_masked(
-                    batch.inputs.clone().inner(),
-                    SsmMode::Convolution,
-                    &batch.lengths,
-                )
-            });
-            let logits = model.forward_masked(batch.inputs, &batch.lengths)?;
+            let logits = model.forward_masked(batch.inputs.clone(), &batch.lengths)?;
             let mut loss = loss_fn.forward(logits.clone(), batch.targets.clone());
-            if let (Some((d, _)), Some(t)) = (&teacher, teacher_logits) {
-                loss = d.loss(loss, logits.clone(), t);
+            if let Some((d, t)) = &teacher {
+                let soft =
+                    t.forward_masked(batch.inputs.inner(), SsmMode::Convolution, &batch.lengths);
+                loss = d.loss(loss, logits.clone(), soft);
             }
             let value = loss.clone().into_scalar::<f32>() as f64;
             let correct = count_correct(logits.inner(), batch.targets.inner());
