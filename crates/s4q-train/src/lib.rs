@@ -52,7 +52,7 @@ pub mod run_dir;
 pub mod train;
 
 pub use data::{Batch, DataConfig, PreparedData, Preprocess, epoch_order, make_batch};
-pub use distill::{DistillConfig, distillation_loss};
+pub use distill::{DistillConfig, TeacherLogits, distillation_loss};
 pub use eval::{Evaluation, count_correct, evaluate, evaluate_quantized, evaluate_with};
 pub use quantize::{
     QatResult, QatRunConfig, ScratchConfig, Source, balanced_model, calibration_batches,

@@ -32,7 +32,7 @@ use crate::checkpoint::{
     save_optimizer, write_json,
 };
 use crate::data::{DataConfig, Preprocess, epoch_order, make_batch};
-use crate::distill::DistillConfig;
+use crate::distill::{DistillConfig, TeacherLogits};
 use crate::eval::{count_correct, evaluate, evaluate_quantized, evaluate_quantized_full};
 use crate::metrics::MetricsLog;
 use crate::progress::EpochProgress;
@@ -529,8 +529,14 @@ pub fn qat(
     let steps_per_epoch = src.train.len().div_ceil(batch_size);
     let total = (steps_per_epoch * run_cfg.epochs).max(1);
     let mut qat_acc = state.ptq_acc;
-    // The float model as it was trained (balancing changes no output), without autodiff.
-    let teacher = run_cfg.distill.map(|d| (d, src.model.valid()));
+    // The float model as it was trained (balancing changes no output), run once.
+    let teacher = match run_cfg.distill {
+        Some(d) if state.epoch < run_cfg.epochs => Some((
+            d,
+            TeacherLogits::compute(&src.model.valid(), &src.train, batch_size, device)?,
+        )),
+        _ => None,
+    };
     for epoch in state.epoch..run_cfg.epochs {
         let started = Instant::now();
         let mut progress = EpochProgress::new("qat", epoch, run_cfg.epochs, steps_per_epoch);
@@ -547,9 +553,7 @@ pub fn qat(
             let logits = model.forward_masked(batch.inputs.clone(), &batch.lengths)?;
             let mut loss = loss_fn.forward(logits.clone(), batch.targets.clone());
             if let Some((d, t)) = &teacher {
-                let soft =
-                    t.forward_masked(batch.inputs.inner(), SsmMode::Convolution, &batch.lengths);
-                loss = d.loss(loss, logits.clone(), soft);
+                loss = d.loss(loss, logits.clone(), t.gather(idx, &ad));
             }
             let value = loss.clone().into_scalar::<f32>() as f64;
             let correct = count_correct(logits.inner(), batch.targets.inner());
