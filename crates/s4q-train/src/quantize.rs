@@ -550,7 +550,7 @@ pub fn qat(
                 recalibrate(&mut model, &src, run_cfg, device)?;
             }
             let batch = make_batch(&src.train, idx, &ad);
-            let logits = model.forward_masked(batch.inputs.clone(), &batch.lengths)?;
+            let logits = model.forward_masked(batch.inputs, &batch.lengths)?;
             let mut loss = loss_fn.forward(logits.clone(), batch.targets.clone());
             if let Some((d, t)) = &teacher {
                 loss = d.loss(loss, logits.clone(), t.gather(idx, &ad));
