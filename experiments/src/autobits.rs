@@ -531,6 +531,7 @@ pub fn run_autobits(args: &AutobitsArgs) -> Result<()> {
         parameterization: args.parameterization.into(),
         epochs: args.epochs,
         lr: args.lr,
+        warmup_fraction: 0.0,
         grad_clip: args.grad_clip,
         batch_size: args.batch_size,
         train_limit: args.train_limit,

@@ -103,6 +103,10 @@ pub struct QatArgs {
     /// 1 evens them out fully, 0 is the paper's basis. Helps states of 6 bits and below.
     #[arg(long, value_name = "ALPHA")]
     balance_state: Option<f32>,
+    /// Share of the optimizer steps that ramp the rate up to --lr before the cosine decay
+    /// (0: start at the peak, as the paper does); steadies high peak rates.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    warmup_fraction: f64,
     /// Distil from the float run: this share (0, 1] of the loss matches the float model's
     /// softened outputs instead of the labels (1: the teacher alone).
     #[arg(long, value_name = "WEIGHT", conflicts_with = "from_scratch")]
@@ -316,6 +320,7 @@ pub fn run_qat(args: &QatArgs) -> Result<()> {
         parameterization: args.parameterization.into(),
         epochs: args.epochs,
         lr: args.lr,
+        warmup_fraction: args.warmup_fraction,
         grad_clip: args.grad_clip,
         batch_size: args.source.batch_size,
         train_limit: args.train_limit,

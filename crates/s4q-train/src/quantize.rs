@@ -173,6 +173,12 @@ pub struct QatRunConfig {
     pub epochs: usize,
     /// Peak learning rate, cosine-decayed.
     pub lr: f64,
+    /// Share of the optimizer steps that ramp the rate linearly up to `lr` before the cosine:
+    /// a freshly quantized model can be thrown off by a high peak rate in its first steps.
+    /// 0 (the paper's QAT) starts the cosine at the peak; left out of saved configs when 0,
+    /// so runs made before the option existed still resume.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_fraction: f64,
     /// Elementwise gradient clip.
     pub grad_clip: f32,
     /// Sequences per step (also the calibration and evaluation batch).
@@ -219,6 +225,7 @@ impl QatRunConfig {
             parameterization: Parameterization::Continuous,
             epochs: 5,
             lr: 1e-3,
+            warmup_fraction: 0.0,
             grad_clip: 1000.0,
             batch_size: 32,
             train_limit: None,
@@ -261,6 +268,12 @@ impl QatRunConfig {
         if !(self.lr > 0.0 && self.lr <= 1.0) {
             bail!("--lr must be in (0, 1], got {}", self.lr);
         }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            bail!(
+                "--warmup-fraction must be in [0, 1), got {}",
+                self.warmup_fraction
+            );
+        }
         self.spec.validate()?;
         if let Some(d) = &self.distill {
             d.validate()?;
@@ -291,6 +304,10 @@ impl QatRunConfig {
         }
         Ok(())
     }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// What a finished QAT run reports (`result.json`).
@@ -528,6 +545,7 @@ pub fn qat(
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let steps_per_epoch = src.train.len().div_ceil(batch_size);
     let total = (steps_per_epoch * run_cfg.epochs).max(1);
+    let warmup = (run_cfg.warmup_fraction * total as f64).round() as usize;
     let mut qat_acc = state.ptq_acc;
     // The float model as it was trained (balancing changes no output), run once.
     let teacher = match run_cfg.distill {
@@ -559,7 +577,7 @@ pub fn qat(
             let correct = count_correct(logits.inner(), batch.targets.inner());
             progress.record(step, state.global_step, value, idx.len(), correct)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = warmup_cosine_lr(run_cfg.lr, 0, total, state.global_step);
+            let lr = warmup_cosine_lr(run_cfg.lr, warmup, total, state.global_step);
             model = optim.step(lr, model, grads);
             state.global_step += 1;
         }
@@ -627,4 +645,50 @@ pub fn qat(
     };
     write_json(&out.join("result.json"), &result)?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> QatRunConfig {
+        QatRunConfig::fine_tune("float", QuantSpec::preset("w8a8").expect("preset"))
+    }
+
+    /// Runs saved before `warmup_fraction` existed must still resume: their saved config has
+    /// no such key, and a config with no warmup must write none.
+    #[test]
+    fn warmup_fraction_is_absent_from_configs_without_warmup() {
+        let cfg = config();
+        let json = serde_json::to_value(&cfg).expect("serialize");
+        assert!(json.get("warmup_fraction").is_none(), "{json}");
+        let back: QatRunConfig = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, cfg);
+
+        let warm = QatRunConfig {
+            warmup_fraction: 0.05,
+            ..config()
+        };
+        let json = serde_json::to_value(&warm).expect("serialize");
+        assert_eq!(json["warmup_fraction"], 0.05);
+        let back: QatRunConfig = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back.warmup_fraction, 0.05);
+    }
+
+    #[test]
+    fn warmup_fraction_outside_zero_one_is_rejected() {
+        for bad in [-0.1, 1.0, f64::NAN] {
+            let cfg = QatRunConfig {
+                warmup_fraction: bad,
+                ..config()
+            };
+            let err = cfg.validate().expect_err("must fail").to_string();
+            assert!(err.contains("--warmup-fraction"), "{err}");
+        }
+        let ok = QatRunConfig {
+            warmup_fraction: 0.02,
+            ..config()
+        };
+        ok.validate().expect("0.02 is valid");
+    }
 }

@@ -189,18 +189,23 @@ impl Results {
 pub struct Check {
     /// What the paper finds.
     pub claim: String,
-    /// `Some(true)` when ours agree, `None` when runs are missing.
+    /// `Some(true)` when ours agree, `None` when runs are missing or not planned.
     pub holds: Option<bool>,
+    /// Why the budget can never decide the check (it does not plan the runs the check needs),
+    /// so a reader is not told to wait for runs that will not come.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_planned: Option<String>,
     /// The numbers behind the verdict.
     pub detail: String,
 }
 
 impl Check {
     fn line(&self) -> String {
-        let mark = match self.holds {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "not yet (runs missing)",
+        let mark = match (self.holds, &self.not_planned) {
+            (Some(true), _) => "yes".to_string(),
+            (Some(false), _) => "**no**".to_string(),
+            (None, Some(why)) => format!("not checked ({why})"),
+            (None, None) => "not yet (runs missing)".to_string(),
         };
         format!("- {} — {mark}: {}", self.claim, self.detail)
     }
@@ -288,6 +293,15 @@ pub fn aggregate(
         out.push(report);
     }
     Ok(out)
+}
+
+/// "7 and 6", "16, 8 and 7": row lists read as prose in the generated findings.
+fn join_bits(bits: &[u32]) -> String {
+    let words: Vec<String> = bits.iter().map(u32::to_string).collect();
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => words.concat(),
+    }
 }
 
 fn model_title(cfg: &SweepConfig) -> String {
@@ -421,6 +435,7 @@ fn sensitivity(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<Target
                 "at {b8} bits the state x and Abar are the two most sensitive components"
             ),
             holds,
+            not_planned: None,
             detail: format!("lowest three: {detail}"),
         });
     }
@@ -436,6 +451,7 @@ fn sensitivity(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<Target
         checks.push(Check {
             claim: format!("Bbar and Dbar hold at {lo} bits (within 2 points of float)"),
             holds,
+            not_planned: None,
             detail: accs
                 .iter()
                 .zip(["b_bar", "d_bar"])
@@ -513,6 +529,16 @@ fn heatmap(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepo
         },
         float_line(res, cfg)
     );
+    let rows = cfg.budget.heatmap_rows();
+    if rows.len() < HEATMAP_STATE_BITS.len() {
+        let _ = writeln!(
+            md,
+            "The `{}` budget plans state-bit rows {} only; the other rows show the paper's values \
+             alone.\n",
+            cfg.budget.name,
+            join_bits(&rows)
+        );
+    }
     let mut cells = Vec::new();
     for m in heat_methods() {
         let _ = writeln!(
@@ -542,10 +568,28 @@ fn heatmap(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepo
     }
 
     let mut checks = Vec::new();
-    // QAT (best parameterization) beats PTQ-static cell by cell.
+    // A budget may plan only some state-bit rows (`converged` runs 7 and 6); checks that need
+    // an unplanned row say so rather than wait for runs that will never be made.
+    let planned_rows = cfg.budget.heatmap_rows();
+    let unplanned = |need: &[u32]| {
+        let missing: Vec<String> = need
+            .iter()
+            .filter(|s| !planned_rows.contains(s))
+            .map(|s| s.to_string())
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "the `{}` budget does not plan state-bit row{} {}",
+                cfg.budget.name,
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(" and ")
+            )
+        })
+    };
+    // QAT (best parameterization) beats PTQ-static cell by cell, over the planned rows.
     let mut wins = 0;
     let mut total = 0;
-    for &s in &HEATMAP_STATE_BITS {
+    for &s in &planned_rows {
         for &a in &HEATMAP_ABAR_BITS {
             let best = HEATMAP_QAT
                 .iter()
@@ -559,9 +603,19 @@ fn heatmap(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepo
             }
         }
     }
+    let planned_cells = planned_rows.len() * HEATMAP_ABAR_BITS.len();
+    let all_rows = planned_rows.len() == HEATMAP_STATE_BITS.len();
     checks.push(Check {
-        claim: "QAT recovers what PTQ loses: the best QAT beats PTQ-static in every cell".into(),
-        holds: (total == 16).then_some(wins == 16),
+        claim: format!(
+            "QAT recovers what PTQ loses: the best QAT beats PTQ-static in every cell{}",
+            if all_rows {
+                String::new()
+            } else {
+                format!(" (planned rows {})", join_bits(&planned_rows))
+            }
+        ),
+        holds: (total == planned_cells).then_some(wins == total),
+        not_planned: None,
         detail: format!("{wins} of {total} cells"),
     });
     // Frozen-A is best at low state bits (mean over Abar widths at x = 6 and 7 bits).
@@ -588,6 +642,7 @@ fn heatmap(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepo
                 "Frozen-A is the best parameterization at {s} state bits (mean over Abar widths)"
             ),
             holds,
+            not_planned: unplanned(&[s]),
             detail: format!(
                 "frozen-A {}, discrete {}, continuous {}",
                 show(f),
@@ -601,6 +656,7 @@ fn heatmap(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepo
     checks.push(Check {
         claim: "PTQ-static collapses as Abar and x bits shrink (6x6 far below 16x16)".into(),
         holds: hi.zip(lo).map(|(h, l)| h.mean - l.mean > 20.0),
+        not_planned: unplanned(&[16, 6]),
         detail: format!("16x16 {}, 6x6 {}", fmt_stat(hi, seeds), fmt_stat(lo, seeds)),
     });
 
@@ -770,6 +826,7 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
     checks.push(Check {
         claim: "PTQ W4A6 Abar 8x8 collapses (more than 20 points below FP)".into(),
         holds: acc(0).zip(acc(1)).map(|(f, q)| f - q > 20.0),
+        not_planned: None,
         detail: format!(
             "FP {}, PTQ {}",
             fmt_stat(rows[0].2, seeds),
@@ -779,6 +836,7 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
     checks.push(Check {
         claim: "QAT recovers: QAT W4A6 Abar 8x8 beats PTQ W4A6 Abar 8x8".into(),
         holds: acc(4).zip(acc(1)).map(|(q, p)| q > p),
+        not_planned: None,
         detail: format!(
             "QAT {}, PTQ {}",
             fmt_stat(rows[4].2, seeds),
@@ -791,6 +849,7 @@ fn table3(res: &Results, cfg: &SweepConfig, fonts: &Fonts) -> Result<TargetRepor
             (Some(a), Some(b), Some(c)) => Some(a > b && b > c),
             _ => None,
         },
+        not_planned: None,
         detail: format!(
             "{} / {} / {}",
             fmt_stat(rows[3].2, seeds),
@@ -1088,5 +1147,77 @@ mod tests {
         assert_eq!(summary["runs_done"], plan.len() - 1);
         assert!(root.join("table3-pareto.svg").exists());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A budget that plans heatmap rows 7 and 6 only (as `converged` does): with all its runs
+    /// finished, the checks on those rows are decided, and the check that needs row 16 says the
+    /// budget does not plan it instead of waiting for runs that will never exist.
+    #[test]
+    fn heatmap_with_partial_rows_decides_what_it_plans() {
+        let root = std::env::temp_dir().join(format!("s4q-agg-rows-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut budget = Budget::tiny();
+        budget.heatmap_state_bits = Some(vec![7, 6]);
+        let cfg = SweepConfig {
+            model: "s4d-16h".into(),
+            dataset: datasets::DatasetName::Embedded,
+            seeds: 1,
+            budget,
+        };
+        let plan = cfg.plan(&[Target::QatHeatmap]).unwrap();
+        let layout = Layout { root: root.clone() };
+        for run in &plan {
+            let v = match &run.job {
+                Job::Float { .. } => serde_json::json!({
+                    "test_acc": 96.0, "test_loss": 0.1, "best_test_acc": 96.0,
+                    "epochs": 1, "train_samples": 1, "test_samples": 1, "train_seconds": 1.0,
+                    "device": "x"}),
+                Job::Ptq { spec_name, .. } => serde_json::json!({
+                    "spec": spec_name, "accuracy": 20.0, "savings": 80.0,
+                    "test_samples": 1, "seconds": 1.0}),
+                Job::Qat {
+                    spec_name,
+                    parameterization,
+                    ..
+                } => {
+                    // Frozen-A leads every cell by one point over discrete and continuous.
+                    let acc = if *parameterization == Parameterization::FrozenA {
+                        91.0
+                    } else {
+                        90.0
+                    };
+                    serde_json::json!({
+                        "spec": spec_name, "parameterization": parameterization,
+                        "float_acc": 96.0, "ptq_acc": 20.0, "qat_acc": acc, "epochs": 1,
+                        "train_samples": 1, "test_samples": 1, "train_seconds": 1.0})
+                }
+            };
+            write_result(&layout, run, v);
+        }
+        let reports =
+            aggregate(&cfg, &plan, &layout, &[Target::QatHeatmap], &Fonts::none()).unwrap();
+        let checks = &reports[0].checks;
+        let holds: Vec<Option<bool>> = checks.iter().map(|c| c.holds).collect();
+        assert_eq!(holds, vec![Some(true), Some(true), Some(true), None]);
+        assert_eq!(checks[0].detail, "8 of 8 cells");
+        assert!(checks[0].claim.ends_with("(planned rows 7 and 6)"));
+        assert_eq!(
+            checks[3].not_planned.as_deref(),
+            Some("the `tiny` budget does not plan state-bit row 16")
+        );
+        let md = &reports[0].markdown;
+        assert!(!md.contains("runs missing"), "{md}");
+        assert!(md.contains("plans state-bit rows 7 and 6 only"), "{md}");
+        // The JSON summary still lists every cell of the grid, planned or not.
+        let cells = reports[0].summary["cells"].as_array().expect("cells");
+        assert_eq!(cells.len(), 4 * 4 * 4);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn bit_lists_read_as_prose() {
+        assert_eq!(join_bits(&[6]), "6");
+        assert_eq!(join_bits(&[7, 6]), "7 and 6");
+        assert_eq!(join_bits(&[16, 8, 7]), "16, 8 and 7");
     }
 }

@@ -140,6 +140,7 @@ impl Executor for BurnExecutor {
                     parameterization: *parameterization,
                     epochs: *epochs,
                     lr: *lr,
+                    warmup_fraction: 0.0,
                     grad_clip: *grad_clip,
                     batch_size: *batch_size,
                     train_limit: *train_limit,
