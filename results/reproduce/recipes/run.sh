@@ -87,3 +87,5 @@ for s in 0 2; do
   qat_run autobits-88-balance1-kd-lr1.6e-2-warm5-float-s$s --spec "$OUT/autobits-88/spec.json" --balance-state 1 --distill 1 --lr 1.6e-2 \
     --warmup-fraction 0.05 --run results/reproduce/smnist10k-s4d-64h-converged/runs/float-s$s --seed $s
 done
+# Seeds 0 and 2 with the warmup: 97.35% and 96.30%. Over the three float models the recipe keeps
+# 96.98 +- 0.59% against float 97.80 +- 0.13: 0.82 points below on the mean (README.md).
